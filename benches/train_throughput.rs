@@ -1,0 +1,77 @@
+//! Training throughput (images/s) of the paper's MNIST nets on the CPU backend,
+//! batch 64, real embedded MNIST, steady state after a warm-up.
+//!
+//! `cargo bench --bench train_throughput -- [--threads N] [--steps N]`
+//! prints one machine-readable line per net, `sskernel stl images_per_s=…`, which
+//! scripts/compare-cpu.sh sets beside the PyTorch reference's figures.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sskernel::backend::cpu::Cpu;
+use sskernel::backend::{Backend, OptimStep};
+use sskernel::data::{self, DatasetName};
+use sskernel::model::{Activations, Mode, Net, NetSpec};
+use sskernel::train::Inputs;
+use std::time::Instant;
+
+const BATCH: usize = 64;
+const WARMUP_STEPS: usize = 10;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| {
+                v.parse::<usize>()
+                    .unwrap_or_else(|_| panic!("{name} takes a number, got {v}"))
+            })
+    };
+    let steps = flag("--steps").unwrap_or(100);
+    if let Some(threads) = flag("--threads") {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .expect("the global pool is set once");
+    }
+    let data = data::load(DatasetName::Mnist, None).expect("the embedded MNIST loads");
+    let inputs = Inputs::new(&data.train);
+    println!(
+        "# cpu backend, {} rayon threads, batch {BATCH}, {steps} steps after {WARMUP_STEPS} warm-up",
+        rayon::current_num_threads()
+    );
+    for (mode, name) in [(Mode::Stl, "stl"), (Mode::Mtl, "mtl")] {
+        let images_per_s = measure(&Cpu, mode, &inputs, steps);
+        println!("sskernel {name} images_per_s={images_per_s:.1}");
+    }
+}
+
+fn measure<B: Backend>(be: &B, mode: Mode, inputs: &Inputs, steps: usize) -> f64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut net = Net::new(be, NetSpec::mnist(mode, 10), &mut rng);
+    let mut act = Activations::new(be, &net.spec, BATCH);
+    let step = OptimStep::Sgd {
+        lr: 0.02,
+        momentum: 0.5,
+    };
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.shuffle(&mut rng);
+    let (mut images, mut targets) = (Vec::new(), Vec::new());
+    let mut run = |count: usize, offset: usize| {
+        for k in 0..count {
+            let start = ((offset + k) * BATCH) % (order.len() - BATCH);
+            inputs.gather(&order[start..start + BATCH], 10, &mut images, &mut targets);
+            be.write(&mut act.x, &images);
+            be.write(&mut act.targets, &targets);
+            net.train_step(be, &mut act, BATCH, &step);
+            // The training loop reads the loss back every step; so does the bench.
+            std::hint::black_box(be.download(&act.loss));
+        }
+    };
+    run(WARMUP_STEPS, 0);
+    let started = Instant::now();
+    run(steps, WARMUP_STEPS);
+    (steps * BATCH) as f64 / started.elapsed().as_secs_f64()
+}

@@ -1,0 +1,340 @@
+//! Valid, stride-1 2-D convolution as im2col + GEMM.
+//!
+//! Per image n (P = OH·OW output pixels, CRR = C·R·R patch length):
+//! - `col[CRR, P]`, `col[(c·R + i)·R + j, oy·OW + ox] = x[n, c, oy+i, ox+j]`
+//! - forward:          `y[n] (K×P)   = W (K×CRR) · col (CRR×P) + b`
+//! - backward-data:    `dcol (CRR×P) = Wᵀ (CRR×K) · dy[n] (K×P)`, then col2im → dx[n]
+//! - backward-weights: `dW (K×CRR)  = Σ_n dy[n] (K×P) · colᵀ (P×CRR)`, `db[k] = Σ_{n,p} dy[n, k, p]`
+//!
+//! Forward and backward-data run one image per rayon task. The weight gradient is a
+//! reduction over the batch: images are grouped into fixed chunks of `IMG_CHUNK`
+//! (independent of the thread count); each chunk is one GEMM with k = IMG_CHUNK·P
+//! over its stacked `colᵀ` and `dyᵀ` into its own partial, and the partials are
+//! added in chunk order.
+//!
+//! Layouts are chosen so matrixmultiply packs both operands by plain copies (A
+//! column-major, B row-major; see `gemm`): the forward reads W through a transposed
+//! copy `Wᵀ[CRR, K]`, the weight gradient uses `colᵀ[P, CRR]` and `dyᵀ[P, K]`.
+
+use super::gemm::{gemm_serial, transpose, Mat};
+use super::real::Real;
+use crate::backend::Conv2dShape;
+use rayon::prelude::*;
+
+/// Images per partial sum of the weight gradient.
+const IMG_CHUNK: usize = 8;
+
+/// x_n: `[C, H, W]` → col: `[C·R·R, OH·OW]` (overwritten).
+fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T]) {
+    let (h, w, r) = (s.height, s.width, s.kernel);
+    let (oh, ow) = (s.out_height(), s.out_width());
+    let p = oh * ow;
+    for c in 0..s.in_channels {
+        let x_c = &x_n[c * h * w..(c + 1) * h * w];
+        for i in 0..r {
+            for j in 0..r {
+                let row = &mut col[((c * r + i) * r + j) * p..][..p];
+                for oy in 0..oh {
+                    row[oy * ow..(oy + 1) * ow].copy_from_slice(&x_c[(oy + i) * w + j..][..ow]);
+                }
+            }
+        }
+    }
+}
+
+/// x_n: `[C, H, W]` → col_t: `[OH·OW, C·R·R]` (overwritten), the transpose of `im2col`.
+fn im2col_t<T: Real>(s: &Conv2dShape, x_n: &[T], col_t: &mut [T]) {
+    let (h, w, r) = (s.height, s.width, s.kernel);
+    let (oh, ow) = (s.out_height(), s.out_width());
+    let crr = s.in_channels * r * r;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let row = &mut col_t[(oy * ow + ox) * crr..][..crr];
+            for c in 0..s.in_channels {
+                for i in 0..r {
+                    let src = &x_n[(c * h + oy + i) * w + ox..][..r];
+                    row[(c * r + i) * r..][..r].copy_from_slice(src);
+                }
+            }
+        }
+    }
+}
+
+/// col: `[C·R·R, OH·OW]` → dx_n: `[C, H, W]`, the sum of every patch entry that reads
+/// each pixel (overwrites dx_n; fixed summation order).
+fn col2im<T: Real>(s: &Conv2dShape, col: &[T], dx_n: &mut [T]) {
+    let (h, w, r) = (s.height, s.width, s.kernel);
+    let (oh, ow) = (s.out_height(), s.out_width());
+    let p = oh * ow;
+    dx_n[..s.in_channels * h * w].fill(T::ZERO);
+    for c in 0..s.in_channels {
+        let dx_c = &mut dx_n[c * h * w..(c + 1) * h * w];
+        for i in 0..r {
+            for j in 0..r {
+                let row = &col[((c * r + i) * r + j) * p..][..p];
+                for oy in 0..oh {
+                    let dst = &mut dx_c[(oy + i) * w + j..][..ow];
+                    for (d, &v) in dst.iter_mut().zip(&row[oy * ow..(oy + 1) * ow]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// x: `[N, C, H, W]`, w: `[K, C, R, R]`, b: `[K]` → y: `[N, K, H-R+1, W-R+1]`.
+pub fn conv2d_forward<T: Real>(s: &Conv2dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len() && y.len() >= s.y_len());
+    debug_assert!(b.len() >= s.out_channels);
+    let (k, crr) = (s.out_channels, s.in_channels * s.kernel * s.kernel);
+    let p = s.out_height() * s.out_width();
+    let x_img = s.in_channels * s.height * s.width;
+    if p == 0 || k == 0 {
+        return;
+    }
+    // Wᵀ[CRR, K], so that A = W is column-major.
+    let mut w_t = vec![T::ZERO; crr * k];
+    transpose(&w[..k * crr], k, crr, &mut w_t);
+    let w = Mat::row_major(&w_t, crr, k).t();
+    y[..s.y_len()]
+        .par_chunks_mut(k * p)
+        .enumerate()
+        .for_each_init(
+            || vec![T::ZERO; crr * p],
+            |col, (n, y_n)| {
+                im2col(s, &x[n * x_img..(n + 1) * x_img], col);
+                for (y_k, &b_k) in y_n.chunks_mut(p).zip(b) {
+                    y_k.fill(b_k);
+                }
+                gemm_serial(T::ONE, w, Mat::row_major(col, crr, p), T::ONE, y_n, p);
+            },
+        );
+}
+
+/// Backward-data. w: `[K, C, R, R]`, dy: `[N, K, OH, OW]` → dx: `[N, C, H, W]`.
+pub fn conv2d_backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mut [T]) {
+    debug_assert!(w.len() >= s.w_len() && dy.len() >= s.y_len() && dx.len() >= s.x_len());
+    let (k, crr) = (s.out_channels, s.in_channels * s.kernel * s.kernel);
+    let p = s.out_height() * s.out_width();
+    let x_img = s.in_channels * s.height * s.width;
+    if x_img == 0 {
+        return;
+    }
+    let wt = Mat::row_major(&w[..k * crr], k, crr).t();
+    dx[..s.x_len()]
+        .par_chunks_mut(x_img)
+        .enumerate()
+        .for_each_init(
+            || vec![T::ZERO; crr * p],
+            |dcol, (n, dx_n)| {
+                let dy_n = Mat::row_major(&dy[n * k * p..(n + 1) * k * p], k, p);
+                gemm_serial(T::ONE, wt, dy_n, T::ZERO, dcol, p);
+                col2im(s, dcol, dx_n);
+            },
+        );
+}
+
+/// Backward-weights. x: `[N, C, H, W]`, dy: `[N, K, OH, OW]` → dw: `[K, C, R, R]`, db: `[K]`.
+pub fn conv2d_backward_weights<T: Real>(
+    s: &Conv2dShape,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+) {
+    debug_assert!(x.len() >= s.x_len() && dy.len() >= s.y_len());
+    debug_assert!(dw.len() >= s.w_len() && db.len() >= s.out_channels);
+    let (k, crr) = (s.out_channels, s.in_channels * s.kernel * s.kernel);
+    let p = s.out_height() * s.out_width();
+    let x_img = s.in_channels * s.height * s.width;
+    let w_len = k * crr;
+    let part_len = w_len + k;
+    let n_chunks = s.batch.div_ceil(IMG_CHUNK);
+    // One partial [dW | db] per chunk of images.
+    let mut parts = vec![T::ZERO; n_chunks * part_len];
+    parts.par_chunks_mut(part_len).enumerate().for_each_init(
+        || {
+            (
+                vec![T::ZERO; IMG_CHUNK * p * crr],
+                vec![T::ZERO; IMG_CHUNK * p * k],
+            )
+        },
+        |(col_t, dy_t), (chunk, part)| {
+            let (pdw, pdb) = part.split_at_mut(w_len);
+            let images = chunk * IMG_CHUNK..s.batch.min((chunk + 1) * IMG_CHUNK);
+            let rows = images.len() * p;
+            for (i, n) in images.enumerate() {
+                im2col_t(s, &x[n * x_img..(n + 1) * x_img], &mut col_t[i * p * crr..]);
+                let dy_n = &dy[n * k * p..(n + 1) * k * p];
+                for (d, dy_k) in pdb.iter_mut().zip(dy_n.chunks(p)) {
+                    *d += dy_k.iter().copied().sum::<T>();
+                }
+                transpose(dy_n, k, p, &mut dy_t[i * p * k..(i + 1) * p * k]);
+            }
+            // dW_chunk (K×CRR) = [dy_n…] (K × rows) · [colᵀ_n…] (rows × CRR)
+            let a = Mat::row_major(&dy_t[..rows * k], rows, k).t();
+            let b = Mat::row_major(&col_t[..rows * crr], rows, crr);
+            gemm_serial(T::ONE, a, b, T::ZERO, pdw, crr);
+        },
+    );
+    let (dw, db) = (&mut dw[..w_len], &mut db[..k]);
+    dw.fill(T::ZERO);
+    db.fill(T::ZERO);
+    for part in parts.chunks(part_len) {
+        for (d, &v) in dw.iter_mut().chain(db.iter_mut()).zip(part) {
+            *d += v;
+        }
+    }
+}
+
+/// Both halves of the backward; dx only when asked for.
+pub fn conv2d_backward<T: Real>(
+    s: &Conv2dShape,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dw: &mut [T],
+    db: &mut [T],
+) {
+    if let Some(dx) = dx {
+        conv2d_backward_data(s, w, dy, dx);
+    }
+    conv2d_backward_weights(s, x, dy, dw, db);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn shape(batch: usize, c: usize, k: usize, h: usize, w: usize, r: usize) -> Conv2dShape {
+        Conv2dShape {
+            batch,
+            in_channels: c,
+            out_channels: k,
+            height: h,
+            width: w,
+            kernel: r,
+        }
+    }
+
+    /// Direct 7-deep loop.
+    fn naive_forward(s: &Conv2dShape, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let (c_, h, w_, r) = (s.in_channels, s.height, s.width, s.kernel);
+        let (oh, ow) = (s.out_height(), s.out_width());
+        let mut y = vec![0.0; s.y_len()];
+        for n in 0..s.batch {
+            for k in 0..s.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = b[k];
+                        for c in 0..c_ {
+                            for i in 0..r {
+                                for j in 0..r {
+                                    acc += x[((n * c_ + c) * h + oy + i) * w_ + ox + j]
+                                        * w[((k * c_ + c) * r + i) * r + j];
+                                }
+                            }
+                        }
+                        y[((n * s.out_channels + k) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn inputs(s: &Conv2dShape, seed: u64) -> [Vec<f64>; 4] {
+        let mut g = rng(seed);
+        [
+            rand_vec(&mut g, s.x_len()),
+            rand_vec(&mut g, s.w_len()),
+            rand_vec(&mut g, s.out_channels),
+            rand_vec(&mut g, s.y_len()),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_direct_loops_f64_and_f32() {
+        for s in [
+            shape(3, 2, 3, 5, 7, 3),
+            shape(2, 1, 4, 6, 6, 1),
+            shape(4, 3, 5, 9, 8, 5),
+            shape(2, 20, 40, 12, 12, 5),
+        ] {
+            let [x, w, b, _] = inputs(&s, 7);
+            let want = naive_forward(&s, &x, &w, &b);
+            // Buffers longer than the shape: only the prefix is read / written.
+            let mut y = poisoned::<f64>(s.y_len() + 5);
+            conv2d_forward(&s, &x, &w, &b, &mut y);
+            assert!(rel_err(&y[..s.y_len()], &want) < 1e-13, "{s:?}");
+            assert!(y[s.y_len()..].iter().all(|v| v.is_nan()));
+            let mut y32 = poisoned::<f32>(s.y_len());
+            conv2d_forward(&s, &to_f32(&x), &to_f32(&w), &to_f32(&b), &mut y32);
+            // f32 vs f64: sums of ≤ 500 products, tolerance 1e-5 relative.
+            assert!(rel_err(&y32, &want) < 1e-5, "{s:?}");
+        }
+    }
+
+    /// L = Σ r·conv(x, w, b): dL/dy = r; every gradient against central differences.
+    #[test]
+    fn backward_matches_finite_differences() {
+        // Odd sizes; batch 10 > IMG_CHUNK exercises several partial sums.
+        for s in [
+            shape(3, 2, 3, 5, 7, 3),
+            shape(10, 2, 2, 4, 5, 2),
+            shape(2, 3, 2, 6, 5, 1),
+        ] {
+            let [x, w, b, r] = inputs(&s, 11);
+            let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+                let mut y = vec![0.0; s.y_len()];
+                conv2d_forward(&s, x, w, b, &mut y);
+                dot(&r, &y)
+            };
+            let mut dx = poisoned(s.x_len());
+            let mut dw = poisoned(s.w_len());
+            let mut db = poisoned(s.out_channels);
+            conv2d_backward(&s, &x, &w, &r, Some(&mut dx), &mut dw, &mut db);
+            let fx = fd_grad(&x, FD_H, |x| loss(x, &w, &b));
+            let fw = fd_grad(&w, FD_H, |w| loss(&x, w, &b));
+            let fb = fd_grad(&b, FD_H, |b| loss(&x, &w, b));
+            assert!(rel_err(&dx, &fx) < GRAD_TOL, "dx {s:?}");
+            assert!(rel_err(&dw, &fw) < GRAD_TOL, "dw {s:?}");
+            assert!(rel_err(&db, &fb) < GRAD_TOL, "db {s:?}");
+
+            // f32 path vs f64 path.
+            let mut dx32 = poisoned(s.x_len());
+            let mut dw32 = poisoned(s.w_len());
+            let mut db32 = poisoned(s.out_channels);
+            let (x32, w32, r32) = (to_f32(&x), to_f32(&w), to_f32(&r));
+            conv2d_backward(&s, &x32, &w32, &r32, Some(&mut dx32), &mut dw32, &mut db32);
+            assert!(rel_err(&dx32, &dx) < 1e-5);
+            assert!(rel_err(&dw32, &dw) < 1e-5);
+            assert!(rel_err(&db32, &db) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn deterministic_across_runs_and_thread_counts() {
+        let s = shape(19, 3, 8, 14, 13, 5);
+        let [x, w, b, dy] = inputs(&s, 3);
+        let (x, w, b, dy) = (to_f32(&x), to_f32(&w), to_f32(&b), to_f32(&dy));
+        let run = || {
+            let mut y = poisoned(s.y_len());
+            let mut dx = poisoned(s.x_len());
+            let mut dw = poisoned(s.w_len());
+            let mut db = poisoned(s.out_channels);
+            conv2d_forward(&s, &x, &w, &b, &mut y);
+            conv2d_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, &mut db);
+            [y, dx, dw, db]
+        };
+        let first = run();
+        for other in [run(), in_pool(1, run), in_pool(3, run)] {
+            for (a, b) in first.iter().zip(&other) {
+                assert!(same_bits(a, b));
+            }
+        }
+    }
+}

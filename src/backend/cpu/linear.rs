@@ -1,0 +1,270 @@
+//! Linear layers batched across branches (see `LinearShape`): one call runs every
+//! branch, each branch a GEMM on its own input picked by `x_of`.
+//!
+//! - forward:  `y[o] (N×out) = x[x_of[o]] (N×in) · w[o]ᵀ (in×out) + b[o]`
+//! - backward: `dw[o] (out×in) = dy[o]ᵀ (out×N) · x[x_of[o]] (N×in)`,
+//!   `db[o] = Σ_n dy[o, n, :]`, `dx[i] (N×in) = Σ_{o: x_of[o] = i} dy[o] (N×out) · w[o] (out×in)`
+//!
+//! Branches (and inputs, for dx) run as parallel tasks; the sum over branches that
+//! share an input is taken in branch order, so results do not depend on scheduling.
+//!
+//! x, w and dy are stored with the feature axis contiguous, the layout matrixmultiply
+//! packs slowest (a gather) when they are the A of `x·wᵀ` / `dy·w` or the B of `x·wᵀ`;
+//! a blocked transpose into scratch (`xᵀ`, `wᵀ`, `dyᵀ`) first is about twice as fast.
+
+use super::gemm::{gemm, transpose, Mat};
+use super::real::Real;
+use crate::backend::LinearShape;
+use rayon::prelude::*;
+
+fn check(s: &LinearShape) {
+    debug_assert_eq!(s.x_of.len(), s.branches, "x_of has one entry per branch");
+    debug_assert!(
+        s.x_of.iter().all(|&i| i < s.x_branches),
+        "x_of[o] < x_branches"
+    );
+}
+
+/// x: `[x_branches, N, in]`, w: `[branches, out, in]`, b: `[branches, out]`
+/// → y: `[branches, N, out]`.
+pub fn linear_forward<T: Real>(s: &LinearShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    check(s);
+    debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len());
+    debug_assert!(b.len() >= s.b_len() && y.len() >= s.y_len());
+    let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+    if n * fout == 0 {
+        return;
+    }
+    let x_t = transposed(&x[..s.x_len()], n, fin); // [x_branches, in, N]
+    let w_t = transposed(&w[..s.w_len()], fout, fin); // [branches, in, out]
+    y[..s.y_len()]
+        .par_chunks_mut(n * fout)
+        .enumerate()
+        .for_each(|(o, y_o)| {
+            let x_o = Mat::row_major(&x_t[s.x_of[o] * n * fin..][..n * fin], fin, n).t();
+            let w_o = Mat::row_major(&w_t[o * fout * fin..][..fout * fin], fin, fout);
+            for row in y_o.chunks_mut(fout) {
+                row.copy_from_slice(&b[o * fout..][..fout]);
+            }
+            gemm(T::ONE, x_o, w_o, T::ONE, y_o, fout);
+        });
+}
+
+/// Each `[rows, cols]` matrix of a stack, transposed to `[cols, rows]`.
+fn transposed<T: Real>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::ZERO; m.len()];
+    if rows * cols > 0 {
+        t.par_chunks_mut(rows * cols)
+            .zip(m.par_chunks(rows * cols))
+            .for_each(|(t, m)| transpose(m, rows, cols, t));
+    }
+    t
+}
+
+/// x: `[x_branches, N, in]`, w: `[branches, out, in]`, dy: `[branches, N, out]`
+/// → dw: `[branches, out, in]`, db: `[branches, out]`, and when asked for
+/// dx: `[x_branches, N, in]`, summed over the branches reading each input
+/// (0 for an input no branch reads).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward<T: Real>(
+    s: &LinearShape,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dw: &mut [T],
+    db: &mut [T],
+) {
+    check(s);
+    debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len() && dy.len() >= s.y_len());
+    debug_assert!(dw.len() >= s.w_len() && db.len() >= s.b_len());
+    let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+    let dy_of = |o: usize| &dy[o * n * fout..][..n * fout];
+    if let Some(dx) = dx {
+        debug_assert!(dx.len() >= s.x_len());
+        if n * fin > 0 {
+            let dy_t = transposed(&dy[..s.y_len()], n, fout); // [branches, out, N]
+            dx[..s.x_len()]
+                .par_chunks_mut(n * fin)
+                .enumerate()
+                .for_each(|(i, dx_i)| {
+                    let mut beta = T::ZERO;
+                    for o in (0..s.branches).filter(|&o| s.x_of[o] == i) {
+                        let dy_o = Mat::row_major(&dy_t[o * n * fout..][..n * fout], fout, n);
+                        let w_o = Mat::row_major(&w[o * fout * fin..][..fout * fin], fout, fin);
+                        gemm(T::ONE, dy_o.t(), w_o, beta, dx_i, fin);
+                        beta = T::ONE;
+                    }
+                    if beta == T::ZERO {
+                        dx_i.fill(T::ZERO);
+                    }
+                });
+        }
+    }
+    if fout == 0 {
+        return;
+    }
+    db[..s.b_len()]
+        .par_chunks_mut(fout)
+        .enumerate()
+        .for_each(|(o, db_o)| {
+            db_o.fill(T::ZERO);
+            for row in dy_of(o).chunks(fout) {
+                for (d, &g) in db_o.iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+        });
+    if fin == 0 {
+        return;
+    }
+    dw[..s.w_len()]
+        .par_chunks_mut(fout * fin)
+        .enumerate()
+        .for_each(|(o, dw_o)| {
+            let x_o = &x[s.x_of[o] * n * fin..][..n * fin];
+            let dyt = Mat::row_major(dy_of(o), n, fout).t();
+            gemm(T::ONE, dyt, Mat::row_major(x_o, n, fin), T::ZERO, dw_o, fin);
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn shape(
+        x_branches: usize,
+        x_of: &[usize],
+        batch: usize,
+        fin: usize,
+        fout: usize,
+    ) -> LinearShape {
+        LinearShape {
+            branches: x_of.len(),
+            x_branches,
+            batch,
+            in_features: fin,
+            out_features: fout,
+            x_of: x_of.to_vec(),
+        }
+    }
+
+    fn shapes() -> Vec<LinearShape> {
+        vec![
+            shape(1, &[0], 3, 5, 7),          // one ordinary layer
+            shape(1, &[0, 0, 0], 3, 5, 4),    // shared trunk input
+            shape(3, &[0, 1, 2], 5, 4, 3),    // per-branch chain
+            shape(3, &[0, 0, 2, 1], 3, 6, 1), // task → branch map (heads)
+            shape(3, &[0, 0, 2], 2, 3, 2),    // input 1 unread: dx[1] = 0
+            shape(1, &[0, 0], 70, 40, 33),    // big enough to split GEMM rows
+        ]
+    }
+
+    fn naive_forward(s: &LinearShape, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+        let mut y = vec![0.0; s.y_len()];
+        for o in 0..s.branches {
+            for r in 0..n {
+                for j in 0..fout {
+                    let mut acc = b[o * fout + j];
+                    for i in 0..fin {
+                        acc += x[(s.x_of[o] * n + r) * fin + i] * w[(o * fout + j) * fin + i];
+                    }
+                    y[(o * n + r) * fout + j] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    fn inputs(s: &LinearShape, seed: u64) -> [Vec<f64>; 4] {
+        let mut g = rng(seed);
+        [
+            rand_vec(&mut g, s.x_len()),
+            rand_vec(&mut g, s.w_len()),
+            rand_vec(&mut g, s.b_len()),
+            rand_vec(&mut g, s.y_len()),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_direct_loops_f64_and_f32() {
+        for s in shapes() {
+            let [x, w, b, _] = inputs(&s, 1);
+            let want = naive_forward(&s, &x, &w, &b);
+            let mut y = poisoned::<f64>(s.y_len() + 4);
+            linear_forward(&s, &x, &w, &b, &mut y);
+            assert!(rel_err(&y[..s.y_len()], &want) < 1e-13, "{s:?}");
+            assert!(y[s.y_len()..].iter().all(|v| v.is_nan()));
+            let mut y32 = poisoned::<f32>(s.y_len());
+            linear_forward(&s, &to_f32(&x), &to_f32(&w), &to_f32(&b), &mut y32);
+            assert!(rel_err(&y32, &want) < 1e-5, "{s:?}");
+        }
+    }
+
+    /// L = Σ r·linear(x, w, b).
+    #[test]
+    fn backward_matches_finite_differences() {
+        for s in shapes() {
+            let [x, w, b, r] = inputs(&s, 2);
+            let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+                let mut y = vec![0.0; s.y_len()];
+                linear_forward(&s, x, w, b, &mut y);
+                dot(&r, &y)
+            };
+            let (mut dx, mut dw, mut db) = (
+                poisoned(s.x_len()),
+                poisoned(s.w_len()),
+                poisoned(s.b_len()),
+            );
+            linear_backward(&s, &x, &w, &r, Some(&mut dx), &mut dw, &mut db);
+            let fx = fd_grad(&x, FD_H, |x| loss(x, &w, &b));
+            let fw = fd_grad(&w, FD_H, |w| loss(&x, w, &b));
+            let fb = fd_grad(&b, FD_H, |b| loss(&x, &w, b));
+            assert!(rel_err(&dx, &fx) < GRAD_TOL, "dx {s:?}");
+            assert!(rel_err(&dw, &fw) < GRAD_TOL, "dw {s:?}");
+            assert!(rel_err(&db, &fb) < GRAD_TOL, "db {s:?}");
+
+            let (x32, w32, r32) = (to_f32(&x), to_f32(&w), to_f32(&r));
+            let (mut dx32, mut dw32, mut db32) = (
+                poisoned(s.x_len()),
+                poisoned(s.w_len()),
+                poisoned(s.b_len()),
+            );
+            linear_backward(&s, &x32, &w32, &r32, Some(&mut dx32), &mut dw32, &mut db32);
+            assert!(rel_err(&dx32, &dx) < 1e-5);
+            assert!(rel_err(&dw32, &dw) < 1e-5);
+            assert!(rel_err(&db32, &db) < 1e-5);
+            // Without dx, dw and db are unchanged.
+            let (mut dw2, mut db2) = (poisoned(s.w_len()), poisoned(s.b_len()));
+            linear_backward(&s, &x32, &w32, &r32, None, &mut dw2, &mut db2);
+            assert!(same_bits(&dw2, &dw32) && same_bits(&db2, &db32));
+        }
+    }
+
+    #[test]
+    fn deterministic_across_runs_and_thread_counts() {
+        // The MNIST heads' shapes: ten branches on one shared 640-wide input.
+        let s = shape(1, &[0; 10], 64, 640, 100);
+        let [x, w, b, dy] = inputs(&s, 3);
+        let (x, w, b, dy) = (to_f32(&x), to_f32(&w), to_f32(&b), to_f32(&dy));
+        let run = || {
+            let mut y = poisoned(s.y_len());
+            linear_forward(&s, &x, &w, &b, &mut y);
+            let (mut dx, mut dw, mut db) = (
+                poisoned(s.x_len()),
+                poisoned(s.w_len()),
+                poisoned(s.b_len()),
+            );
+            linear_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, &mut db);
+            [y, dx, dw, db]
+        };
+        let first = run();
+        for other in [run(), in_pool(1, run), in_pool(3, run)] {
+            for (a, b) in first.iter().zip(&other) {
+                assert!(same_bits(a, b));
+            }
+        }
+    }
+}

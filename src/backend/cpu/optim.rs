@@ -1,0 +1,142 @@
+//! Optimiser steps, torch.optim semantics (no weight decay). Elementwise, in fixed
+//! chunks; scalars (bias corrections) in f64 as PyTorch computes them in Python floats.
+
+use super::real::Real;
+use rayon::prelude::*;
+
+const ELEM_CHUNK: usize = 1 << 14;
+
+/// SGD with momentum (dampening 0, no Nesterov): `v = μ·v + g; p −= lr·v`.
+/// PyTorch sets v = g on the first step, which is μ·0 + g: zero-initialised v matches.
+/// param, grad, velocity: `[len]`.
+pub fn sgd_step<T: Real>(
+    len: usize,
+    lr: T,
+    momentum: T,
+    param: &mut [T],
+    grad: &[T],
+    velocity: &mut [T],
+) {
+    debug_assert!(param.len() >= len && grad.len() >= len && velocity.len() >= len);
+    param[..len]
+        .par_chunks_mut(ELEM_CHUNK)
+        .zip(velocity[..len].par_chunks_mut(ELEM_CHUNK))
+        .zip(grad[..len].par_chunks(ELEM_CHUNK))
+        .for_each(|((p, v), g)| {
+            for ((p, v), &g) in p.iter_mut().zip(v).zip(g) {
+                *v = momentum * *v + g;
+                *p -= lr * *v;
+            }
+        });
+}
+
+/// Adam as torch.optim.Adam (single-tensor path), `step` counting from 1:
+/// `m = lerp(m, g, 1−β1)` (= β1·m + (1−β1)·g), `v = β2·v + (1−β2)·g²`,
+/// `p −= (lr/(1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)`.
+/// param, grad, m, v: `[len]`.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step<T: Real>(
+    len: usize,
+    lr: T,
+    beta1: T,
+    beta2: T,
+    eps: T,
+    step: u32,
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    v: &mut [T],
+) {
+    debug_assert!(param.len() >= len && grad.len() >= len && m.len() >= len && v.len() >= len);
+    debug_assert!(step >= 1, "Adam steps count from 1");
+    let t = step.max(1) as i32;
+    let bc1 = 1.0 - beta1.to_f64().powi(t);
+    let bc2 = 1.0 - beta2.to_f64().powi(t);
+    let step_size = T::from_f64(lr.to_f64() / bc1);
+    let bc2_sqrt = T::from_f64(bc2.sqrt());
+    let w1 = T::ONE - beta1;
+    let w2 = T::ONE - beta2;
+    param[..len]
+        .par_chunks_mut(ELEM_CHUNK)
+        .zip(m[..len].par_chunks_mut(ELEM_CHUNK))
+        .zip(v[..len].par_chunks_mut(ELEM_CHUNK))
+        .zip(grad[..len].par_chunks(ELEM_CHUNK))
+        .for_each(|(((p, m), v), g)| {
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                *m += w1 * (g - *m);
+                *v = *v * beta2 + g * g * w2;
+                *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn sgd_three_steps_by_hand() {
+        // p = 1, g = 0.5 every step, lr 0.1, μ 0.9:
+        // v: 0.5, 0.95, 1.355; p: 0.95, 0.855, 0.7195.
+        let (mut p, mut v) = (vec![1.0f64, -2.0], vec![0.0; 2]);
+        let g = [0.5, -1.0];
+        let want = [[0.95, -1.9], [0.855, -1.71], [0.7195, -1.439]];
+        for w in want {
+            sgd_step(2, 0.1, 0.9, &mut p, &g, &mut v);
+            assert!(rel_err(&p, &w) < 1e-14, "{p:?} {w:?}");
+        }
+        // f32 path, one element longer buffers (prefix only).
+        let (mut p32, mut v32) = (vec![1.0f32, -2.0, 7.0], vec![0.0f32; 3]);
+        for _ in 0..3 {
+            sgd_step(2, 0.1, 0.9, &mut p32, &[0.5, -1.0, 9.0], &mut v32);
+        }
+        assert!(rel_err(&p32[..2], &want[2]) < 1e-6 && p32[2] == 7.0 && v32[2] == 0.0);
+    }
+
+    #[test]
+    fn adam_steps_by_hand() {
+        let (lr, b1, b2, eps) = (0.1, 0.9, 0.999, 1e-8);
+        // Constant g: m̂ = g and v̂ = g² exactly, so each step moves p by
+        // lr·g/(|g| + eps) = 0.1·0.5/(0.5 + 1e-8).
+        let (mut p, mut m, mut v) = (vec![1.0f64], vec![0.0], vec![0.0]);
+        for t in 1..=3u32 {
+            adam_step(1, lr, b1, b2, eps, t, &mut p, &[0.5], &mut m, &mut v);
+            let want = 1.0 - t as f64 * 0.1 * 0.5 / (0.5 + 1e-8);
+            assert!((p[0] - want).abs() < 1e-14, "step {t}: {} vs {want}", p[0]);
+        }
+        // Varying g = 0.5, −1, 2 by hand:
+        // t=1: m=0.05, v=0.00025; m̂=0.5, v̂=0.25 → Δ = 0.1·0.5/(0.5+eps)
+        // t=2: m=0.045−0.1=−0.055, v=0.00024975+0.001=0.00124975;
+        //      m̂=−0.055/0.19, v̂=0.00124975/0.001999
+        // t=3: m=−0.0495+0.2=0.1505, v=0.00124850025+0.004=0.00524850025;
+        //      m̂=0.1505/0.271, v̂=0.00524850025/0.002997001
+        let steps = [
+            (0.5, 0.5, 0.25),
+            (-1.0, -0.055 / 0.19, 0.00124975 / 0.001999),
+            (2.0, 0.1505 / 0.271, 0.00524850025 / 0.002997001),
+        ];
+        let (mut p, mut m, mut v) = (vec![1.0f64], vec![0.0], vec![0.0]);
+        let (mut p32, mut m32, mut v32) = (vec![1.0f32], vec![0.0f32], vec![0.0f32]);
+        let mut want = 1.0;
+        for (t, (g, mh, vh)) in steps.into_iter().enumerate() {
+            let t = t as u32 + 1;
+            adam_step(1, lr, b1, b2, eps, t, &mut p, &[g], &mut m, &mut v);
+            adam_step(
+                1,
+                0.1f32,
+                0.9,
+                0.999,
+                1e-8,
+                t,
+                &mut p32,
+                &[g as f32],
+                &mut m32,
+                &mut v32,
+            );
+            want -= lr * mh / (f64::sqrt(vh) + eps);
+            assert!((p[0] - want).abs() < 1e-12, "step {t}: {} vs {want}", p[0]);
+            assert!((p32[0] as f64 - want).abs() < 1e-6);
+        }
+    }
+}

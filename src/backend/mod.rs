@@ -1,0 +1,323 @@
+//! The op surface every device implements: `cpu` (Rust + rayon, the reference),
+//! and later `sim` and `cuda` (kernels/*.cu). The model code is written once against
+//! this trait; it never looks at a buffer's contents except through `download`.
+//!
+//! Conventions, shared by every implementation:
+//! - Buffers hold f32, row-major (C order). Shapes are in the doc comment of each op.
+//! - An op *overwrites* its outputs unless its name or doc says it accumulates.
+//! - Buffers may be longer than an op needs (activations are allocated for the
+//!   largest batch): an op reads and writes only the prefix its shape describes.
+//! - Branch-batched buffers are `[branches, out, in]`: one call runs every branch.
+
+pub mod cpu;
+
+/// Valid (no padding), stride-1 2-D convolution shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: usize,
+}
+
+impl Conv2dShape {
+    pub fn out_height(&self) -> usize {
+        self.height - self.kernel + 1
+    }
+    pub fn out_width(&self) -> usize {
+        self.width - self.kernel + 1
+    }
+    /// Elements of x: `[batch, in_channels, height, width]`.
+    pub fn x_len(&self) -> usize {
+        self.batch * self.in_channels * self.height * self.width
+    }
+    /// Elements of w: `[out_channels, in_channels, kernel, kernel]`.
+    pub fn w_len(&self) -> usize {
+        self.out_channels * self.in_channels * self.kernel * self.kernel
+    }
+    /// Elements of y: `[batch, out_channels, out_height, out_width]`.
+    pub fn y_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_height() * self.out_width()
+    }
+}
+
+/// Shape of an NCHW activation (batchnorm, ReLU, pooling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nchw {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Nchw {
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.height * self.width
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A linear layer batched across branches:
+/// `y[o, n, :] = x[x_of[o], n, :] · w[o]ᵀ + b[o]` for every output branch `o`.
+///
+/// - x: `[x_branches, batch, in_features]`
+/// - w: `[branches, out_features, in_features]`, b: `[branches, out_features]`
+/// - y: `[branches, batch, out_features]`
+/// - `x_of[o]` (length `branches`, each `< x_branches`) picks the input of branch `o`:
+///   all zeros for branches that read one shared trunk output (`x_branches == 1`),
+///   the identity for a chain of per-branch layers, the task→branch map for the heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    pub branches: usize,
+    pub x_branches: usize,
+    pub batch: usize,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub x_of: Vec<usize>,
+}
+
+impl LinearShape {
+    /// One ordinary linear layer (a single branch reading a single input).
+    pub fn single(batch: usize, in_features: usize, out_features: usize) -> Self {
+        Self {
+            branches: 1,
+            x_branches: 1,
+            batch,
+            in_features,
+            out_features,
+            x_of: vec![0],
+        }
+    }
+    pub fn x_len(&self) -> usize {
+        self.x_branches * self.batch * self.in_features
+    }
+    pub fn w_len(&self) -> usize {
+        self.branches * self.out_features * self.in_features
+    }
+    pub fn b_len(&self) -> usize {
+        self.branches * self.out_features
+    }
+    pub fn y_len(&self) -> usize {
+        self.branches * self.batch * self.out_features
+    }
+}
+
+/// Hyper-parameters of one optimiser step, PyTorch semantics (no weight decay).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimStep {
+    /// `v = μ·v + g; p -= lr·v` (torch.optim.SGD, dampening 0, nesterov off).
+    Sgd { lr: f32, momentum: f32 },
+    /// torch.optim.Adam; `step` counts from 1.
+    Adam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        step: u32,
+    },
+}
+
+/// The op surface. `Buf` is a device buffer of f32.
+pub trait Backend: Send + Sync {
+    type Buf: Send + Sync;
+
+    /// Short device name for logs: "cpu", "sim", "cuda:0 (NVIDIA H100)".
+    fn name(&self) -> String;
+
+    // ---- memory ----
+    fn zeros(&self, len: usize) -> Self::Buf;
+    fn upload(&self, host: &[f32]) -> Self::Buf;
+    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    /// Copies `host` into the front of `buf` (batch inputs, targets).
+    fn write(&self, buf: &mut Self::Buf, host: &[f32]);
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
+    /// `y[..x.len()] += alpha * x` (gradient capture accumulates with this).
+    fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
+
+    // ---- convolution ----
+    /// x: `[N, C, H, W]`, w: `[K, C, R, R]`, b: `[K]` → y: `[N, K, H-R+1, W-R+1]`.
+    fn conv2d_forward(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+    );
+    /// Given dy: `[N, K, OH, OW]`, writes dw: `[K, C, R, R]`, db: `[K]`, and dx:
+    /// `[N, C, H, W]` when asked for (the first layer has no use for it).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+    );
+
+    // ---- batchnorm (per channel over N·H·W) ----
+    /// Training mode: normalises with the batch statistics, writes y, the batch
+    /// `mean[C]` and `inv_std[C] = 1/sqrt(var_biased + eps)` for the backward, and
+    /// updates the running statistics as PyTorch does:
+    /// `running = (1-momentum)·running + momentum·stat`, with the *unbiased* variance.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm2d_forward_train(
+        &self,
+        s: &Nchw,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        y: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        inv_std: &mut Self::Buf,
+        running_mean: &mut Self::Buf,
+        running_var: &mut Self::Buf,
+        momentum: f32,
+        eps: f32,
+    );
+    /// Evaluation mode: normalises with the running statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm2d_forward_eval(
+        &self,
+        s: &Nchw,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &Self::Buf,
+        running_var: &Self::Buf,
+        eps: f32,
+        y: &mut Self::Buf,
+    );
+    /// Backward of the training-mode forward: writes dx, dgamma, dbeta.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        mean: &Self::Buf,
+        inv_std: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+    );
+
+    // ---- elementwise and pooling ----
+    /// y = max(x, 0) over the first `len` elements.
+    fn relu_forward(&self, len: usize, x: &Self::Buf, y: &mut Self::Buf);
+    /// dx = dy where y > 0, else 0 (y is the forward's output).
+    fn relu_backward(&self, len: usize, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
+    /// 2×2 max-pool, stride 2: x `[N, C, H, W]` → y `[N, C, H/2, W/2]` (H, W even).
+    fn maxpool2x2_forward(&self, s: &Nchw, x: &Self::Buf, y: &mut Self::Buf);
+    /// Routes dy to the first element of each window that equals the maximum (as
+    /// PyTorch's CPU kernel does); writes every element of dx.
+    fn maxpool2x2_backward(
+        &self,
+        s: &Nchw,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    );
+
+    // ---- linear, batched across branches (see LinearShape) ----
+    fn linear_forward(
+        &self,
+        s: &LinearShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+    );
+    /// Writes dw `[branches, out, in]` and db `[branches, out]`; when dx is asked
+    /// for, writes dx `[x_branches, batch, in]` as the *sum* over every branch that
+    /// reads that input (a shared trunk output gets the gradients of all branches).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        s: &LinearShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dw: &mut Self::Buf,
+        db: &mut Self::Buf,
+    );
+
+    // ---- losses (each writes its gradient w.r.t. the logits) ----
+    /// Softmax cross-entropy, mean over the batch.
+    /// logits: `[N, C]`, targets: `[N, C]` (one-hot rows) → loss: `[1]`, dlogits: `[N, C]`.
+    fn softmax_cross_entropy(
+        &self,
+        batch: usize,
+        classes: usize,
+        logits: &Self::Buf,
+        targets: &Self::Buf,
+        loss: &mut Self::Buf,
+        dlogits: &mut Self::Buf,
+    );
+    /// Sigmoid binary cross-entropy per task in the stable form
+    /// `max(z,0) − z·t + log(1 + exp(−|z|))`, mean over the batch for each task.
+    /// logits: `[T, N]` (task-major, as the heads write them), targets: `[N, T]`
+    /// → loss: `[T]`, dlogits: `[T, N]`. The training loss is the sum over tasks.
+    #[allow(clippy::too_many_arguments)]
+    fn sigmoid_bce(
+        &self,
+        tasks: usize,
+        batch: usize,
+        logits: &Self::Buf,
+        targets: &Self::Buf,
+        loss: &mut Self::Buf,
+        dlogits: &mut Self::Buf,
+    );
+
+    // ---- optimiser ----
+    /// One update of `param` from `grad`; `state` holds the optimiser's buffers of the
+    /// same length (SGD: `[velocity]`, Adam: `[m, v]`).
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        len: usize,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        state: &mut [Self::Buf],
+    );
+}
+
+/// The `--device` flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// CUDA when a driver and a device are present, else the CPU (and say which).
+    Auto,
+    Cuda,
+    Cpu,
+    /// The CUDA kernels compiled for the CPU (kernel simulator).
+    Sim,
+}
+
+/// Turns `--device` into a backend. Today only the CPU backend is built: `cuda`
+/// and `sim` arrive with their own issues and until then are refused plainly.
+pub fn select_device(choice: DeviceChoice) -> anyhow::Result<cpu::Cpu> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu::Cpu),
+        DeviceChoice::Auto => {
+            eprintln!("--device auto: picked cpu (this build has no CUDA backend yet)");
+            Ok(cpu::Cpu)
+        }
+        DeviceChoice::Cuda => anyhow::bail!(
+            "--device cuda: this build has no CUDA backend yet (kernels/ and the cudarc \
+             runtime are not implemented); use --device cpu"
+        ),
+        DeviceChoice::Sim => {
+            anyhow::bail!("--device sim: the kernel simulator is not built yet; use --device cpu")
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Every way reading a data set can fail. Each message names the file (or the
+//! command) and the values involved, so the user can act on it without a debugger.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: not a valid gzip stream: {source}", path.display())]
+    Gzip {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} not found; looked for: {}", looked_for.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    Missing {
+        what: String,
+        looked_for: Vec<PathBuf>,
+    },
+
+    #[error("{}: file is empty (0 bytes), expected an IDX header", path.display())]
+    Empty { path: PathBuf },
+
+    #[error("{}: {len} bytes is too short for an IDX header of rank {rank} ({need} bytes)", path.display())]
+    ShortHeader {
+        path: PathBuf,
+        len: usize,
+        rank: usize,
+        need: usize,
+    },
+
+    #[error("{}: magic 0x{found:08x} is not IDX {kind} (expected 0x{expected:08x})", path.display())]
+    BadMagic {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+        kind: &'static str,
+    },
+
+    #[error("{}: IDX data type 0x{found:02x}, expected 0x08 (unsigned byte)", path.display())]
+    DataType { path: PathBuf, found: u8 },
+
+    #[error("{}: IDX rank {found}, expected {expected} ({kind})", path.display())]
+    Rank {
+        path: PathBuf,
+        found: u8,
+        expected: u8,
+        kind: &'static str,
+    },
+
+    #[error("{}: dimension {axis} is 0 (dims {dims:?})", path.display())]
+    ZeroDim {
+        path: PathBuf,
+        axis: usize,
+        dims: Vec<u32>,
+    },
+
+    #[error("{}: images are {rows}x{cols}, expected {expected_rows}x{expected_cols}", path.display())]
+    ImageSize {
+        path: PathBuf,
+        rows: usize,
+        cols: usize,
+        expected_rows: usize,
+        expected_cols: usize,
+    },
+
+    #[error("{}: file is {len} bytes, expected {expected} (header {header} + data for dims {dims:?}): {}", path.display(), if len < expected { "truncated" } else { "trailing bytes" })]
+    Length {
+        path: PathBuf,
+        len: u64,
+        expected: u64,
+        header: usize,
+        dims: Vec<u32>,
+    },
+
+    #[error("{}: label {label} at index {index} is out of range 0..{classes}", path.display())]
+    LabelRange {
+        path: PathBuf,
+        label: u8,
+        index: usize,
+        classes: usize,
+    },
+
+    #[error("{} has {images} images but {} has {labels} labels", images_path.display(), labels_path.display())]
+    CountMismatch {
+        images_path: PathBuf,
+        images: usize,
+        labels_path: PathBuf,
+        labels: usize,
+    },
+
+    #[error("{}: {n} training images is too few to hold out {val} for validation", path.display())]
+    TooFewForSplit { path: PathBuf, n: usize, val: usize },
+
+    #[error("{}: sha256 of the decompressed IDX bytes is {found}, expected {expected}", path.display())]
+    Checksum {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+
+    #[error("no writable cache directory for {}; tried: {}", source_path.display(), tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NoCacheDir {
+        source_path: PathBuf,
+        tried: Vec<PathBuf>,
+    },
+
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+
+    #[error("{0}")]
+    NothingToFetch(String),
+}
+
+pub type Result<T> = std::result::Result<T, DataError>;
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

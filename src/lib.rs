@@ -1,0 +1,8 @@
+//! sskernel: multi-task image models with Selective Sharing.
+//! See docs/ARCHITECTURE.md for the map of modules.
+
+pub mod backend;
+pub mod data;
+pub mod model;
+pub mod report;
+pub mod train;

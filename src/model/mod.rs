@@ -1,0 +1,179 @@
+//! The paper's networks (DESIGN.md §4): layer specs, parameter buffers, PyTorch
+//! default initialisation, and the explicit forward/backward of trunk, branches
+//! and heads in `net.rs`.
+
+mod net;
+
+pub use net::{Activations, Net};
+
+use crate::backend::Backend;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// Which network: one classifier (single-task) or one branch per task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Single-task learning: trunk → FC 100 → FC 50 → 10-way softmax.
+    Stl,
+    /// Multi-task learning: trunk → ten branches FC 100 → FC 50 → 1 sigmoid.
+    Mtl,
+}
+
+/// The loss on the head outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Loss {
+    /// Heads write `[N, classes]` logits; softmax cross-entropy.
+    SoftmaxCrossEntropy,
+    /// Heads write `[tasks, N]` logits; per-task sigmoid BCE, summed over tasks.
+    SigmoidBce,
+}
+
+/// Every size of the MNIST/Fashion net; the rest of the model derives from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetSpec {
+    pub image_height: usize,
+    pub image_width: usize,
+    pub kernel: usize,
+    pub conv1_channels: usize,
+    pub conv2_channels: usize,
+    /// Width of the hard-shared FC layer (640 = 40·4·4 in and out).
+    pub shared: usize,
+    /// Widths of the two hidden layers of every branch.
+    pub branch_hidden: [usize; 2],
+    pub branches: usize,
+    pub tasks: usize,
+    /// Outputs of each head: 10 for the STL classifier, 1 for a binary task.
+    pub head_out: usize,
+    /// Classes of the 10-way problem (targets are one-hot rows of this width).
+    pub classes: usize,
+    pub loss: Loss,
+}
+
+impl NetSpec {
+    /// The paper's MNIST / Fashion-MNIST network (§4.2) for `classes`-way data.
+    pub fn mnist(mode: Mode, classes: usize) -> Self {
+        let (branches, tasks, head_out, loss) = match mode {
+            Mode::Stl => (1, 1, classes, Loss::SoftmaxCrossEntropy),
+            Mode::Mtl => (classes, classes, 1, Loss::SigmoidBce),
+        };
+        Self {
+            image_height: 28,
+            image_width: 28,
+            kernel: 5,
+            conv1_channels: 20,
+            conv2_channels: 40,
+            shared: 640,
+            branch_hidden: [100, 50],
+            branches,
+            tasks,
+            head_out,
+            classes,
+            loss,
+        }
+    }
+
+    /// Spatial size after conv1 + pool (12 for 28×28 input).
+    pub fn pool1_size(&self) -> (usize, usize) {
+        let conv = |size: usize| size + 1 - self.kernel;
+        (conv(self.image_height) / 2, conv(self.image_width) / 2)
+    }
+
+    /// Spatial size after conv2 + pool (4 for 28×28 input).
+    pub fn pool2_size(&self) -> (usize, usize) {
+        let (h, w) = self.pool1_size();
+        ((h + 1 - self.kernel) / 2, (w + 1 - self.kernel) / 2)
+    }
+
+    /// Features entering the shared FC: conv2_channels · pool2 area (640).
+    pub fn flat_features(&self) -> usize {
+        let (h, w) = self.pool2_size();
+        self.conv2_channels * h * w
+    }
+}
+
+/// One trainable tensor with its gradient and optimiser state, all of one shape.
+pub struct Param<B: Backend> {
+    /// Stable name, used in checkpoints: "trunk.conv1.weight", "branches.fc1.weight", …
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: B::Buf,
+    pub grad: B::Buf,
+    /// SGD: `[velocity]`; Adam: `[m, v]`. Allocated by the optimiser on first use.
+    pub state: Vec<B::Buf>,
+}
+
+impl<B: Backend> Param<B> {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// PyTorch's default for Linear and Conv2d weights *and* biases:
+    /// U(−1/√fan_in, 1/√fan_in) (kaiming_uniform with a = √5 reduces to this).
+    pub fn uniform(
+        backend: &B,
+        name: &str,
+        shape: &[usize],
+        fan_in: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let len: usize = shape.iter().product();
+        let host: Vec<f32> = (0..len).map(|_| rng.random_range(-bound..bound)).collect();
+        Self::from_host(backend, name, shape, &host)
+    }
+
+    pub fn constant(backend: &B, name: &str, shape: &[usize], value: f32) -> Self {
+        let len: usize = shape.iter().product();
+        Self::from_host(backend, name, shape, &vec![value; len])
+    }
+
+    pub fn from_host(backend: &B, name: &str, shape: &[usize], host: &[f32]) -> Self {
+        debug_assert_eq!(host.len(), shape.iter().product::<usize>());
+        Self {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            value: backend.upload(host),
+            grad: backend.zeros(host.len()),
+            state: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+    use rand::SeedableRng;
+
+    fn count(mode: Mode) -> usize {
+        let spec = NetSpec::mnist(mode, 10);
+        Net::new(&Cpu, spec, &mut ChaCha8Rng::seed_from_u64(0)).param_count()
+    }
+
+    #[test]
+    fn parameter_counts_are_the_papers() {
+        assert_eq!(NetSpec::mnist(Mode::Mtl, 10).flat_features(), 640);
+        assert_eq!(count(Mode::Stl), 500_580);
+        assert_eq!(count(Mode::Mtl), 1_122_930);
+    }
+
+    #[test]
+    fn initialisation_is_pytorch_uniform_within_one_over_sqrt_fan_in() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let p = Param::uniform(&Cpu, "w", &[100, 640], 640, &mut rng);
+        let bound = 1.0 / 640f32.sqrt();
+        let max = p.value.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max < bound && max > 0.99 * bound,
+            "max |w| {max}, bound {bound}"
+        );
+        let mean = p.value.iter().sum::<f32>() / p.value.len() as f32;
+        assert!(mean.abs() < 0.01 * bound, "mean {mean}");
+    }
+}

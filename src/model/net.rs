@@ -1,0 +1,645 @@
+//! The MNIST/Fashion network, forward and backward written out layer by layer
+//! (no autograd: the order of operations is the program text).
+//!
+//! ```text
+//! x [N,1,28,28] → conv1 5×5 → c1 [N,20,24,24] → bn1 → n1 → relu → r1 → pool → p1 [N,20,12,12]
+//!   → conv2 5×5 → c2 [N,40,8,8] → bn2 → n2 → relu → r2 → pool → p2 [N,40,4,4] = [N,640]
+//!   → fc 640→640 → f → relu → fr                                  (trunk, shared by all tasks)
+//!   → fc1 [B,100,640] → h1 [B,N,100] → relu → h1r                 (branches, one launch for all B)
+//!   → fc2 [B,50,100]  → h2 [B,N,50]  → relu → h2r
+//!   → head [T,out,50] reading branch task_branch[t] → logits [T,N,out]
+//! ```
+
+use super::{Loss, NetSpec, Param};
+use crate::backend::{Backend, Conv2dShape, LinearShape, Nchw, OptimStep};
+use rand_chacha::ChaCha8Rng;
+
+/// BatchNorm momentum and eps, PyTorch defaults.
+pub const BN_MOMENTUM: f32 = 0.1;
+pub const BN_EPS: f32 = 1e-5;
+
+struct Conv<B: Backend> {
+    w: Param<B>,
+    b: Param<B>,
+}
+
+struct BatchNorm<B: Backend> {
+    gamma: Param<B>,
+    beta: Param<B>,
+    running_mean: B::Buf,
+    running_var: B::Buf,
+}
+
+/// A linear layer batched across `branches` (1 for the trunk's FC).
+struct Linear<B: Backend> {
+    w: Param<B>,
+    b: Param<B>,
+}
+
+pub struct Net<B: Backend> {
+    pub spec: NetSpec,
+    conv1: Conv<B>,
+    bn1: BatchNorm<B>,
+    conv2: Conv<B>,
+    bn2: BatchNorm<B>,
+    fc: Linear<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    head: Linear<B>,
+    /// Head t reads the hidden layer of branch `task_branch[t]`.
+    pub task_branch: Vec<usize>,
+}
+
+/// Every forward activation, backward gradient and saved statistic of one step,
+/// allocated once for the largest batch.
+pub struct Activations<B: Backend> {
+    pub capacity: usize,
+    /// Input images `[N, 1, H, W]`, pixel/255.
+    pub x: B::Buf,
+    /// One-hot targets `[N, classes]`.
+    pub targets: B::Buf,
+    /// `[T, N, head_out]`.
+    pub logits: B::Buf,
+    /// `[1]` (cross-entropy) or `[T]` (per-task BCE).
+    pub loss: B::Buf,
+    c1: B::Buf,
+    n1: B::Buf,
+    r1: B::Buf,
+    p1: B::Buf,
+    c2: B::Buf,
+    n2: B::Buf,
+    r2: B::Buf,
+    p2: B::Buf,
+    f: B::Buf,
+    fr: B::Buf,
+    h1: B::Buf,
+    h1r: B::Buf,
+    h2: B::Buf,
+    h2r: B::Buf,
+    mean1: B::Buf,
+    inv_std1: B::Buf,
+    mean2: B::Buf,
+    inv_std2: B::Buf,
+    // Gradients, named after the activation they belong to.
+    dlogits: B::Buf,
+    dh2r: B::Buf,
+    dh2: B::Buf,
+    dh1r: B::Buf,
+    dh1: B::Buf,
+    dfr: B::Buf,
+    df: B::Buf,
+    dp2: B::Buf,
+    dr2: B::Buf,
+    dn2: B::Buf,
+    dc2: B::Buf,
+    dp1: B::Buf,
+    dr1: B::Buf,
+    dn1: B::Buf,
+    dc1: B::Buf,
+}
+
+/// The shapes of every layer at batch size `n`.
+struct Shapes {
+    conv1: Conv2dShape,
+    act1: Nchw,
+    conv2: Conv2dShape,
+    act2: Nchw,
+    fc: LinearShape,
+    fc1: LinearShape,
+    fc2: LinearShape,
+    head: LinearShape,
+}
+
+impl Shapes {
+    fn new(spec: &NetSpec, task_branch: &[usize], n: usize) -> Self {
+        let k = spec.kernel;
+        let conv1 = Conv2dShape {
+            batch: n,
+            in_channels: 1,
+            out_channels: spec.conv1_channels,
+            height: spec.image_height,
+            width: spec.image_width,
+            kernel: k,
+        };
+        let act1 = Nchw {
+            batch: n,
+            channels: spec.conv1_channels,
+            height: conv1.out_height(),
+            width: conv1.out_width(),
+        };
+        let (h1, w1) = spec.pool1_size();
+        let conv2 = Conv2dShape {
+            batch: n,
+            in_channels: spec.conv1_channels,
+            out_channels: spec.conv2_channels,
+            height: h1,
+            width: w1,
+            kernel: k,
+        };
+        let act2 = Nchw {
+            batch: n,
+            channels: spec.conv2_channels,
+            height: conv2.out_height(),
+            width: conv2.out_width(),
+        };
+        let flat = spec.flat_features();
+        let [hid1, hid2] = spec.branch_hidden;
+        let b = spec.branches;
+        Self {
+            conv1,
+            act1,
+            conv2,
+            act2,
+            fc: LinearShape::single(n, flat, spec.shared),
+            fc1: LinearShape {
+                branches: b,
+                x_branches: 1,
+                batch: n,
+                in_features: spec.shared,
+                out_features: hid1,
+                x_of: vec![0; b],
+            },
+            fc2: LinearShape {
+                branches: b,
+                x_branches: b,
+                batch: n,
+                in_features: hid1,
+                out_features: hid2,
+                x_of: (0..b).collect(),
+            },
+            head: LinearShape {
+                branches: spec.tasks,
+                x_branches: b,
+                batch: n,
+                in_features: hid2,
+                out_features: spec.head_out,
+                x_of: task_branch.to_vec(),
+            },
+        }
+    }
+}
+
+impl<B: Backend> Conv<B> {
+    fn new(be: &B, name: &str, cin: usize, cout: usize, k: usize, rng: &mut ChaCha8Rng) -> Self {
+        let fan_in = cin * k * k;
+        Self {
+            w: Param::uniform(
+                be,
+                &format!("{name}.weight"),
+                &[cout, cin, k, k],
+                fan_in,
+                rng,
+            ),
+            b: Param::uniform(be, &format!("{name}.bias"), &[cout], fan_in, rng),
+        }
+    }
+}
+
+impl<B: Backend> BatchNorm<B> {
+    fn new(be: &B, name: &str, channels: usize) -> Self {
+        Self {
+            gamma: Param::constant(be, &format!("{name}.weight"), &[channels], 1.0),
+            beta: Param::constant(be, &format!("{name}.bias"), &[channels], 0.0),
+            running_mean: be.upload(&vec![0.0; channels]),
+            running_var: be.upload(&vec![1.0; channels]),
+        }
+    }
+}
+
+impl<B: Backend> Linear<B> {
+    /// `[branches, out, in]` weights, each branch initialised like its own nn.Linear.
+    fn new(
+        be: &B,
+        name: &str,
+        branches: usize,
+        fan_in: usize,
+        out: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
+        Self {
+            w: Param::uniform(
+                be,
+                &format!("{name}.weight"),
+                &[branches, out, fan_in],
+                fan_in,
+                rng,
+            ),
+            b: Param::uniform(be, &format!("{name}.bias"), &[branches, out], fan_in, rng),
+        }
+    }
+}
+
+impl<B: Backend> Net<B> {
+    /// A freshly initialised network; every task starts on its own branch
+    /// (STL: the single task on the single branch).
+    pub fn new(be: &B, spec: NetSpec, rng: &mut ChaCha8Rng) -> Self {
+        let k = spec.kernel;
+        let [hid1, hid2] = spec.branch_hidden;
+        let b = spec.branches;
+        let conv1 = Conv::new(be, "trunk.conv1", 1, spec.conv1_channels, k, rng);
+        let bn1 = BatchNorm::new(be, "trunk.bn1", spec.conv1_channels);
+        let conv2 = Conv::new(
+            be,
+            "trunk.conv2",
+            spec.conv1_channels,
+            spec.conv2_channels,
+            k,
+            rng,
+        );
+        let bn2 = BatchNorm::new(be, "trunk.bn2", spec.conv2_channels);
+        let fc = Linear::new(be, "trunk.fc", 1, spec.flat_features(), spec.shared, rng);
+        let fc1 = Linear::new(be, "branches.fc1", b, spec.shared, hid1, rng);
+        let fc2 = Linear::new(be, "branches.fc2", b, hid1, hid2, rng);
+        let head = Linear::new(be, "heads", spec.tasks, hid2, spec.head_out, rng);
+        let task_branch = (0..spec.tasks).map(|t| t % b).collect();
+        Self {
+            spec,
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            fc,
+            fc1,
+            fc2,
+            head,
+            task_branch,
+        }
+    }
+
+    /// Every trainable tensor, in a fixed order (the checkpoint's and optimiser's).
+    pub fn params(&self) -> [&Param<B>; 16] {
+        [
+            &self.conv1.w,
+            &self.conv1.b,
+            &self.bn1.gamma,
+            &self.bn1.beta,
+            &self.conv2.w,
+            &self.conv2.b,
+            &self.bn2.gamma,
+            &self.bn2.beta,
+            &self.fc.w,
+            &self.fc.b,
+            &self.fc1.w,
+            &self.fc1.b,
+            &self.fc2.w,
+            &self.fc2.b,
+            &self.head.w,
+            &self.head.b,
+        ]
+    }
+
+    pub fn params_mut(&mut self) -> [&mut Param<B>; 16] {
+        [
+            &mut self.conv1.w,
+            &mut self.conv1.b,
+            &mut self.bn1.gamma,
+            &mut self.bn1.beta,
+            &mut self.conv2.w,
+            &mut self.conv2.b,
+            &mut self.bn2.gamma,
+            &mut self.bn2.beta,
+            &mut self.fc.w,
+            &mut self.fc.b,
+            &mut self.fc1.w,
+            &mut self.fc1.b,
+            &mut self.fc2.w,
+            &mut self.fc2.b,
+            &mut self.head.w,
+            &mut self.head.b,
+        ]
+    }
+
+    /// Non-trainable state saved with the model: BN running statistics.
+    pub fn buffers(&self) -> [(&'static str, &B::Buf); 4] {
+        [
+            ("trunk.bn1.running_mean", &self.bn1.running_mean),
+            ("trunk.bn1.running_var", &self.bn1.running_var),
+            ("trunk.bn2.running_mean", &self.bn2.running_mean),
+            ("trunk.bn2.running_var", &self.bn2.running_var),
+        ]
+    }
+
+    pub fn buffers_mut(&mut self) -> [(&'static str, &mut B::Buf); 4] {
+        [
+            ("trunk.bn1.running_mean", &mut self.bn1.running_mean),
+            ("trunk.bn1.running_var", &mut self.bn1.running_var),
+            ("trunk.bn2.running_mean", &mut self.bn2.running_mean),
+            ("trunk.bn2.running_var", &mut self.bn2.running_var),
+        ]
+    }
+
+    /// Trainable parameter count.
+    pub fn param_count(&self) -> usize {
+        self.params().iter().map(|p| p.len()).sum()
+    }
+
+    /// Forward pass of the first `n` samples of `act.x`; writes `act.logits`.
+    /// `train` selects batch statistics (and updates the running ones) over running ones.
+    pub fn forward(&mut self, be: &B, act: &mut Activations<B>, n: usize, train: bool) {
+        debug_assert!(n <= act.capacity);
+        let s = Shapes::new(&self.spec, &self.task_branch, n);
+        let a = act;
+        // Trunk.
+        be.conv2d_forward(
+            &s.conv1,
+            &a.x,
+            &self.conv1.w.value,
+            &self.conv1.b.value,
+            &mut a.c1,
+        );
+        batchnorm_forward(
+            be,
+            &mut self.bn1,
+            &s.act1,
+            &a.c1,
+            &mut a.n1,
+            &mut a.mean1,
+            &mut a.inv_std1,
+            train,
+        );
+        be.relu_forward(s.act1.len(), &a.n1, &mut a.r1);
+        be.maxpool2x2_forward(&s.act1, &a.r1, &mut a.p1);
+        be.conv2d_forward(
+            &s.conv2,
+            &a.p1,
+            &self.conv2.w.value,
+            &self.conv2.b.value,
+            &mut a.c2,
+        );
+        batchnorm_forward(
+            be,
+            &mut self.bn2,
+            &s.act2,
+            &a.c2,
+            &mut a.n2,
+            &mut a.mean2,
+            &mut a.inv_std2,
+            train,
+        );
+        be.relu_forward(s.act2.len(), &a.n2, &mut a.r2);
+        be.maxpool2x2_forward(&s.act2, &a.r2, &mut a.p2);
+        be.linear_forward(&s.fc, &a.p2, &self.fc.w.value, &self.fc.b.value, &mut a.f);
+        be.relu_forward(s.fc.y_len(), &a.f, &mut a.fr);
+        // Branches: every branch in one call per layer.
+        be.linear_forward(
+            &s.fc1,
+            &a.fr,
+            &self.fc1.w.value,
+            &self.fc1.b.value,
+            &mut a.h1,
+        );
+        be.relu_forward(s.fc1.y_len(), &a.h1, &mut a.h1r);
+        be.linear_forward(
+            &s.fc2,
+            &a.h1r,
+            &self.fc2.w.value,
+            &self.fc2.b.value,
+            &mut a.h2,
+        );
+        be.relu_forward(s.fc2.y_len(), &a.h2, &mut a.h2r);
+        // Heads: task t reads branch task_branch[t].
+        be.linear_forward(
+            &s.head,
+            &a.h2r,
+            &self.head.w.value,
+            &self.head.b.value,
+            &mut a.logits,
+        );
+    }
+
+    /// Loss of the last forward against `act.targets`; writes `act.loss` and the
+    /// gradient of the loss with respect to the logits.
+    pub fn loss(&self, be: &B, act: &mut Activations<B>, n: usize) {
+        let spec = &self.spec;
+        match spec.loss {
+            Loss::SoftmaxCrossEntropy => be.softmax_cross_entropy(
+                n,
+                spec.head_out,
+                &act.logits,
+                &act.targets,
+                &mut act.loss,
+                &mut act.dlogits,
+            ),
+            Loss::SigmoidBce => be.sigmoid_bce(
+                spec.tasks,
+                n,
+                &act.logits,
+                &act.targets,
+                &mut act.loss,
+                &mut act.dlogits,
+            ),
+        }
+    }
+
+    /// Backward pass after `forward(train = true)` and `loss`: writes every
+    /// parameter's `grad` (overwritten, not accumulated).
+    pub fn backward(&mut self, be: &B, act: &mut Activations<B>, n: usize) {
+        let s = Shapes::new(&self.spec, &self.task_branch, n);
+        let a = act;
+        // Heads and branches.
+        be.linear_backward(
+            &s.head,
+            &a.h2r,
+            &self.head.w.value,
+            &a.dlogits,
+            Some(&mut a.dh2r),
+            &mut self.head.w.grad,
+            &mut self.head.b.grad,
+        );
+        be.relu_backward(s.fc2.y_len(), &a.h2r, &a.dh2r, &mut a.dh2);
+        be.linear_backward(
+            &s.fc2,
+            &a.h1r,
+            &self.fc2.w.value,
+            &a.dh2,
+            Some(&mut a.dh1r),
+            &mut self.fc2.w.grad,
+            &mut self.fc2.b.grad,
+        );
+        be.relu_backward(s.fc1.y_len(), &a.h1r, &a.dh1r, &mut a.dh1);
+        be.linear_backward(
+            &s.fc1,
+            &a.fr,
+            &self.fc1.w.value,
+            &a.dh1,
+            Some(&mut a.dfr),
+            &mut self.fc1.w.grad,
+            &mut self.fc1.b.grad,
+        );
+        // Trunk.
+        be.relu_backward(s.fc.y_len(), &a.fr, &a.dfr, &mut a.df);
+        be.linear_backward(
+            &s.fc,
+            &a.p2,
+            &self.fc.w.value,
+            &a.df,
+            Some(&mut a.dp2),
+            &mut self.fc.w.grad,
+            &mut self.fc.b.grad,
+        );
+        be.maxpool2x2_backward(&s.act2, &a.r2, &a.p2, &a.dp2, &mut a.dr2);
+        be.relu_backward(s.act2.len(), &a.r2, &a.dr2, &mut a.dn2);
+        be.batchnorm2d_backward(
+            &s.act2,
+            &a.c2,
+            &self.bn2.gamma.value,
+            &a.mean2,
+            &a.inv_std2,
+            &a.dn2,
+            &mut a.dc2,
+            &mut self.bn2.gamma.grad,
+            &mut self.bn2.beta.grad,
+        );
+        be.conv2d_backward(
+            &s.conv2,
+            &a.p1,
+            &self.conv2.w.value,
+            &a.dc2,
+            Some(&mut a.dp1),
+            &mut self.conv2.w.grad,
+            &mut self.conv2.b.grad,
+        );
+        be.maxpool2x2_backward(&s.act1, &a.r1, &a.p1, &a.dp1, &mut a.dr1);
+        be.relu_backward(s.act1.len(), &a.r1, &a.dr1, &mut a.dn1);
+        be.batchnorm2d_backward(
+            &s.act1,
+            &a.c1,
+            &self.bn1.gamma.value,
+            &a.mean1,
+            &a.inv_std1,
+            &a.dn1,
+            &mut a.dc1,
+            &mut self.bn1.gamma.grad,
+            &mut self.bn1.beta.grad,
+        );
+        be.conv2d_backward(
+            &s.conv1,
+            &a.x,
+            &self.conv1.w.value,
+            &a.dc1,
+            None,
+            &mut self.conv1.w.grad,
+            &mut self.conv1.b.grad,
+        );
+    }
+
+    /// One training step on the first `n` samples already in `act.x` and
+    /// `act.targets`: forward (batch statistics), loss, backward, optimiser update.
+    /// The batch loss is left in `act.loss`.
+    pub fn train_step(&mut self, be: &B, act: &mut Activations<B>, n: usize, step: &OptimStep) {
+        self.forward(be, act, n, true);
+        self.loss(be, act, n);
+        self.backward(be, act, n);
+        self.optim_step(be, step);
+    }
+
+    /// One optimiser update of every parameter from its gradient.
+    pub fn optim_step(&mut self, be: &B, step: &OptimStep) {
+        let buffers = match step {
+            OptimStep::Sgd { .. } => 1,
+            OptimStep::Adam { .. } => 2,
+        };
+        for p in self.params_mut() {
+            let len = p.len();
+            while p.state.len() < buffers {
+                p.state.push(be.zeros(len));
+            }
+            be.optim_step(step, len, &mut p.value, &p.grad, &mut p.state);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batchnorm_forward<B: Backend>(
+    be: &B,
+    bn: &mut BatchNorm<B>,
+    s: &Nchw,
+    x: &B::Buf,
+    y: &mut B::Buf,
+    mean: &mut B::Buf,
+    inv_std: &mut B::Buf,
+    train: bool,
+) {
+    if train {
+        be.batchnorm2d_forward_train(
+            s,
+            x,
+            &bn.gamma.value,
+            &bn.beta.value,
+            y,
+            mean,
+            inv_std,
+            &mut bn.running_mean,
+            &mut bn.running_var,
+            BN_MOMENTUM,
+            BN_EPS,
+        );
+    } else {
+        be.batchnorm2d_forward_eval(
+            s,
+            x,
+            &bn.gamma.value,
+            &bn.beta.value,
+            &bn.running_mean,
+            &bn.running_var,
+            BN_EPS,
+            y,
+        );
+    }
+}
+
+impl<B: Backend> Activations<B> {
+    /// Buffers for batches of up to `capacity` samples of `spec`'s network.
+    pub fn new(be: &B, spec: &NetSpec, capacity: usize) -> Self {
+        let task_branch: Vec<usize> = (0..spec.tasks).map(|t| t % spec.branches).collect();
+        let s = Shapes::new(spec, &task_branch, capacity);
+        let (ph, pw) = spec.pool1_size();
+        let p1 = capacity * spec.conv1_channels * ph * pw;
+        let p2 = capacity * spec.flat_features();
+        let loss = match spec.loss {
+            Loss::SoftmaxCrossEntropy => 1,
+            Loss::SigmoidBce => spec.tasks,
+        };
+        let z = |len: usize| be.zeros(len);
+        Self {
+            capacity,
+            x: z(s.conv1.x_len()),
+            targets: z(capacity * spec.classes),
+            logits: z(s.head.y_len()),
+            loss: z(loss),
+            c1: z(s.act1.len()),
+            n1: z(s.act1.len()),
+            r1: z(s.act1.len()),
+            p1: z(p1),
+            c2: z(s.act2.len()),
+            n2: z(s.act2.len()),
+            r2: z(s.act2.len()),
+            p2: z(p2),
+            f: z(s.fc.y_len()),
+            fr: z(s.fc.y_len()),
+            h1: z(s.fc1.y_len()),
+            h1r: z(s.fc1.y_len()),
+            h2: z(s.fc2.y_len()),
+            h2r: z(s.fc2.y_len()),
+            mean1: z(spec.conv1_channels),
+            inv_std1: z(spec.conv1_channels),
+            mean2: z(spec.conv2_channels),
+            inv_std2: z(spec.conv2_channels),
+            dlogits: z(s.head.y_len()),
+            dh2r: z(s.fc2.y_len()),
+            dh2: z(s.fc2.y_len()),
+            dh1r: z(s.fc1.y_len()),
+            dh1: z(s.fc1.y_len()),
+            dfr: z(s.fc.y_len()),
+            df: z(s.fc.y_len()),
+            dp2: z(p2),
+            dr2: z(s.act2.len()),
+            dn2: z(s.act2.len()),
+            dc2: z(s.act2.len()),
+            dp1: z(p1),
+            dr1: z(s.act1.len()),
+            dn1: z(s.act1.len()),
+            dc1: z(s.act1.len()),
+        }
+    }
+}

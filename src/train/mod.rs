@@ -1,0 +1,335 @@
+//! The training loop: seeded shuffling, batches, forward/loss/backward/step,
+//! per-epoch evaluation, logs and checkpoints in `runs/NAME/` (DESIGN.md §8).
+
+pub mod checkpoint;
+pub mod metrics;
+mod progress;
+
+use crate::backend::{Backend, OptimStep};
+use crate::data::{Dataset, Split};
+use crate::model::{Activations, Mode, Net, NetSpec};
+use anyhow::{Context, Result};
+use metrics::Evaluation;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Every setting of a run; written to `config.json` as is.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainConfig {
+    pub dataset: String,
+    pub mode: Mode,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub seed: u64,
+    /// Stop after this many optimiser steps (smoke tests); the partial epoch is
+    /// still evaluated, logged and checkpointed.
+    pub max_steps: Option<usize>,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    /// The device that runs the ops, as the backend names itself.
+    pub device: String,
+}
+
+/// One line of `log.jsonl`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Optimiser steps so far.
+    pub steps: usize,
+    /// Mean over the epoch's batches of the batch loss (MTL: summed over tasks).
+    pub train_loss: f64,
+    /// 10-way accuracy, fraction in [0, 1].
+    pub val_acc: f64,
+    pub test_acc: f64,
+    /// MTL: per-task binary accuracy (task t = "digit is t").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_task_acc: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_task_acc: Option<Vec<f64>>,
+    /// Trainable parameter count.
+    pub params: usize,
+    pub branches: usize,
+    /// Training time of the epoch, evaluation excluded.
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub device: String,
+}
+
+/// What a finished run reports: the test figures of the best-validation epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    pub test_acc: f64,
+    pub test_task_acc: Option<Vec<f64>>,
+    pub params: usize,
+    pub branches: usize,
+    pub epochs_run: usize,
+    pub steps: usize,
+    pub mean_images_per_s: f64,
+}
+
+/// A dataset split turned into network inputs once: pixel/255 as f32.
+pub struct Inputs<'a> {
+    pub split: &'a Split,
+    pub pixels: Vec<f32>,
+}
+
+impl<'a> Inputs<'a> {
+    pub fn new(split: &'a Split) -> Self {
+        let pixels = split.images.iter().map(|&b| b as f32 / 255.0).collect();
+        Self { split, pixels }
+    }
+
+    pub fn len(&self) -> usize {
+        self.split.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.split.is_empty()
+    }
+
+    /// Copies samples `indices` into the host staging buffers: images
+    /// `[n, H·W]` and one-hot targets `[n, classes]`.
+    pub fn gather(
+        &self,
+        indices: &[usize],
+        classes: usize,
+        images: &mut Vec<f32>,
+        targets: &mut Vec<f32>,
+    ) {
+        let size = self.split.rows * self.split.cols;
+        images.clear();
+        targets.clear();
+        targets.resize(indices.len() * classes, 0.0);
+        for (row, &i) in indices.iter().enumerate() {
+            images.extend_from_slice(&self.pixels[i * size..(i + 1) * size]);
+            targets[row * classes + self.split.labels[i] as usize] = 1.0;
+        }
+    }
+}
+
+/// Trains `net` on `data` as `cfg` says, writing everything to `cfg.out`.
+pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<RunSummary> {
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("cannot create the run directory {}", cfg.out.display()))?;
+    write_json(&cfg.out.join("config.json"), &config_json(cfg, data))?;
+    let log_path = cfg.out.join("log.jsonl");
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+
+    let spec = NetSpec::mnist(cfg.mode, data.classes);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut net = Net::new(be, spec, &mut rng);
+    let mut act = Activations::new(be, &net.spec, cfg.batch);
+    let step = OptimStep::Sgd {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+    };
+    println!(
+        "sskernel: {} {:?} on {} — {} trainable parameters, {} branches, train/val/test {}/{}/{}",
+        data.name,
+        cfg.mode,
+        cfg.device,
+        net.param_count(),
+        net.spec.branches,
+        data.train.len(),
+        data.val.len(),
+        data.test.len()
+    );
+
+    let train = Inputs::new(&data.train);
+    let val = Inputs::new(&data.val);
+    let test = Inputs::new(&data.test);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let (mut images, mut targets) = (Vec::new(), Vec::new());
+    let mut steps = 0usize;
+    let mut records: Vec<EpochRecord> = Vec::new();
+    let mut best: Option<(usize, Evaluation, Evaluation)> = None;
+
+    for epoch in 1..=cfg.epochs {
+        order.shuffle(&mut rng);
+        let batches = order.len().div_ceil(cfg.batch);
+        let bar = progress::EpochBar::new(epoch, cfg.epochs, batches);
+        let started = Instant::now();
+        let (mut loss_sum, mut batches_run, mut images_run) = (0.0f64, 0usize, 0usize);
+        for chunk in order.chunks(cfg.batch) {
+            if cfg.max_steps.is_some_and(|max| steps >= max) {
+                break;
+            }
+            let n = chunk.len();
+            train.gather(chunk, net.spec.classes, &mut images, &mut targets);
+            be.write(&mut act.x, &images);
+            be.write(&mut act.targets, &targets);
+            net.train_step(be, &mut act, n, &step);
+            let batch_loss: f64 = be.download(&act.loss).iter().map(|&l| l as f64).sum();
+            loss_sum += batch_loss;
+            batches_run += 1;
+            images_run += n;
+            steps += 1;
+            bar.advance(batch_loss);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        bar.finish();
+        if batches_run == 0 {
+            break;
+        }
+
+        let val_eval = metrics::evaluate(be, &mut net, &mut act, &val, cfg.batch);
+        let test_eval = metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch);
+        let record = EpochRecord {
+            epoch,
+            steps,
+            train_loss: loss_sum / batches_run as f64,
+            val_acc: val_eval.accuracy,
+            test_acc: test_eval.accuracy,
+            val_task_acc: val_eval.task_accuracy.clone(),
+            test_task_acc: test_eval.task_accuracy.clone(),
+            params: net.param_count(),
+            branches: net.spec.branches,
+            seconds,
+            images_per_s: images_run as f64 / seconds,
+            device: cfg.device.clone(),
+        };
+        println!("{}", progress::epoch_line(&record, cfg.epochs));
+        writeln!(log, "{}", serde_json::to_string(&record)?)
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+        // Ties keep the earlier epoch.
+        if best
+            .as_ref()
+            .is_none_or(|(_, v, _)| val_eval.accuracy > v.accuracy)
+        {
+            best = Some((epoch, val_eval, test_eval));
+        }
+        records.push(record);
+        checkpoint::save(
+            be,
+            &net,
+            &cfg.out.join("checkpoint.safetensors"),
+            epoch,
+            steps,
+        )?;
+        if cfg.max_steps.is_some_and(|max| steps >= max) {
+            break;
+        }
+    }
+
+    let (best_epoch, best_val, best_test) =
+        best.context("no training step ran: the training split is empty or --max-steps is 0")?;
+    let summary = RunSummary {
+        best_epoch,
+        best_val_acc: best_val.accuracy,
+        test_acc: best_test.accuracy,
+        test_task_acc: best_test.task_accuracy,
+        params: net.param_count(),
+        branches: net.spec.branches,
+        epochs_run: records.len(),
+        steps,
+        mean_images_per_s: records.iter().map(|r| r.images_per_s).sum::<f64>()
+            / records.len() as f64,
+    };
+    write_json(&cfg.out.join("summary.json"), &summary)?;
+    crate::report::write_summary_md(&cfg.out.join("summary.md"), cfg, data, &records, &summary)?;
+    println!(
+        "best validation epoch {}: val {:.2}%, test {:.2}% — {} parameters; wrote {}",
+        summary.best_epoch,
+        100.0 * summary.best_val_acc,
+        100.0 * summary.test_acc,
+        summary.params,
+        cfg.out.display()
+    );
+    Ok(summary)
+}
+
+fn config_json(cfg: &TrainConfig, data: &Dataset) -> serde_json::Value {
+    serde_json::json!({
+        "config": cfg,
+        "data": {
+            "name": data.name,
+            "source": data.source,
+            "train": data.train.len(),
+            "val": data.val.len(),
+            "test": data.test.len(),
+            "classes": data.classes,
+        },
+        "optimizer": { "kind": "sgd", "lr": cfg.lr, "momentum": cfg.momentum },
+        "versions": {
+            "sskernel": env!("CARGO_PKG_VERSION"),
+            "git": option_env!("SSKERNEL_GIT_COMMIT").unwrap_or("unknown"),
+            "rustc": option_env!("SSKERNEL_RUSTC_VERSION").unwrap_or("unknown"),
+        },
+    })
+}
+
+/// Writes pretty JSON atomically (temp file + rename).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_atomically(path, text.as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a
+/// rename, so a reader never sees a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("path has no file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// `sskernel eval runs/NAME`: rebuilds the run's network from its config.json and
+/// checkpoint, evaluates it on the validation and test splits, and prints both.
+pub fn evaluate_run<B: Backend>(be: &B, run: &Path) -> Result<(Evaluation, Evaluation)> {
+    use clap::ValueEnum;
+    let config_path = run.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+    let field = |name: &str| {
+        json["config"][name]
+            .as_str()
+            .with_context(|| format!("{}: config.{name} is missing", config_path.display()))
+    };
+    let dataset = crate::data::DatasetName::from_str(field("dataset")?, true)
+        .map_err(|e| anyhow::anyhow!("{}: config.dataset: {e}", config_path.display()))?;
+    let mode = Mode::from_str(field("mode")?, true)
+        .map_err(|e| anyhow::anyhow!("{}: config.mode: {e}", config_path.display()))?;
+    let batch = json["config"]["batch"].as_u64().unwrap_or(64) as usize;
+    let data_dir = json["config"]["data_dir"].as_str().map(PathBuf::from);
+    let data = crate::data::load(dataset, data_dir.as_deref())?;
+
+    let spec = NetSpec::mnist(mode, data.classes);
+    let mut net = Net::new(be, spec, &mut ChaCha8Rng::seed_from_u64(0));
+    checkpoint::load(be, &mut net, &run.join("checkpoint.safetensors"))?;
+    let mut act = Activations::new(be, &net.spec, batch);
+    let val = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.val), batch);
+    let test = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.test), batch);
+    println!(
+        "{}: {} {:?} — val {:.2}%, test {:.2}% ({} parameters)",
+        run.display(),
+        data.name,
+        mode,
+        100.0 * val.accuracy,
+        100.0 * test.accuracy,
+        net.param_count()
+    );
+    Ok((val, test))
+}
