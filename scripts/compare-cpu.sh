@@ -32,6 +32,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "# threads $THREADS; $(uname -m); $(getconf _NPROCESSORS_ONLN) cores; $(date -Is)"
+echo "# load average: $(cut -d" " -f1-3 /proc/loadavg) (run on an idle machine: PyTorch's OpenMP threads spin, see reference/README.md)"
 echo "# PyTorch: $PYTHON ($("$PYTHON" -c 'import torch; print("torch", torch.__version__)' 2>&1))"
 
 echo "# sskernel: cargo bench --bench train_throughput -- --threads $THREADS"

@@ -5,4 +5,5 @@ pub mod backend;
 pub mod data;
 pub mod model;
 pub mod report;
+pub mod sharing;
 pub mod train;

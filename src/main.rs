@@ -2,10 +2,14 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sskernel::backend::{select_device, Backend, DeviceChoice};
+use sskernel::backend::{on_device, Backend, DeviceChoice, OnDevice};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::Mode;
-use sskernel::train::{self, TrainConfig};
+use sskernel::sharing::cluster_cmd::{self, Metric};
+use sskernel::sharing::criteria::Criterion;
+use sskernel::sharing::hdbscan::{HdbscanParams, Selection};
+use sskernel::sharing::selective::SharingConfig;
+use sskernel::train::{self, reproduce, TrainConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -23,6 +27,11 @@ struct Cli {
 enum Command {
     /// Train a network and write runs/NAME/ (config, log, summary, checkpoint).
     Train(TrainArgs),
+    /// Run STL, MTL and Selective Sharing with every criterion on the same seeds
+    /// and write one table like the paper's Table 1.
+    Reproduce(ReproduceArgs),
+    /// HDBSCAN on a .npy matrix of points (or distances).
+    Cluster(ClusterArgs),
     /// Data sets.
     Data {
         #[command(subcommand)]
@@ -46,12 +55,11 @@ enum DataCommand {
     },
 }
 
+/// Settings every training run shares.
 #[derive(clap::Args)]
-struct TrainArgs {
+struct RunArgs {
     #[arg(value_enum)]
     dataset: DatasetName,
-    #[arg(long, value_enum, default_value_t = Mode::Mtl)]
-    mode: Mode,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     #[arg(long, default_value_t = 30)]
@@ -62,17 +70,137 @@ struct TrainArgs {
     lr: f32,
     #[arg(long, default_value_t = 0.5)]
     momentum: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Stop after N optimiser steps (smoke tests); the partial epoch is still logged.
     #[arg(long)]
     max_steps: Option<usize>,
     /// Read the standard IDX files from here instead of the default source.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    sharing: SharingArgs,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[arg(long, value_enum, default_value_t = Mode::Mtl)]
+    mode: Mode,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Run directory; default runs/DATASET-MODE-seedN (a new suffix if it exists).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReproduceArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Seeds 0..N for every configuration; the table shows mean ± std.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Directory of the runs and the table; default runs/reproduce-DATASET.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Selective Sharing (`--mode selective`), DESIGN.md §5.
+#[derive(clap::Args)]
+struct SharingArgs {
+    /// Which branches merge: HDBSCAN clusters (similarity), clusters of the flipped
+    /// metric (dissimilarity), Ward-merged clusters (variance), or a random control.
+    #[arg(long, value_enum, default_value_t = Criterion::Similarity)]
+    criterion: Criterion,
+    /// Maximum TT rank of the gradient descriptors.
+    #[arg(long, default_value_t = 4)]
+    tt_rank: usize,
+    /// HDBSCAN's min_cluster_size over the branches.
+    #[arg(long, default_value_t = 2)]
+    min_cluster_size: usize,
+    /// HDBSCAN's min_samples (k of the core distance); default min_cluster_size.
+    #[arg(long)]
+    min_samples: Option<usize>,
+    /// Variance criterion: the between-group share of variance to keep.
+    #[arg(long, default_value_t = 0.5)]
+    variance_tau: f64,
+    /// First epoch at whose end branches may merge.
+    #[arg(long, default_value_t = 1)]
+    share_start: usize,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// A float32/float64 C-order .npy: [n, d] points, or [n, n] distances.
+    points: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    min_cluster_size: usize,
+    /// k of the core distance (the k-th nearest other point); default min_cluster_size.
+    #[arg(long)]
+    min_samples: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Selection::Eom)]
+    selection: Selection,
+    #[arg(long, value_enum, default_value_t = Metric::Euclidean)]
+    metric: Metric,
+    /// Let the whole set be one cluster when that is the most stable choice.
+    #[arg(long)]
+    allow_single_cluster: bool,
+    /// Where labels.npy, probabilities.npy, outlier_scores.npy, summary.json go.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl SharingArgs {
+    fn config(&self, criterion: Criterion) -> Result<SharingConfig> {
+        anyhow::ensure!(self.tt_rank >= 1, "--tt-rank must be at least 1");
+        anyhow::ensure!(
+            self.min_cluster_size >= 2,
+            "--min-cluster-size must be at least 2"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.variance_tau),
+            "--variance-tau must be in [0, 1], got {}",
+            self.variance_tau
+        );
+        let mut cfg = SharingConfig::new(criterion);
+        cfg.tt_rank = self.tt_rank;
+        cfg.hdbscan.min_cluster_size = self.min_cluster_size;
+        cfg.hdbscan.min_samples = self.min_samples;
+        cfg.variance_tau = self.variance_tau;
+        cfg.share_start = self.share_start;
+        Ok(cfg)
+    }
+}
+
+impl RunArgs {
+    /// The run's config for `mode` (and `criterion` when selective).
+    fn config(
+        &self,
+        device: String,
+        mode: Mode,
+        criterion: Criterion,
+        seed: u64,
+        out: PathBuf,
+    ) -> Result<TrainConfig> {
+        anyhow::ensure!(self.batch > 0, "--batch must be at least 1");
+        Ok(TrainConfig {
+            dataset: self.dataset.as_str().to_string(),
+            mode,
+            epochs: self.epochs,
+            batch: self.batch,
+            lr: self.lr,
+            momentum: self.momentum,
+            seed,
+            max_steps: self.max_steps,
+            data_dir: self.data_dir.clone(),
+            out,
+            device,
+            sharing: match mode {
+                Mode::Selective => Some(self.sharing.config(criterion)?),
+                _ => None,
+            },
+        })
+    }
 }
 
 fn main() {
@@ -84,52 +212,90 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(args) => {
-            anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-            let backend = select_device(args.device)?;
-            let dataset = data::load(args.dataset, args.data_dir.as_deref())?;
-            let out = args.out.unwrap_or_else(|| {
-                fresh_run_dir(&format!(
-                    "{}-{}-seed{}",
-                    dataset.name,
-                    mode_name(args.mode),
-                    args.seed
-                ))
-            });
-            let cfg = TrainConfig {
-                dataset: dataset.name.clone(),
-                mode: args.mode,
-                epochs: args.epochs,
-                batch: args.batch,
-                lr: args.lr,
-                momentum: args.momentum,
-                seed: args.seed,
-                max_steps: args.max_steps,
-                data_dir: args.data_dir,
-                out,
-                device: backend.name(),
+        Command::Train(args) => on_device(args.run.device, args),
+        Command::Reproduce(args) => on_device(args.run.device, args),
+        Command::Eval { run, device } => on_device(device, EvalRun(run)),
+        Command::Cluster(args) => {
+            let params = HdbscanParams {
+                min_cluster_size: args.min_cluster_size,
+                min_samples: args.min_samples,
+                selection: args.selection,
+                allow_single_cluster: args.allow_single_cluster,
             };
-            train::train(&backend, &cfg, &dataset)?;
+            let summary = cluster_cmd::run_cluster(&args.points, &params, args.metric, &args.out)?;
+            println!(
+                "{}: {} points → {} clusters, {} noise; wrote {}",
+                args.points.display(),
+                summary.n,
+                summary.n_clusters,
+                summary.noise,
+                args.out.display()
+            );
+            Ok(())
         }
         Command::Data {
             command: DataCommand::Fetch { dataset },
         } => {
             let dir = data::fetch(dataset)?;
             println!("{}", dir.display());
-        }
-        Command::Eval { run, device } => {
-            let backend = select_device(device)?;
-            train::evaluate_run(&backend, &run)
-                .with_context(|| format!("cannot evaluate the run in {}", run.display()))?;
+            Ok(())
         }
     }
-    Ok(())
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Stl => "stl",
-        Mode::Mtl => "mtl",
+impl OnDevice for TrainArgs {
+    type Output = ();
+    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+        let criterion = self.run.sharing.criterion;
+        let out = self.out.clone().unwrap_or_else(|| {
+            let mode = match self.mode {
+                Mode::Selective => format!("selective-{}", criterion.name()),
+                other => other.name().to_string(),
+            };
+            fresh_run_dir(&format!("{}-{mode}-seed{}", self.run.dataset, self.seed))
+        });
+        let cfg = self
+            .run
+            .config(backend.name(), self.mode, criterion, self.seed, out)?;
+        let dataset = data::load(self.run.dataset, self.run.data_dir.as_deref())?;
+        train::train(backend, &cfg, &dataset)?;
+        Ok(())
+    }
+}
+
+impl OnDevice for ReproduceArgs {
+    type Output = ();
+    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+        anyhow::ensure!(self.seeds >= 1, "--seeds must be at least 1");
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| fresh_run_dir(&format!("reproduce-{}", self.run.dataset)));
+        let mut configs = Vec::new();
+        for seed in 0..self.seeds {
+            for (mode, criterion) in reproduce::CONFIGURATIONS {
+                let dir = out.join(format!("{}-seed{seed}", reproduce::label(mode, criterion)));
+                configs.push(
+                    self.run
+                        .config(backend.name(), mode, criterion, seed, dir)?,
+                );
+            }
+        }
+        let dataset = data::load(self.run.dataset, self.run.data_dir.as_deref())?;
+        reproduce::run(backend, &configs, &dataset, &out)?;
+        Ok(())
+    }
+}
+
+/// `sskernel eval RUN`.
+struct EvalRun(PathBuf);
+
+impl OnDevice for EvalRun {
+    type Output = ();
+    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+        train::evaluate_run(backend, &self.0)
+            .with_context(|| format!("cannot evaluate the run in {}", self.0.display()))?;
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ fn config(mode: Mode, out: &Path, seed: u64, max_steps: usize, epochs: usize) ->
         data_dir: None,
         out: out.to_path_buf(),
         device: "cpu".into(),
+        sharing: None,
     }
 }
 
@@ -172,10 +173,6 @@ fn cli_refuses_devices_that_are_not_built_and_bad_flags_plainly() {
             "no CUDA backend",
         ),
         (
-            vec!["train", "mnist", "--device", "sim"],
-            "simulator is not built",
-        ),
-        (
             vec!["train", "mnist", "--batch", "0"],
             "--batch must be at least 1",
         ),
@@ -194,4 +191,28 @@ fn cli_refuses_devices_that_are_not_built_and_bad_flags_plainly() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn cli_trains_on_the_kernel_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = sskernel(&[
+        "train",
+        "mnist",
+        "--device",
+        "sim",
+        "--mode",
+        "mtl",
+        "--batch",
+        "500",
+        "--max-steps",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    assert!(log.contains(r#""device":"sim""#), "{log}");
 }

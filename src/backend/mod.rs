@@ -10,6 +10,8 @@
 //! - Branch-batched buffers are `[branches, out, in]`: one call runs every branch.
 
 pub mod cpu;
+pub mod launch;
+pub mod sim;
 
 /// Valid (no padding), stride-1 2-D convolution shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +139,20 @@ pub trait Backend: Send + Sync {
     fn buf_len(&self, buf: &Self::Buf) -> usize;
     /// `y[..x.len()] += alpha * x` (gradient capture accumulates with this).
     fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
+
+    /// Keeps rows `keep` (strictly increasing) of a `[rows, row_len]` buffer:
+    /// row `keep[i]` moves to row `i` and the buffer shrinks to `keep.len()` rows.
+    /// Pruning merged branches compacts every `[n_branches, …]` buffer with this.
+    /// It runs at most once per epoch, so the default goes through the host.
+    fn compact_rows(&self, buf: &mut Self::Buf, row_len: usize, keep: &[usize]) {
+        debug_assert!(keep.windows(2).all(|w| w[0] < w[1]));
+        let host = self.download(buf);
+        let kept: Vec<f32> = keep
+            .iter()
+            .flat_map(|&k| host[k * row_len..(k + 1) * row_len].iter().copied())
+            .collect();
+        *buf = self.upload(&kept);
+    }
 
     // ---- convolution ----
     /// x: `[N, C, H, W]`, w: `[K, C, R, R]`, b: `[K]` → y: `[N, K, H-R+1, W-R+1]`.
@@ -303,21 +319,27 @@ pub enum DeviceChoice {
     Sim,
 }
 
-/// Turns `--device` into a backend. Today only the CPU backend is built: `cuda`
-/// and `sim` arrive with their own issues and until then are refused plainly.
-pub fn select_device(choice: DeviceChoice) -> anyhow::Result<cpu::Cpu> {
+/// Work that runs on whichever backend `--device` picks (the backends differ in
+/// their buffer type, so the choice is made once, here, and the work is generic).
+pub trait OnDevice {
+    type Output;
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Self::Output>;
+}
+
+/// Runs `work` on the backend `--device` names. `auto` picks CUDA when a driver
+/// and a device are present, else the CPU, and says which; this build has no CUDA
+/// backend yet, so `auto` is the CPU and `cuda` is refused plainly.
+pub fn on_device<W: OnDevice>(choice: DeviceChoice, work: W) -> anyhow::Result<W::Output> {
     match choice {
-        DeviceChoice::Cpu => Ok(cpu::Cpu),
+        DeviceChoice::Cpu => work.run(&cpu::Cpu),
         DeviceChoice::Auto => {
             eprintln!("--device auto: picked cpu (this build has no CUDA backend yet)");
-            Ok(cpu::Cpu)
+            work.run(&cpu::Cpu)
         }
+        DeviceChoice::Sim => work.run(&sim::Sim::new()?),
         DeviceChoice::Cuda => anyhow::bail!(
-            "--device cuda: this build has no CUDA backend yet (kernels/ and the cudarc \
-             runtime are not implemented); use --device cpu"
+            "--device cuda: this build has no CUDA backend yet (the kernels run on \
+             --device sim; the cudarc runtime is not implemented); use --device cpu or sim"
         ),
-        DeviceChoice::Sim => {
-            anyhow::bail!("--device sim: the kernel simulator is not built yet; use --device cpu")
-        }
     }
 }

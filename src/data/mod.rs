@@ -11,6 +11,7 @@ pub mod error;
 pub mod fetch;
 pub mod idx;
 pub mod mnist;
+pub mod npy;
 pub mod split;
 
 use std::path::{Path, PathBuf};

@@ -19,6 +19,18 @@ pub enum Mode {
     Stl,
     /// Multi-task learning: trunk → ten branches FC 100 → FC 50 → 1 sigmoid.
     Mtl,
+    /// The MTL net whose related branches merge while it trains (DESIGN.md §5).
+    Selective,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Stl => "stl",
+            Mode::Mtl => "mtl",
+            Mode::Selective => "selective",
+        }
+    }
 }
 
 /// The loss on the head outputs.
@@ -49,6 +61,12 @@ pub struct NetSpec {
     /// Classes of the 10-way problem (targets are one-hot rows of this width).
     pub classes: usize,
     pub loss: Loss,
+    /// Start every branch and every head from the same weights. Selective Sharing
+    /// needs it: branch gradients are compared unit by unit, which means nothing
+    /// between independently initialised branches (their descriptors come out
+    /// near-orthogonal whatever the tasks), while from a common start the
+    /// gradients differ only through the tasks' targets.
+    pub identical_branches: bool,
 }
 
 impl NetSpec {
@@ -56,7 +74,7 @@ impl NetSpec {
     pub fn mnist(mode: Mode, classes: usize) -> Self {
         let (branches, tasks, head_out, loss) = match mode {
             Mode::Stl => (1, 1, classes, Loss::SoftmaxCrossEntropy),
-            Mode::Mtl => (classes, classes, 1, Loss::SigmoidBce),
+            Mode::Mtl | Mode::Selective => (classes, classes, 1, Loss::SigmoidBce),
         };
         Self {
             image_height: 28,
@@ -71,6 +89,7 @@ impl NetSpec {
             head_out,
             classes,
             loss,
+            identical_branches: mode == Mode::Selective,
         }
     }
 
@@ -111,6 +130,29 @@ impl<B: Backend> Param<B> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Copies branch 0's row over every other branch's (first axis = branch).
+    pub fn copy_first_branch(&mut self, backend: &B) {
+        let mut host = backend.download(&self.value);
+        let row_len = self.len() / self.shape[0];
+        let (first, rest) = host[..self.len()].split_at_mut(row_len);
+        for row in rest.chunks_mut(row_len) {
+            row.copy_from_slice(first);
+        }
+        self.value = backend.upload(&host);
+    }
+
+    /// Keeps the rows `keep` of a parameter whose first axis is the branch, with its
+    /// gradient and optimiser state: the buffers shrink in place.
+    pub fn compact_branches(&mut self, backend: &B, keep: &[usize]) {
+        let row_len = self.len() / self.shape[0];
+        backend.compact_rows(&mut self.value, row_len, keep);
+        backend.compact_rows(&mut self.grad, row_len, keep);
+        for state in &mut self.state {
+            backend.compact_rows(state, row_len, keep);
+        }
+        self.shape[0] = keep.len();
     }
 
     /// PyTorch's default for Linear and Conv2d weights *and* biases:

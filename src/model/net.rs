@@ -48,6 +48,12 @@ pub struct Net<B: Backend> {
     head: Linear<B>,
     /// Head t reads the hidden layer of branch `task_branch[t]`.
     pub task_branch: Vec<usize>,
+    /// The task each branch was created for: a stable name for a branch in logs,
+    /// while merges renumber the branches.
+    pub branch_origin: Vec<usize>,
+    /// Σ over the epoch's steps of ∂L/∂W of the branches' first layer,
+    /// `[branches, hidden1, shared]`, while Selective Sharing is capturing.
+    capture: Option<B::Buf>,
 }
 
 /// Every forward activation, backward gradient and saved statistic of one step,
@@ -250,8 +256,22 @@ impl<B: Backend> Net<B> {
         let fc = Linear::new(be, "trunk.fc", 1, spec.flat_features(), spec.shared, rng);
         let fc1 = Linear::new(be, "branches.fc1", b, spec.shared, hid1, rng);
         let fc2 = Linear::new(be, "branches.fc2", b, hid1, hid2, rng);
-        let head = Linear::new(be, "heads", spec.tasks, hid2, spec.head_out, rng);
+        let mut head = Linear::new(be, "heads", spec.tasks, hid2, spec.head_out, rng);
+        let (mut fc1, mut fc2) = (fc1, fc2);
+        if spec.identical_branches {
+            for p in [
+                &mut fc1.w,
+                &mut fc1.b,
+                &mut fc2.w,
+                &mut fc2.b,
+                &mut head.w,
+                &mut head.b,
+            ] {
+                p.copy_first_branch(be);
+            }
+        }
         let task_branch = (0..spec.tasks).map(|t| t % b).collect();
+        let branch_origin = (0..b).collect();
         Self {
             spec,
             conv1,
@@ -263,7 +283,50 @@ impl<B: Backend> Net<B> {
             fc2,
             head,
             task_branch,
+            branch_origin,
+            capture: None,
         }
+    }
+
+    /// Starts (or restarts) accumulating the branches' first-layer gradients.
+    pub fn start_capture(&mut self, be: &B) {
+        self.capture = Some(be.zeros(self.fc1.w.len()));
+    }
+
+    /// Stops capturing for good (the grouping is locked).
+    pub fn stop_capture(&mut self) {
+        self.capture = None;
+    }
+
+    /// The captured gradients `[branches, hidden1, shared]` on the host; the
+    /// capture restarts from zero.
+    pub fn take_capture(&mut self, be: &B) -> Option<Vec<f32>> {
+        let host = be.download(self.capture.as_ref()?);
+        self.start_capture(be);
+        Some(host[..self.fc1.w.len()].to_vec())
+    }
+
+    /// Merges branches: keeps the branches `keep` (strictly increasing old indices)
+    /// and points task t at new branch `task_branch[t]`. Every `[branches, …]`
+    /// buffer — weights, gradients, optimiser state, capture — is compacted in
+    /// place; each task keeps its own head.
+    pub fn prune(&mut self, be: &B, keep: &[usize], task_branch: Vec<usize>) {
+        assert!(task_branch.iter().all(|&b| b < keep.len()));
+        let capture_row = self.fc1.w.len() / self.spec.branches;
+        for p in [
+            &mut self.fc1.w,
+            &mut self.fc1.b,
+            &mut self.fc2.w,
+            &mut self.fc2.b,
+        ] {
+            p.compact_branches(be, keep);
+        }
+        if let Some(capture) = &mut self.capture {
+            be.compact_rows(capture, capture_row, keep);
+        }
+        self.branch_origin = keep.iter().map(|&k| self.branch_origin[k]).collect();
+        self.spec.branches = keep.len();
+        self.task_branch = task_branch;
     }
 
     /// Every trainable tensor, in a fixed order (the checkpoint's and optimiser's).
@@ -388,6 +451,9 @@ impl<B: Backend> Net<B> {
             &self.fc1.b.value,
             &mut a.h1,
         );
+        if let Some(capture) = &mut self.capture {
+            be.axpy(1.0, &self.fc1.w.grad, capture, self.fc1.w.len());
+        }
         be.relu_forward(s.fc1.y_len(), &a.h1, &mut a.h1r);
         be.linear_forward(
             &s.fc2,

@@ -1,6 +1,7 @@
 //! `checkpoint.safetensors`: every parameter and BN running statistic under a
 //! stable name (`trunk.conv1.weight`, `branches.fc1.weight` `[B, 100, 640]`, …),
-//! the task→branch map, and the epoch/step in the metadata. Written atomically.
+//! the task→branch map and each branch's origin task (I64), and the epoch/step in
+//! the metadata. Written atomically.
 
 use super::write_atomically;
 use crate::backend::Backend;
@@ -11,6 +12,9 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
 
+const TASK_BRANCH: &str = "heads.task_branch";
+const BRANCH_ORIGIN: &str = "branches.origin";
+
 /// Saves `net` to `path` (temp file + rename).
 pub fn save<B: Backend>(
     be: &B,
@@ -19,39 +23,33 @@ pub fn save<B: Backend>(
     epoch: usize,
     steps: usize,
 ) -> Result<()> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut f32s = |name: &str, shape: Vec<usize>, host: &[f32]| {
+        let bytes = bytemuck::cast_slice(host).to_vec();
+        tensors.push((name.to_string(), Dtype::F32, shape, bytes));
+    };
     for p in net.params() {
-        let host = be.download(&p.value);
-        tensors.push((
-            p.name.clone(),
-            p.shape.clone(),
-            bytemuck::cast_slice(&host[..p.len()]).to_vec(),
-        ));
+        f32s(&p.name, p.shape.clone(), &be.download(&p.value)[..p.len()]);
     }
     for (name, buf) in net.buffers() {
         let host = be.download(buf);
-        tensors.push((
-            name.to_string(),
-            vec![host.len()],
-            bytemuck::cast_slice(&host).to_vec(),
-        ));
+        f32s(name, vec![host.len()], &host);
     }
-    let map: Vec<i64> = net.task_branch.iter().map(|&b| b as i64).collect();
-    tensors.push((
-        "heads.task_branch".into(),
-        vec![map.len()],
-        bytemuck::cast_slice(&map).to_vec(),
-    ));
-
+    for (name, map) in [
+        (TASK_BRANCH, &net.task_branch),
+        (BRANCH_ORIGIN, &net.branch_origin),
+    ] {
+        let map: Vec<i64> = map.iter().map(|&b| b as i64).collect();
+        let bytes = bytemuck::cast_slice(&map).to_vec();
+        tensors.push((name.to_string(), Dtype::I64, vec![map.len()], bytes));
+    }
     let views = tensors
         .iter()
-        .map(|(name, shape, bytes)| {
-            let dtype = if name == "heads.task_branch" {
-                Dtype::I64
-            } else {
-                Dtype::F32
-            };
-            Ok((name.as_str(), TensorView::new(dtype, shape.clone(), bytes)?))
+        .map(|(name, dtype, shape, bytes)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(*dtype, shape.clone(), bytes)?,
+            ))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     // One metadata key: a HashMap with several would serialise in a random order
@@ -62,29 +60,65 @@ pub fn save<B: Backend>(
     write_atomically(path, &bytes)
 }
 
-/// Loads the tensors saved by [`save`] into `net`, which must have the same spec.
+/// Loads the tensors saved by [`save`] into `net`, built with the same spec; a
+/// checkpoint of a run whose branches merged first prunes `net` to its branches.
 pub fn load<B: Backend>(be: &B, net: &mut Net<B>, path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
-    let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+    let tensor = |name: &str, dtype: Dtype, shape: Option<&[usize]>| {
         let t = st
             .tensor(name)
             .with_context(|| format!("{}: tensor {name} is missing", path.display()))?;
-        if t.dtype() != Dtype::F32 || t.shape() != shape {
+        let shape_ok = shape.map_or(t.shape().len() == 1, |s| t.shape() == s);
+        if t.dtype() != dtype || !shape_ok {
             bail!(
-                "{}: tensor {name} is {:?} {:?}, expected F32 {:?}",
+                "{}: tensor {name} is {:?} {:?}, expected {dtype:?} {}",
                 path.display(),
                 t.dtype(),
                 t.shape(),
-                shape
+                shape.map_or("[n]".to_string(), |s| format!("{s:?}"))
             );
         }
+        Ok(t)
+    };
+    let indices = |name: &str| -> Result<Vec<usize>> {
+        let t = tensor(name, Dtype::I64, None)?;
         Ok(t.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
             .collect())
     };
+    let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let t = tensor(name, Dtype::F32, Some(shape))?;
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect())
+    };
+
+    let task_branch = indices(TASK_BRANCH)?;
+    let origin = indices(BRANCH_ORIGIN)?;
+    let branches = origin.len();
+    if task_branch.len() != net.spec.tasks
+        || branches == 0
+        || branches > net.spec.branches
+        || task_branch.iter().any(|&b| b >= branches)
+    {
+        bail!(
+            "{}: task→branch map {task_branch:?} over {branches} branches does not fit \
+             a net of {} tasks and {} branches",
+            path.display(),
+            net.spec.tasks,
+            net.spec.branches
+        );
+    }
+    if branches < net.spec.branches {
+        net.prune(be, &(0..branches).collect::<Vec<_>>(), task_branch);
+    } else {
+        net.task_branch = task_branch;
+    }
+    net.branch_origin = origin;
     for p in net.params_mut() {
         let host = f32s(&p.name, &p.shape)?;
         p.value = be.upload(&host);

@@ -4,10 +4,12 @@
 pub mod checkpoint;
 pub mod metrics;
 mod progress;
+pub mod reproduce;
 
 use crate::backend::{Backend, OptimStep};
 use crate::data::{Dataset, Split};
 use crate::model::{Activations, Mode, Net, NetSpec};
+use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
 use anyhow::{Context, Result};
 use metrics::Evaluation;
 use rand::seq::SliceRandom;
@@ -35,6 +37,8 @@ pub struct TrainConfig {
     pub out: PathBuf,
     /// The device that runs the ops, as the backend names itself.
     pub device: String,
+    /// Selective Sharing's settings (`--mode selective` only).
+    pub sharing: Option<SharingConfig>,
 }
 
 /// One line of `log.jsonl`.
@@ -56,6 +60,15 @@ pub struct EpochRecord {
     /// Trainable parameter count.
     pub params: usize,
     pub branches: usize,
+    /// Multi-task nets: the tasks served by each branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_groups: Option<Vec<Vec<usize>>>,
+    /// Selective Sharing: whether the grouping is locked after this epoch, and the
+    /// time its step took (not part of `seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharing_seconds: Option<f64>,
     /// Training time of the epoch, evaluation excluded.
     pub seconds: f64,
     pub images_per_s: f64,
@@ -71,6 +84,10 @@ pub struct RunSummary {
     pub test_task_acc: Option<Vec<f64>>,
     pub params: usize,
     pub branches: usize,
+    /// Multi-task nets: the tasks served by each branch at the end.
+    pub task_groups: Option<Vec<Vec<usize>>>,
+    /// Selective Sharing: the epoch whose decision locked the grouping.
+    pub lock_epoch: Option<usize>,
     pub epochs_run: usize,
     pub steps: usize,
     pub mean_images_per_s: f64,
@@ -129,6 +146,10 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut net = Net::new(be, spec, &mut rng);
     let mut act = Activations::new(be, &net.spec, cfg.batch);
+    let mut sharing = cfg
+        .sharing
+        .clone()
+        .map(|sc| Sharing::start(sc, cfg.seed, be, &mut net));
     let step = OptimStep::Sgd {
         lr: cfg.lr,
         momentum: cfg.momentum,
@@ -160,6 +181,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         let bar = progress::EpochBar::new(epoch, cfg.epochs, batches);
         let started = Instant::now();
         let (mut loss_sum, mut batches_run, mut images_run) = (0.0f64, 0usize, 0usize);
+        let mut task_loss = vec![0.0f64; net.spec.tasks];
         for chunk in order.chunks(cfg.batch) {
             if cfg.max_steps.is_some_and(|max| steps >= max) {
                 break;
@@ -169,7 +191,11 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             be.write(&mut act.x, &images);
             be.write(&mut act.targets, &targets);
             net.train_step(be, &mut act, n, &step);
-            let batch_loss: f64 = be.download(&act.loss).iter().map(|&l| l as f64).sum();
+            let losses = be.download(&act.loss);
+            for (sum, &l) in task_loss.iter_mut().zip(&losses) {
+                *sum += l as f64;
+            }
+            let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
             loss_sum += batch_loss;
             batches_run += 1;
             images_run += n;
@@ -181,6 +207,18 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         if batches_run == 0 {
             break;
         }
+
+        // Selective Sharing decides before evaluation, so the log and the
+        // checkpoint describe the same (possibly merged) model.
+        let mut sharing_seconds = None;
+        if let Some(sharing) = &mut sharing {
+            if let Some(d) = sharing.end_epoch(be, &mut net, epoch, &task_loss)? {
+                println!("{}", progress::decision_line(d));
+                sharing_seconds = Some(d.seconds);
+            }
+            write_json(&cfg.out.join("grouping.json"), &sharing.decisions)?;
+        }
+        let groups = (net.spec.tasks > 1).then(|| task_groups(&net.task_branch, net.spec.branches));
 
         let val_eval = metrics::evaluate(be, &mut net, &mut act, &val, cfg.batch);
         let test_eval = metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch);
@@ -194,6 +232,9 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             test_task_acc: test_eval.task_accuracy.clone(),
             params: net.param_count(),
             branches: net.spec.branches,
+            task_groups: groups.clone(),
+            locked: sharing.as_ref().map(|s| s.locked()),
+            sharing_seconds,
             seconds,
             images_per_s: images_run as f64 / seconds,
             device: cfg.device.clone(),
@@ -230,6 +271,8 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         test_task_acc: best_test.task_accuracy,
         params: net.param_count(),
         branches: net.spec.branches,
+        task_groups: (net.spec.tasks > 1).then(|| task_groups(&net.task_branch, net.spec.branches)),
+        lock_epoch: sharing.as_ref().and_then(|s| s.lock_epoch),
         epochs_run: records.len(),
         steps,
         mean_images_per_s: records.iter().map(|r| r.images_per_s).sum::<f64>()

@@ -1,6 +1,7 @@
 //! A progress bar on a terminal (stderr), plain lines otherwise.
 
 use super::EpochRecord;
+use crate::sharing::selective::Decision;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -56,5 +57,31 @@ pub fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
         100.0 * r.test_acc,
         r.seconds,
         r.images_per_s
+    )
+}
+
+/// The line printed for a grouping decision.
+pub fn decision_line(d: &Decision) -> String {
+    let merged: Vec<String> = d
+        .merged
+        .iter()
+        .map(|m| format!("{:?} → keep {}", m.group, m.kept))
+        .collect();
+    let what = if merged.is_empty() {
+        "no merge".to_string()
+    } else {
+        merged.join(", ")
+    };
+    let lock = d
+        .locked
+        .as_ref()
+        .map(|why| format!("; locked: {why}"))
+        .unwrap_or_default();
+    format!(
+        "  sharing ({}): groups {:?}: {what}; params {} → {}{lock}",
+        d.criterion.name(),
+        d.groups,
+        d.params_before,
+        d.params_after
     )
 }

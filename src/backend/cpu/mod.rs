@@ -52,6 +52,15 @@ impl Backend for Cpu {
     fn buf_len(&self, buf: &Vec<f32>) -> usize {
         buf.len()
     }
+    fn compact_rows(&self, buf: &mut Vec<f32>, row_len: usize, keep: &[usize]) {
+        debug_assert!(keep.windows(2).all(|w| w[0] < w[1]));
+        // keep[i] >= i, so moving rows front to back never overwrites a row still to move.
+        for (i, &k) in keep.iter().enumerate() {
+            buf.copy_within(k * row_len..(k + 1) * row_len, i * row_len);
+        }
+        buf.truncate(keep.len() * row_len);
+        buf.shrink_to_fit();
+    }
     fn axpy(&self, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) {
         for (y, &x) in y[..len].iter_mut().zip(&x[..len]) {
             *y += alpha * x;

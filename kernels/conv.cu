@@ -1,0 +1,99 @@
+// kernels/conv.cu — valid (no padding), stride-1 2-D convolution as implicit GEMM:
+// the im2col matrix is never stored, the GEMM tile loaders compute its elements.
+// CPU twin: src/backend/cpu/conv.rs. Shapes (P = OH·OW, CRR = C·R·R):
+//   x [N, C, H, W], w [K, C, R, R], b [K], y / dy [N, K, OH, OW]
+//   forward:          y[n, k, p]   = b[k] + Σ_crr w[k, crr] · col_n[crr, p]
+//   backward-data:    dx[n, c, h, w] = Σ_{k,i,j} w[k, c, i, j] · dy[n, k, h−i, w−j]  (in range)
+//   backward-weights: dw[k, crr]   = Σ_{n,p} dy[n, k, p] · col_n[crr, p]  (split over images,
+//                     partials summed in order by ssk_sum_partials: deterministic)
+//   backward-bias:    db[k]        = Σ_{n,p} dy[n, k, p]
+#include "common.cuh"
+
+// Forward. GEMM M = K (out channels), N = N·P (image pixels), K = CRR.
+// grid (ceil(N·P / 32), ceil(K / 32)), block (16, 16).
+extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const float* __restrict__ w,
+                                          const float* __restrict__ b, float* __restrict__ y, int N,
+                                          int C, int H, int W, int K, int R) {
+    const int OH = H - R + 1, OW = W - R + 1, P = OH * OW, CRR = C * R * R;
+    const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
+    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    ssk_gemm_tile<true, false>(
+        K, N * P, CRR, m0, n0, [=](int k, int crr) { return w[k * CRR + crr]; },
+        [=](int crr, int col) {
+            const int n = col / P, p = col % P;
+            const int c = crr / (R * R), ij = crr % (R * R);
+            const int oy = p / OW, ox = p % OW;
+            return x[((n * C + c) * H + oy + ij / R) * W + ox + ij % R];
+        },
+        acc);
+    ssk_gemm_store(K, N * P, m0, n0, acc, [=](int k, int col, float v) {
+        const int n = col / P, p = col % P;
+        y[(n * K + k) * P + p] = v + b[k];
+    });
+}
+
+// Backward-data. GEMM M = C, N = N·H·W, K = K·R·R; dy outside the valid output
+// range reads as 0. Every dx element is written once (no atomics).
+// grid (ceil(N·H·W / 32), ceil(C / 32)), block (16, 16).
+extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, const float* __restrict__ dy,
+                                                float* __restrict__ dx, int N, int C, int H, int W, int K,
+                                                int R) {
+    const int OH = H - R + 1, OW = W - R + 1, HW = H * W, RR = R * R;
+    const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
+    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    ssk_gemm_tile<false, false>(
+        C, N * HW, K * RR, m0, n0,
+        [=](int c, int kij) {
+            const int k = kij / RR, ij = kij % RR;
+            return w[(k * C + c) * RR + ij];
+        },
+        [=](int kij, int col) {
+            const int k = kij / RR, ij = kij % RR;
+            const int n = col / HW, hw = col % HW;
+            const int oy = hw / W - ij / R, ox = hw % W - ij % R;
+            return (oy >= 0 && oy < OH && ox >= 0 && ox < OW) ? dy[((n * K + k) * OH + oy) * OW + ox] : 0.0f;
+        },
+        acc);
+    ssk_gemm_store(C, N * HW, m0, n0, acc, [=](int c, int col, float v) {
+        const int n = col / HW, hw = col % HW;
+        dx[(n * C + c) * HW + hw] = v;
+    });
+}
+
+// Backward-weights, one partial per group of `images_per_part` images:
+// parts[z, k, crr] = Σ_{n in group z, p} dy[n, k, p] · col_n[crr, p].
+// GEMM M = K, N = CRR, K = images·P. grid (ceil(CRR / 32), ceil(K / 32), parts), block (16, 16).
+extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
+                                                  float* __restrict__ parts, int N, int C, int H, int W,
+                                                  int K, int R, int images_per_part) {
+    const int OH = H - R + 1, OW = W - R + 1, P = OH * OW, CRR = C * R * R;
+    const int first = blockIdx.z * images_per_part;
+    const int images = min(images_per_part, N - first);
+    const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
+    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    ssk_gemm_tile<true, true>(
+        K, CRR, images * P, m0, n0,
+        [=](int k, int np) {
+            const int n = first + np / P, p = np % P;
+            return dy[(n * K + k) * P + p];
+        },
+        [=](int np, int crr) {
+            const int n = first + np / P, p = np % P;
+            const int c = crr / (R * R), ij = crr % (R * R);
+            return x[((n * C + c) * H + p / OW + ij / R) * W + p % OW + ij % R];
+        },
+        acc);
+    float* part = parts + (size_t)blockIdx.z * K * CRR;
+    ssk_gemm_store(K, CRR, m0, n0, acc, [=](int k, int crr, float v) { part[k * CRR + crr] = v; });
+}
+
+// Backward-bias: db[k] = Σ_{n,p} dy[n, k, p]. grid (K), block (256).
+extern "C" __global__ void conv2d_backward_bias(const float* __restrict__ dy, float* __restrict__ db, int N,
+                                                int K, int P) {
+    __shared__ float scratch[32];
+    const int k = blockIdx.x;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < N * P; i += blockDim.x) s += dy[((i / P) * K + k) * P + i % P];
+    s = ssk_block_sum(s, scratch);
+    if (threadIdx.x == 0) db[k] = s;
+}

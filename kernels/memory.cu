@@ -1,0 +1,25 @@
+// kernels/memory.cu — memory ops and the ordered sum of partials.
+// CPU twins: Backend::axpy in src/backend/cpu/mod.rs; the partial sums mirror the
+// chunked reductions of src/backend/cpu/conv.rs.
+#include "common.cuh"
+
+// y[i] = value for i < n. Grid-stride: grid (any), block (256).
+extern "C" __global__ void ssk_fill(float* __restrict__ y, float value, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] = value;
+}
+
+// y[i] += alpha · x[i] for i < n. Grid-stride: grid (any), block (256).
+extern "C" __global__ void ssk_axpy(float* __restrict__ y, const float* __restrict__ x, float alpha, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] += alpha * x[i];
+}
+
+// out[i] = Σ_{s < n_parts} parts[s·len + i], summed in s order (deterministic;
+// the second pass of a split reduction). Grid-stride: grid (any), block (256).
+extern "C" __global__ void ssk_sum_partials(float* __restrict__ out, const float* __restrict__ parts, int len,
+                                            int n_parts) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (int p = 0; p < n_parts; p++) s += parts[(size_t)p * len + i];
+        out[i] = s;
+    }
+}

@@ -1,0 +1,211 @@
+// kernels/sim.h — lets kernels/*.cu compile as C++ on the host for the kernel
+// simulator (the `sim` device). build.rs compiles every kernel file as
+//
+//     g++ -x c++ -std=c++17 -O2 -include kernels/sim.h -I kernels file.cu
+//
+// (through a generated wrapper that also holds the file's launch trampolines).
+// Nothing in a .cu file may test for the simulator; everything CUDA-specific the
+// kernels use is provided here, backed by kernels/sim_runtime.cpp:
+//
+// - threadIdx/blockIdx/blockDim/gridDim read the running fiber and block;
+// - __syncthreads() is a real barrier: the calling fiber yields until every live
+//   thread of its block has arrived (threads that returned count as arrived, as
+//   on hardware);
+// - __syncwarp and the full-warp __shfl*_sync are warp-level barriers with an
+//   exchange slot per lane (only the full mask 0xffffffff is accepted);
+// - static __shared__ is `static thread_local`: one copy per OS worker thread,
+//   and an OS thread runs one block at a time, so every block sees its own copy.
+//   Like a GPU it is *not* cleared between blocks; dynamic shared memory
+//   (SSK_DYNAMIC_SHARED) is poisoned with 0xFF bytes (NaN as float) at every
+//   block start;
+// - atomics are __atomic builtins (blocks run in parallel on several OS threads).
+#pragma once
+
+// `#pragma unroll` is nvcc's; g++ ignores it.
+#pragma GCC diagnostic ignored "-Wunknown-pragmas"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+// ---- execution-space and storage qualifiers --------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static thread_local
+#define __constant__ static const
+
+// ---- vector and index types --------------------------------------------------
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+};
+struct float2 {
+    float x, y;
+};
+struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+};
+struct int2 {
+    int x, y;
+};
+struct __attribute__((aligned(16))) int4 {
+    int x, y, z, w;
+};
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline int2 make_int2(int x, int y) { return int2{x, y}; }
+static inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
+
+// ---- the runtime (kernels/sim_runtime.cpp) ---------------------------------
+// The public head of a fiber: what a kernel may read about its own thread.
+struct ssk_fiber_pub {
+    uint3 thread_idx;
+    int lane;  // threadIdx linearised, mod 32
+    int warp;  // threadIdx linearised, / 32
+};
+extern __thread const ssk_fiber_pub* ssk_self;
+extern __thread uint3 ssk_block_idx;
+extern __thread dim3 ssk_block_dim;
+extern __thread dim3 ssk_grid_dim;
+
+extern "C" {
+void ssk_syncthreads(void);
+// Warp barrier with exchange: every lane posts `value` and receives the value
+// posted by lane `src_lane` (its own when src_lane is outside the warp).
+uint64_t ssk_warp_exchange(unsigned mask, uint64_t value, int src_lane);
+void* ssk_dynamic_smem(void);
+// Aborts the running block with a message (reported by the launcher).
+void ssk_fail(const char* msg);
+}
+
+#define threadIdx (ssk_self->thread_idx)
+#define blockIdx ssk_block_idx
+#define blockDim ssk_block_dim
+#define gridDim ssk_grid_dim
+#define warpSize 32
+
+#define __syncthreads() ssk_syncthreads()
+static inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)ssk_warp_exchange(mask, 0, 0); }
+
+// Dynamic shared memory: `SSK_DYNAMIC_SHARED(float, smem);` declares `float* smem`.
+// common.cuh defines the CUDA spelling (extern __shared__) when this header is absent.
+#define SSK_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(ssk_dynamic_smem())
+
+// ---- warp shuffles (full warp) -------------------------------------------
+template <class T>
+static inline T ssk_shfl_from(unsigned mask, T v, int src) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof(T));
+    bits = ssk_warp_exchange(mask, bits, src);
+    T r;
+    memcpy(&r, &bits, sizeof(T));
+    return r;
+}
+template <class T>
+static inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+    int lane = ssk_self->lane;
+    return ssk_shfl_from(mask, v, (lane & ~(width - 1)) + (src_lane & (width - 1)));
+}
+template <class T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+    int lane = ssk_self->lane;
+    int src = lane ^ lane_mask;
+    if (src >= (lane & ~(width - 1)) + width) src = lane;
+    return ssk_shfl_from(mask, v, src);
+}
+template <class T>
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    int lane = ssk_self->lane;
+    int src = ((lane & (width - 1)) + (int)delta < width) ? lane + (int)delta : lane;
+    return ssk_shfl_from(mask, v, src);
+}
+template <class T>
+static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    int lane = ssk_self->lane;
+    int src = ((lane & (width - 1)) >= (int)delta) ? lane - (int)delta : lane;
+    return ssk_shfl_from(mask, v, src);
+}
+
+// ---- atomics ------------------------------------------------------------------
+static inline float atomicAdd(float* addr, float v) {
+    uint32_t* p = reinterpret_cast<uint32_t*>(addr);
+    uint32_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    for (;;) {
+        float f;
+        memcpy(&f, &old, 4);
+        f += v;
+        uint32_t want;
+        memcpy(&want, &f, 4);
+        if (__atomic_compare_exchange_n(p, &old, want, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            memcpy(&f, &old, 4);
+            return f;
+        }
+    }
+}
+static inline int atomicAdd(int* addr, int v) { return __atomic_fetch_add(addr, v, __ATOMIC_RELAXED); }
+static inline unsigned atomicAdd(unsigned* addr, unsigned v) {
+    return __atomic_fetch_add(addr, v, __ATOMIC_RELAXED);
+}
+static inline int atomicMax(int* addr, int v) {
+    int old = __atomic_load_n(addr, __ATOMIC_RELAXED);
+    while (old < v && !__atomic_compare_exchange_n(addr, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+static inline int atomicMin(int* addr, int v) {
+    int old = __atomic_load_n(addr, __ATOMIC_RELAXED);
+    while (old > v && !__atomic_compare_exchange_n(addr, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+static inline int atomicCAS(int* addr, int compare, int val) {
+    __atomic_compare_exchange_n(addr, &compare, val, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return compare;
+}
+static inline int atomicExch(int* addr, int v) { return __atomic_exchange_n(addr, v, __ATOMIC_RELAXED); }
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+// ---- math: CUDA's device functions and intrinsics -------------------------------
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+static inline long long min(long long a, long long b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
+static inline float min(float a, float b) { return fminf(a, b); }
+static inline float max(float a, float b) { return fmaxf(a, b); }
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+// __expf and __logf: glibc declares both with the same meaning.
+static inline float __fdividef(float a, float b) { return a / b; }
+static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+static inline float __int_as_float(int i) {
+    float f;
+    memcpy(&f, &i, 4);
+    return f;
+}
+static inline int __float_as_int(float f) {
+    int i;
+    memcpy(&i, &f, 4);
+    return i;
+}
+static inline float __uint_as_float(unsigned i) {
+    float f;
+    memcpy(&f, &i, 4);
+    return f;
+}
+static inline unsigned __float_as_uint(float f) {
+    unsigned i;
+    memcpy(&i, &f, 4);
+    return i;
+}
+// __ldg is a read-only-cache load on the GPU, a plain load here.
+template <class T>
+static inline T __ldg(const T* p) { return *p; }

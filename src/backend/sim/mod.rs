@@ -1,0 +1,617 @@
+//! The kernel simulator (`--device sim`): kernels/*.cu compiled as C++ by build.rs
+//! with kernels/sim.h, launched through the same plans (`backend::launch`) the CUDA
+//! backend will use. The threads of a block run as fibers with real barriers
+//! (kernels/sim_runtime.cpp); blocks are spread over rayon's threads.
+//!
+//! Buffers are host allocations with guard zones of [`GUARD`] floats on each side,
+//! filled with a NaN canary (so an out-of-bounds *read* yields NaN too). After every
+//! launch the guards of every buffer argument are checked; an out-of-bounds write
+//! panics with the kernel's and the parameter's name (the `Backend` methods return
+//! `()`, and this is a debugging device: a panic with a clear message is the error).
+//! Scratch buffers a plan asks for are allocated per op and poisoned with NaN.
+
+use super::launch::{self, Arg, Launch, Plan};
+use super::{Backend, Conv2dShape, LinearShape, Nchw, OptimStep};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How a kernel parameter travels, from its C type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Any pointer: a device buffer.
+    Ptr,
+    I32,
+    F32,
+    /// A struct by value.
+    Bytes,
+}
+
+#[derive(Debug)]
+pub struct KernelParam {
+    pub name: &'static str,
+    /// The C type as written in the signature, without `__restrict__`.
+    pub ty: &'static str,
+    pub kind: ParamKind,
+}
+
+/// `void ssk_tramp_<kernel>(void** args)`: unpacks cuLaunchKernel-style arguments.
+pub type Trampoline = unsafe extern "C" fn(*const *mut c_void);
+
+/// One `extern "C" __global__` kernel of kernels/*.cu, as build.rs parsed it.
+#[derive(Debug)]
+pub struct KernelInfo {
+    pub name: &'static str,
+    pub file: &'static str,
+    pub entry: Trampoline,
+    pub params: &'static [KernelParam],
+}
+
+mod table {
+    use super::{KernelInfo, KernelParam, ParamKind};
+    include!(concat!(env!("OUT_DIR"), "/sim_kernels.rs"));
+}
+pub use table::KERNELS;
+
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn ssk_sim_run_blocks(
+        entry: Trampoline,
+        args: *const *mut c_void,
+        grid: *const u32,
+        block: *const u32,
+        shared_bytes: u32,
+        block_begin: u64,
+        block_end: u64,
+        seed: u64,
+        failed_block: *mut u64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+}
+
+/// Floats of guard zone before and after every buffer.
+pub const GUARD: usize = 64;
+/// The canary: a quiet NaN with a payload no arithmetic produces.
+const CANARY: u32 = 0xFFC0_5A5A;
+
+/// A guarded host allocation of `len` f32: `[GUARD canary | data | GUARD canary]`.
+pub struct SimBuf {
+    /// Start of the allocation (the front guard).
+    base: NonNull<f32>,
+    len: usize,
+}
+
+// SAFETY: SimBuf owns its allocation; kernels write through raw pointers only while
+// the Backend method that received the buffer (by & or &mut) is running.
+unsafe impl Send for SimBuf {}
+unsafe impl Sync for SimBuf {}
+
+impl SimBuf {
+    fn layout(len: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align((len + 2 * GUARD) * 4, 64).expect("buffer size")
+    }
+
+    fn new(len: usize, fill: f32) -> Self {
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size (2·GUARD floats at least).
+        let raw = unsafe { std::alloc::alloc(layout) } as *mut f32;
+        let base = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let buf = Self { base, len };
+        // SAFETY: the allocation holds len + 2·GUARD floats.
+        let all = unsafe { std::slice::from_raw_parts_mut(raw, len + 2 * GUARD) };
+        all.fill(f32::from_bits(CANARY));
+        all[GUARD..GUARD + len].fill(fill);
+        buf
+    }
+
+    /// Device pointer of the data.
+    fn ptr(&self) -> *mut f32 {
+        // SAFETY: GUARD floats into the allocation.
+        unsafe { self.base.as_ptr().add(GUARD) }
+    }
+
+    fn data(&self) -> &[f32] {
+        // SAFETY: len floats of data after the front guard.
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
+    }
+
+    fn data_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as above, and &mut self excludes every other access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
+    }
+
+    /// The first changed guard float: (after the data?, offset from the data's edge).
+    fn guard_damage(&self) -> Option<(bool, usize)> {
+        // SAFETY: both guards lie inside the allocation.
+        let all = unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.len + 2 * GUARD) };
+        let front = &all[..GUARD];
+        let back = &all[GUARD + self.len..];
+        if let Some(i) = back.iter().position(|v| v.to_bits() != CANARY) {
+            return Some((true, i));
+        }
+        front
+            .iter()
+            .rposition(|v| v.to_bits() != CANARY)
+            .map(|i| (false, GUARD - i))
+    }
+}
+
+impl Drop for SimBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.base.as_ptr() as *mut u8, Self::layout(self.len)) };
+    }
+}
+
+impl std::fmt::Debug for SimBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimBuf({} floats)", self.len)
+    }
+}
+
+/// The simulator device.
+pub struct Sim {
+    kernels: HashMap<&'static str, &'static KernelInfo>,
+    seed: u64,
+    launches: AtomicU64,
+}
+
+/// The argument pointer array handed to the trampolines from several threads.
+struct ArgPtrs(Vec<*mut c_void>);
+// SAFETY: the pointers reference values alive for the whole launch, only read.
+unsafe impl Sync for ArgPtrs {}
+
+impl ArgPtrs {
+    fn as_ptr(&self) -> *const *mut c_void {
+        self.0.as_ptr()
+    }
+}
+
+impl Sim {
+    /// The simulator with its kernel table. The fiber resume order of every block is
+    /// shuffled from a seed: `SSK_SIM_SEED` (default 0) mixed with the launch count.
+    pub fn new() -> anyhow::Result<Self> {
+        let seed = match std::env::var("SSK_SIM_SEED") {
+            Ok(s) => s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("SSK_SIM_SEED={s:?} is not a u64: {e}"))?,
+            Err(_) => 0,
+        };
+        Ok(Self::with_seed(seed))
+    }
+
+    pub fn with_seed(seed: u64) -> Self {
+        let kernels = KERNELS.iter().map(|k| (k.name, k)).collect();
+        Self {
+            kernels,
+            seed,
+            launches: AtomicU64::new(0),
+        }
+    }
+
+    /// The parsed signature of a kernel, if it exists.
+    pub fn kernel(&self, name: &str) -> Option<&'static KernelInfo> {
+        self.kernels.get(name).copied()
+    }
+
+    /// Runs every launch of a plan in order, checking every buffer's guards after
+    /// each. Panics (naming the kernel) on a bad argument list, a failed block or
+    /// an out-of-bounds write.
+    pub fn execute(&self, plan: &Plan<'_, SimBuf>) {
+        let scratch: Vec<SimBuf> = plan
+            .scratch
+            .iter()
+            .map(|&len| SimBuf::new(len, f32::NAN))
+            .collect();
+        for l in &plan.launches {
+            self.launch(l, &scratch);
+        }
+    }
+
+    fn launch(&self, l: &Launch<'_, SimBuf>, scratch: &[SimBuf]) {
+        let info = self
+            .kernel(l.kernel)
+            .unwrap_or_else(|| panic!("sim: no kernel `{}` in kernels/*.cu", l.kernel));
+        assert_eq!(
+            info.params.len(),
+            l.args.len(),
+            "sim: kernel `{}` ({}) takes {} arguments, the plan passes {}",
+            info.name,
+            info.file,
+            info.params.len(),
+            l.args.len()
+        );
+        // Argument values, then pointers to them (cuLaunchKernel's layout).
+        let mut ptrs: Vec<*mut f32> = Vec::new();
+        let mut scalars: Vec<u32> = Vec::new();
+        let mut bytes: Vec<&[u8]> = Vec::new();
+        let mut bufs: Vec<(&str, &SimBuf)> = Vec::new();
+        for (a, p) in l.args.iter().zip(info.params) {
+            let kind = match a {
+                Arg::Buf(b) => {
+                    ptrs.push(b.ptr());
+                    bufs.push((p.name, b));
+                    ParamKind::Ptr
+                }
+                Arg::Scratch(i) => {
+                    ptrs.push(scratch[*i].ptr());
+                    bufs.push((p.name, &scratch[*i]));
+                    ParamKind::Ptr
+                }
+                Arg::I32(v) => {
+                    scalars.push(*v as u32);
+                    ParamKind::I32
+                }
+                Arg::F32(v) => {
+                    scalars.push(v.to_bits());
+                    ParamKind::F32
+                }
+                Arg::Bytes(b) => {
+                    bytes.push(b);
+                    ParamKind::Bytes
+                }
+            };
+            assert_eq!(
+                kind, p.kind,
+                "sim: kernel `{}` parameter `{} {}` gets a {kind:?} argument",
+                info.name, p.ty, p.name
+            );
+        }
+        let (mut ip, mut is, mut ib) = (0, 0, 0);
+        let args = ArgPtrs(
+            l.args
+                .iter()
+                .map(|a| match a {
+                    Arg::Buf(_) | Arg::Scratch(_) => {
+                        ip += 1;
+                        &ptrs[ip - 1] as *const *mut f32 as *mut c_void
+                    }
+                    Arg::I32(_) | Arg::F32(_) => {
+                        is += 1;
+                        &scalars[is - 1] as *const u32 as *mut c_void
+                    }
+                    Arg::Bytes(_) => {
+                        ib += 1;
+                        bytes[ib - 1].as_ptr() as *mut c_void
+                    }
+                })
+                .collect(),
+        );
+        let blocks = l.blocks();
+        let seed = self.seed
+            ^ self
+                .launches
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Contiguous ranges of blocks, a few per OS thread.
+        let chunks = (rayon::current_num_threads() as u64 * 4).min(blocks).max(1);
+        let per = blocks.div_ceil(chunks);
+        let failures: Vec<(u64, String)> = (0..chunks)
+            .into_par_iter()
+            .filter_map(|c| {
+                let (begin, end) = (c * per, ((c + 1) * per).min(blocks));
+                if begin >= end {
+                    return None;
+                }
+                let mut err = [0 as c_char; 512];
+                let mut failed = 0u64;
+                // SAFETY: the trampoline matches the kernel's signature (checked
+                // above against the parsed parameter list) and every argument
+                // pointer is alive until this call returns.
+                let rc = unsafe {
+                    ssk_sim_run_blocks(
+                        info.entry,
+                        args.as_ptr(),
+                        l.grid.as_ptr(),
+                        l.block.as_ptr(),
+                        l.shared_bytes,
+                        begin,
+                        end,
+                        seed,
+                        &mut failed,
+                        err.as_mut_ptr(),
+                        err.len(),
+                    )
+                };
+                (rc != 0).then(|| {
+                    // SAFETY: the runtime writes a NUL-terminated message.
+                    let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+                    (failed, msg.to_string_lossy().into_owned())
+                })
+            })
+            .collect();
+        if let Some((b, msg)) = failures.first() {
+            let [gx, gy, _] = l.grid.map(|g| g as u64);
+            panic!(
+                "sim: kernel `{}` ({}) failed in block ({}, {}, {}) of grid {:?}, block {:?}: {msg}",
+                info.name,
+                info.file,
+                b % gx,
+                (b / gx) % gy,
+                b / (gx * gy),
+                l.grid,
+                l.block
+            );
+        }
+        for (name, b) in bufs {
+            if let Some((after, at)) = b.guard_damage() {
+                let index = if after {
+                    format!("{}", b.len + at)
+                } else {
+                    format!("-{at}")
+                };
+                panic!(
+                    "sim: kernel `{}` ({}) wrote out of bounds of its argument `{name}` \
+                     ({} floats): the guard zone {} the data changed, first at index {index}",
+                    info.name,
+                    info.file,
+                    b.len,
+                    if after { "after" } else { "before" },
+                );
+            }
+        }
+    }
+}
+
+impl Backend for Sim {
+    type Buf = SimBuf;
+
+    fn name(&self) -> String {
+        "sim".to_string()
+    }
+
+    fn zeros(&self, len: usize) -> SimBuf {
+        SimBuf::new(len, 0.0)
+    }
+    fn upload(&self, host: &[f32]) -> SimBuf {
+        let mut b = SimBuf::new(host.len(), 0.0);
+        b.data_mut().copy_from_slice(host);
+        b
+    }
+    fn download(&self, buf: &SimBuf) -> Vec<f32> {
+        buf.data().to_vec()
+    }
+    fn write(&self, buf: &mut SimBuf, host: &[f32]) {
+        buf.data_mut()[..host.len()].copy_from_slice(host);
+    }
+    fn buf_len(&self, buf: &SimBuf) -> usize {
+        buf.len
+    }
+    fn axpy(&self, alpha: f32, x: &SimBuf, y: &mut SimBuf, len: usize) {
+        self.execute(&launch::axpy(alpha, x, y, len));
+    }
+
+    fn conv2d_forward(&self, s: &Conv2dShape, x: &SimBuf, w: &SimBuf, b: &SimBuf, y: &mut SimBuf) {
+        self.execute(&launch::conv2d_forward(s, x, w, b, y));
+    }
+    fn conv2d_backward(
+        &self,
+        s: &Conv2dShape,
+        x: &SimBuf,
+        w: &SimBuf,
+        dy: &SimBuf,
+        dx: Option<&mut SimBuf>,
+        dw: &mut SimBuf,
+        db: &mut SimBuf,
+    ) {
+        let dx = dx.map(|d| &*d);
+        self.execute(&launch::conv2d_backward(s, x, w, dy, dx, dw, db));
+    }
+
+    fn batchnorm2d_forward_train(
+        &self,
+        s: &Nchw,
+        x: &SimBuf,
+        gamma: &SimBuf,
+        beta: &SimBuf,
+        y: &mut SimBuf,
+        mean: &mut SimBuf,
+        inv_std: &mut SimBuf,
+        running_mean: &mut SimBuf,
+        running_var: &mut SimBuf,
+        momentum: f32,
+        eps: f32,
+    ) {
+        self.execute(&launch::batchnorm2d_forward_train(
+            s,
+            x,
+            gamma,
+            beta,
+            y,
+            mean,
+            inv_std,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+        ));
+    }
+    fn batchnorm2d_forward_eval(
+        &self,
+        s: &Nchw,
+        x: &SimBuf,
+        gamma: &SimBuf,
+        beta: &SimBuf,
+        running_mean: &SimBuf,
+        running_var: &SimBuf,
+        eps: f32,
+        y: &mut SimBuf,
+    ) {
+        self.execute(&launch::batchnorm2d_forward_eval(
+            s,
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            eps,
+            y,
+        ));
+    }
+    fn batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        x: &SimBuf,
+        gamma: &SimBuf,
+        mean: &SimBuf,
+        inv_std: &SimBuf,
+        dy: &SimBuf,
+        dx: &mut SimBuf,
+        dgamma: &mut SimBuf,
+        dbeta: &mut SimBuf,
+    ) {
+        self.execute(&launch::batchnorm2d_backward(
+            s, x, gamma, mean, inv_std, dy, dx, dgamma, dbeta,
+        ));
+    }
+
+    fn relu_forward(&self, len: usize, x: &SimBuf, y: &mut SimBuf) {
+        self.execute(&launch::relu_forward(len, x, y));
+    }
+    fn relu_backward(&self, len: usize, y: &SimBuf, dy: &SimBuf, dx: &mut SimBuf) {
+        self.execute(&launch::relu_backward(len, y, dy, dx));
+    }
+    fn maxpool2x2_forward(&self, s: &Nchw, x: &SimBuf, y: &mut SimBuf) {
+        self.execute(&launch::maxpool2x2_forward(s, x, y));
+    }
+    fn maxpool2x2_backward(&self, s: &Nchw, x: &SimBuf, _y: &SimBuf, dy: &SimBuf, dx: &mut SimBuf) {
+        self.execute(&launch::maxpool2x2_backward(s, x, dy, dx));
+    }
+
+    fn linear_forward(&self, s: &LinearShape, x: &SimBuf, w: &SimBuf, b: &SimBuf, y: &mut SimBuf) {
+        self.execute(&launch::linear_forward(s, x, w, b, y));
+    }
+    fn linear_backward(
+        &self,
+        s: &LinearShape,
+        x: &SimBuf,
+        w: &SimBuf,
+        dy: &SimBuf,
+        dx: Option<&mut SimBuf>,
+        dw: &mut SimBuf,
+        db: &mut SimBuf,
+    ) {
+        let dx = dx.map(|d| &*d);
+        self.execute(&launch::linear_backward(s, x, w, dy, dx, dw, db));
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        batch: usize,
+        classes: usize,
+        logits: &SimBuf,
+        targets: &SimBuf,
+        loss: &mut SimBuf,
+        dlogits: &mut SimBuf,
+    ) {
+        self.execute(&launch::softmax_cross_entropy(
+            batch, classes, logits, targets, loss, dlogits,
+        ));
+    }
+    fn sigmoid_bce(
+        &self,
+        tasks: usize,
+        batch: usize,
+        logits: &SimBuf,
+        targets: &SimBuf,
+        loss: &mut SimBuf,
+        dlogits: &mut SimBuf,
+    ) {
+        self.execute(&launch::sigmoid_bce(
+            tasks, batch, logits, targets, loss, dlogits,
+        ));
+    }
+
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        len: usize,
+        param: &mut SimBuf,
+        grad: &SimBuf,
+        state: &mut [SimBuf],
+    ) {
+        self.execute(&launch::optim_step(step, len, param, grad, state));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_is_in_the_table_with_its_signature() {
+        let sim = Sim::with_seed(0);
+        let k = sim.kernel("linear_forward").expect("linear_forward");
+        assert_eq!(k.file, "linear.cu");
+        let kinds: Vec<ParamKind> = k.params.iter().map(|p| p.kind).collect();
+        use ParamKind::*;
+        assert_eq!(kinds, [Ptr, Ptr, Ptr, Ptr, Bytes, I32, I32, I32]);
+        assert_eq!(k.params[4].ty, "BranchMap");
+        assert_eq!(k.params[0].ty, "const float*");
+        for name in [
+            "conv2d_forward",
+            "conv2d_backward_data",
+            "conv2d_backward_weight",
+            "conv2d_backward_bias",
+            "batchnorm2d_forward_train",
+            "batchnorm2d_forward_eval",
+            "batchnorm2d_backward",
+            "relu_forward",
+            "relu_backward",
+            "maxpool2x2_forward",
+            "maxpool2x2_backward",
+            "linear_backward_data",
+            "linear_backward_weight",
+            "linear_backward_bias",
+            "softmax_cross_entropy",
+            "sigmoid_bce",
+            "sgd_step",
+            "adam_step",
+            "ssk_fill",
+            "ssk_axpy",
+            "ssk_sum_partials",
+        ] {
+            assert!(sim.kernel(name).is_some(), "{name}");
+        }
+        let embedded: Vec<&str> = launch::sources::SOURCES.iter().map(|s| s.0).collect();
+        assert!(embedded.contains(&"common.cuh") && embedded.contains(&"conv.cu"));
+    }
+
+    #[test]
+    fn memory_ops_and_guards_intact() {
+        let sim = Sim::with_seed(1);
+        let mut b = sim.zeros(5);
+        sim.write(&mut b, &[1.0, 2.0]);
+        assert_eq!(sim.download(&b), [1.0, 2.0, 0.0, 0.0, 0.0]);
+        let x = sim.upload(&[1.0; 5]);
+        sim.axpy(2.0, &x, &mut b, 4);
+        assert_eq!(sim.download(&b), [3.0, 4.0, 2.0, 2.0, 0.0]);
+        let odd = sim.zeros(1000);
+        sim.execute(&launch::fill(&odd, 7.0, 999));
+        let v = sim.download(&odd);
+        assert!(v[..999].iter().all(|&x| x == 7.0) && v[999] == 0.0);
+        assert!(odd.guard_damage().is_none() && b.guard_damage().is_none());
+    }
+
+    /// A plan whose argument kinds do not match the kernel's signature is refused.
+    #[test]
+    #[should_panic(expected = "gets a F32 argument")]
+    fn argument_kinds_are_checked_against_the_signature() {
+        let sim = Sim::with_seed(0);
+        let y = sim.zeros(4);
+        let plan = Plan {
+            scratch: vec![],
+            launches: vec![Launch {
+                kernel: "ssk_fill",
+                grid: [1, 1, 1],
+                block: [256, 1, 1],
+                shared_bytes: 0,
+                args: vec![Arg::Buf(&y), Arg::F32(1.0), Arg::F32(4.0)],
+            }],
+        };
+        sim.execute(&plan);
+    }
+}

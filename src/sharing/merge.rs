@@ -1,0 +1,99 @@
+//! Merge planning (DESIGN.md §5 step 6): in every group of two or more branches the
+//! branch with the lowest aggregated training loss is kept, the others are pruned,
+//! and their tasks move to the kept branch. Pure: `Net::prune` carries the plan out.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MergePlan {
+    /// Old indices of the surviving branches, increasing.
+    pub keep: Vec<usize>,
+    /// New task→branch map (indices into `keep`).
+    pub task_branch: Vec<usize>,
+    /// For every merged group (≥ 2 branches): the group and its kept branch (old indices).
+    pub merged: Vec<(Vec<usize>, usize)>,
+}
+
+impl MergePlan {
+    /// True when some group merged.
+    pub fn changed(&self) -> bool {
+        !self.merged.is_empty()
+    }
+}
+
+/// Plans the merge of `groups` (every branch exactly once) given each branch's
+/// aggregated training loss and the current task→branch map. Ties in loss keep
+/// the lower branch index.
+pub fn plan(groups: &[Vec<usize>], branch_loss: &[f64], task_branch: &[usize]) -> MergePlan {
+    let branches = branch_loss.len();
+    let mut survivor: Vec<usize> = (0..branches).collect();
+    let mut merged = Vec::new();
+    for group in groups.iter().filter(|g| g.len() >= 2) {
+        let kept = *group
+            .iter()
+            .min_by(|&&a, &&b| branch_loss[a].total_cmp(&branch_loss[b]).then(a.cmp(&b)))
+            .expect("the group is not empty");
+        for &b in group {
+            survivor[b] = kept;
+        }
+        merged.push((group.clone(), kept));
+    }
+    let keep: Vec<usize> = (0..branches).filter(|&b| survivor[b] == b).collect();
+    let new_index = |old: usize| {
+        keep.binary_search(&survivor[old])
+            .expect("survivors are kept")
+    };
+    MergePlan {
+        task_branch: task_branch.iter().map(|&b| new_index(b)).collect(),
+        keep,
+        merged,
+    }
+}
+
+/// DESIGN.md §5 step 7, first rule: every task shares its branch with another task.
+pub fn every_task_shares(task_branch: &[usize]) -> bool {
+    task_branch
+        .iter()
+        .all(|&b| task_branch.iter().filter(|&&o| o == b).count() >= 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_lowest_loss_branch_of_each_group_and_renumbers() {
+        // Five branches, one task each; groups {0, 3} and {1, 2, 4}.
+        let loss = [0.5, 0.9, 0.2, 0.4, 0.3];
+        let p = plan(&[vec![0, 3], vec![1, 2, 4]], &loss, &[0, 1, 2, 3, 4]);
+        assert_eq!(p.keep, vec![2, 3]);
+        assert_eq!(p.task_branch, vec![1, 0, 0, 1, 0]);
+        assert_eq!(p.merged, vec![(vec![0, 3], 3), (vec![1, 2, 4], 2)]);
+        assert!(p.changed());
+    }
+
+    #[test]
+    fn singletons_change_nothing() {
+        let p = plan(
+            &[vec![0], vec![1], vec![2]],
+            &[1.0, 1.0, 1.0],
+            &[0, 1, 2, 2],
+        );
+        assert_eq!(p.keep, vec![0, 1, 2]);
+        assert_eq!(p.task_branch, vec![0, 1, 2, 2]);
+        assert!(!p.changed());
+    }
+
+    #[test]
+    fn ties_keep_the_lower_index() {
+        let p = plan(&[vec![1, 0]], &[0.5, 0.5], &[0, 1]);
+        assert_eq!(p.keep, vec![0]);
+        assert_eq!(p.task_branch, vec![0, 0]);
+    }
+
+    #[test]
+    fn lock_rule_needs_every_task_to_share() {
+        assert!(every_task_shares(&[0, 0, 1, 1, 1]));
+        assert!(!every_task_shares(&[0, 0, 1]));
+    }
+}

@@ -1,0 +1,219 @@
+//! The end-of-epoch Selective Sharing step (DESIGN.md §5): captured branch
+//! gradients → batched TT-SVD descriptors → distances → HDBSCAN → criterion →
+//! merge and prune → lock. Every decision is kept for `grouping.json`.
+
+use super::criteria::{self, Criterion};
+use super::hdbscan::HdbscanParams;
+use super::merge::{self, MergePlan};
+use super::ttsvd;
+use crate::backend::Backend;
+use crate::model::Net;
+use anyhow::Result;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// Settings of Selective Sharing.
+#[derive(Clone, Debug, Serialize)]
+pub struct SharingConfig {
+    pub criterion: Criterion,
+    /// Maximum TT rank R of the descriptors.
+    pub tt_rank: usize,
+    pub hdbscan: HdbscanParams,
+    /// τ of the variance criterion: the between-group share of variance to keep.
+    pub variance_tau: f64,
+    /// First epoch (1-based) at whose end the grouping runs.
+    pub share_start: usize,
+    /// Lock after this many consecutive epochs without a change.
+    pub patience: usize,
+}
+
+impl SharingConfig {
+    pub fn new(criterion: Criterion) -> Self {
+        Self {
+            criterion,
+            tt_rank: 4,
+            hdbscan: HdbscanParams::new(2),
+            variance_tau: 0.5,
+            share_start: 1,
+            patience: 3,
+        }
+    }
+}
+
+/// One grouping decision, as logged. Branches are named by the task they were
+/// created for (`Net::branch_origin`), which stays stable while merges renumber.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    pub epoch: usize,
+    pub criterion: Criterion,
+    /// The active branches before the decision.
+    pub branches: Vec<usize>,
+    /// Aggregated training loss of each active branch over the epoch.
+    pub branch_loss: Vec<f64>,
+    /// `[branches, branches]` distances between unit-norm TT descriptors.
+    pub distances: Vec<Vec<f64>>,
+    /// HDBSCAN's labels per active branch (−1 noise); empty with < 2 branches.
+    pub labels: Vec<i64>,
+    /// MST of the mutual-reachability graph: (branch, branch, weight).
+    pub mst: Vec<(usize, usize, f64)>,
+    /// Condensed tree: (parent, child, lambda, size); points are the branch positions.
+    pub condensed_tree: Vec<(usize, usize, f64, usize)>,
+    /// The criterion's groups.
+    pub groups: Vec<Vec<usize>>,
+    /// Each merged group and the branch kept for it.
+    pub merged: Vec<MergedGroup>,
+    /// Task → branch after the decision.
+    pub task_branch: Vec<usize>,
+    pub params_before: usize,
+    pub params_after: usize,
+    /// Set when this decision locked the grouping, with the reason.
+    pub locked: Option<String>,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MergedGroup {
+    pub group: Vec<usize>,
+    pub kept: usize,
+}
+
+/// Selective Sharing across a run: the decisions so far and the lock.
+pub struct Sharing {
+    pub cfg: SharingConfig,
+    rng: ChaCha8Rng,
+    unchanged_epochs: usize,
+    pub lock_epoch: Option<usize>,
+    pub decisions: Vec<Decision>,
+}
+
+impl Sharing {
+    /// Starts capturing on `net`.
+    pub fn start<B: Backend>(cfg: SharingConfig, seed: u64, be: &B, net: &mut Net<B>) -> Self {
+        net.start_capture(be);
+        Self {
+            cfg,
+            // Its own stream, so the random criterion does not disturb shuffling.
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5a4e),
+            unchanged_epochs: 0,
+            lock_epoch: None,
+            decisions: Vec::new(),
+        }
+    }
+
+    pub fn locked(&self) -> bool {
+        self.lock_epoch.is_some()
+    }
+
+    /// Runs at the end of `epoch` with each task's summed training loss over the
+    /// epoch. Returns the decision when a grouping ran.
+    pub fn end_epoch<B: Backend>(
+        &mut self,
+        be: &B,
+        net: &mut Net<B>,
+        epoch: usize,
+        task_loss: &[f64],
+    ) -> Result<Option<&Decision>> {
+        if self.locked() {
+            return Ok(None);
+        }
+        let Some(grads) = net.take_capture(be) else {
+            return Ok(None);
+        };
+        if epoch < self.cfg.share_start {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let spec = &net.spec;
+        let (n, out, inp) = (spec.branches, spec.branch_hidden[0], spec.shared);
+        let descriptors = ttsvd::branch_descriptors(&grads, n, out, inp, self.cfg.tt_rank);
+        let distances = ttsvd::descriptor_distances(&descriptors);
+        let mut branch_loss = vec![0.0; n];
+        for (t, &b) in net.task_branch.iter().enumerate() {
+            branch_loss[b] += task_loss[t];
+        }
+        let grouping = criteria::group(
+            self.cfg.criterion,
+            &distances,
+            n,
+            &self.cfg.hdbscan,
+            self.cfg.variance_tau,
+            &mut self.rng,
+        )?;
+        let plan: MergePlan = merge::plan(&grouping.groups, &branch_loss, &net.task_branch);
+
+        let origin = net.branch_origin.clone();
+        let params_before = net.param_count();
+        if plan.changed() {
+            net.prune(be, &plan.keep, plan.task_branch.clone());
+            self.unchanged_epochs = 0;
+        } else {
+            self.unchanged_epochs += 1;
+        }
+        let locked = if merge::every_task_shares(&net.task_branch) {
+            Some("every task shares its branch with another task".to_string())
+        } else if self.unchanged_epochs >= self.cfg.patience {
+            Some(format!("{} epochs without a change", self.cfg.patience))
+        } else {
+            None
+        };
+        if locked.is_some() {
+            self.lock_epoch = Some(epoch);
+            net.stop_capture();
+        }
+
+        let name = |b: usize| origin[b];
+        let clustering = grouping.clustering.as_ref();
+        self.decisions.push(Decision {
+            epoch,
+            criterion: self.cfg.criterion,
+            branches: origin.clone(),
+            branch_loss,
+            distances: distances.chunks(n).map(|row| row.to_vec()).collect(),
+            labels: clustering.map(|c| c.labels.clone()).unwrap_or_default(),
+            mst: clustering.map(|c| c.mst.clone()).unwrap_or_default(),
+            condensed_tree: clustering
+                .map(|c| {
+                    c.condensed_tree
+                        .iter()
+                        .map(|e| (e.parent, e.child, e.lambda, e.size))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            groups: grouping
+                .groups
+                .iter()
+                .map(|g| g.iter().map(|&b| name(b)).collect())
+                .collect(),
+            merged: plan
+                .merged
+                .iter()
+                .map(|(g, kept)| MergedGroup {
+                    group: g.iter().map(|&b| name(b)).collect(),
+                    kept: name(*kept),
+                })
+                .collect(),
+            task_branch: net
+                .task_branch
+                .iter()
+                .map(|&b| net.branch_origin[b])
+                .collect(),
+            params_before,
+            params_after: net.param_count(),
+            locked,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(self.decisions.last())
+    }
+}
+
+/// Tasks grouped by the branch they use, each group named by its tasks.
+pub fn task_groups(task_branch: &[usize], branches: usize) -> Vec<Vec<usize>> {
+    (0..branches)
+        .map(|b| {
+            (0..task_branch.len())
+                .filter(|&t| task_branch[t] == b)
+                .collect()
+        })
+        .collect()
+}

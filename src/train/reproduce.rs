@@ -1,0 +1,203 @@
+//! `sskernel reproduce DATASET`: STL, MTL and Selective Sharing with every
+//! criterion on the same seeds, and one table like the paper's Table 1
+//! (`table.md` + `table.json`, mean ± std over seeds).
+
+use super::{train, write_atomically, write_json, RunSummary, TrainConfig};
+use crate::backend::Backend;
+use crate::data::Dataset;
+use crate::model::Mode;
+use crate::sharing::criteria::Criterion;
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+
+/// The table's rows, in order. The criterion matters only for `Selective`.
+pub const CONFIGURATIONS: [(Mode, Criterion); 6] = [
+    (Mode::Stl, Criterion::Similarity),
+    (Mode::Mtl, Criterion::Similarity),
+    (Mode::Selective, Criterion::Similarity),
+    (Mode::Selective, Criterion::Dissimilarity),
+    (Mode::Selective, Criterion::Variance),
+    (Mode::Selective, Criterion::Random),
+];
+
+/// The row name: "stl", "mtl", "selective-similarity", …
+pub fn label(mode: Mode, criterion: Criterion) -> String {
+    match mode {
+        Mode::Selective => format!("selective-{}", criterion.name()),
+        other => other.name().to_string(),
+    }
+}
+
+/// One row of the table: a configuration over every seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub label: String,
+    pub seeds: Vec<u64>,
+    /// Per task: mean and std over seeds of the test binary accuracy (multi-task nets).
+    pub task_acc: Option<Vec<(f64, f64)>>,
+    /// 10-way test accuracy of the best-validation epoch: mean, std.
+    pub test_acc: (f64, f64),
+    pub params: (f64, f64),
+    pub branches: (f64, f64),
+    /// Per seed: the epoch whose decision locked the grouping (selective only).
+    pub lock_epoch: Vec<Option<usize>>,
+    /// Per seed: the tasks of each branch at the end.
+    pub task_groups: Vec<Option<Vec<Vec<usize>>>>,
+}
+
+/// Trains every configuration in `configs` (their `out` directories lie under
+/// `out`) and writes `out/table.md` and `out/table.json`.
+pub fn run<B: Backend>(
+    be: &B,
+    configs: &[TrainConfig],
+    data: &Dataset,
+    out: &Path,
+) -> Result<Vec<Row>> {
+    let mut results: Vec<(String, u64, RunSummary)> = Vec::new();
+    for cfg in configs {
+        let name = label(
+            cfg.mode,
+            cfg.sharing
+                .as_ref()
+                .map_or(Criterion::Similarity, |s| s.criterion),
+        );
+        println!(
+            "== reproduce: {name}, seed {} → {}",
+            cfg.seed,
+            cfg.out.display()
+        );
+        results.push((name, cfg.seed, train(be, cfg, data)?));
+    }
+    let rows = table(&results);
+    write_json(&out.join("table.json"), &rows)?;
+    let md = markdown(&rows, data, configs.first());
+    write_atomically(&out.join("table.md"), md.as_bytes())?;
+    println!("{md}");
+    Ok(rows)
+}
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// Rows in the order configurations first appear.
+pub fn table(results: &[(String, u64, RunSummary)]) -> Vec<Row> {
+    let mut labels: Vec<&String> = Vec::new();
+    for (label, _, _) in results {
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    labels
+        .into_iter()
+        .map(|label| {
+            let runs: Vec<&(String, u64, RunSummary)> =
+                results.iter().filter(|(l, _, _)| l == label).collect();
+            let of = |f: &dyn Fn(&RunSummary) -> f64| {
+                mean_std(&runs.iter().map(|(_, _, s)| f(s)).collect::<Vec<_>>())
+            };
+            let tasks = runs[0].2.test_task_acc.as_ref().map(|t| t.len());
+            Row {
+                label: label.clone(),
+                seeds: runs.iter().map(|(_, seed, _)| *seed).collect(),
+                task_acc: tasks.map(|tasks| {
+                    (0..tasks)
+                        .map(|t| of(&|s| s.test_task_acc.as_ref().map_or(f64::NAN, |a| a[t])))
+                        .collect()
+                }),
+                test_acc: of(&|s| s.test_acc),
+                params: of(&|s| s.params as f64),
+                branches: of(&|s| s.branches as f64),
+                lock_epoch: runs.iter().map(|(_, _, s)| s.lock_epoch).collect(),
+                task_groups: runs.iter().map(|(_, _, s)| s.task_groups.clone()).collect(),
+            }
+        })
+        .collect()
+}
+
+fn pm(v: (f64, f64), scale: f64, seeds: usize) -> String {
+    if seeds > 1 {
+        format!("{:.2} ± {:.2}", scale * v.0, scale * v.1)
+    } else {
+        format!("{:.2}", scale * v.0)
+    }
+}
+
+/// The paper-style table: one column per task, the 10-way accuracy, # params,
+/// lock epoch, # branches; then the groups each selective run ended with.
+pub fn markdown(rows: &[Row], data: &Dataset, first: Option<&TrainConfig>) -> String {
+    let mut md = String::new();
+    let seeds = rows.first().map_or(0, |r| r.seeds.len());
+    let _ = writeln!(md, "# {}: STL, MTL and Selective Sharing\n", data.name);
+    if let Some(cfg) = first {
+        let _ = writeln!(
+            md,
+            "{} epochs, batch {}, SGD lr {} momentum {}, device {}, seeds {:?}; test metrics \
+             of the best-validation epoch{}.\n",
+            cfg.epochs,
+            cfg.batch,
+            cfg.lr,
+            cfg.momentum,
+            cfg.device,
+            rows.first().map(|r| r.seeds.clone()).unwrap_or_default(),
+            if seeds > 1 {
+                ", mean ± std over seeds"
+            } else {
+                ""
+            }
+        );
+    }
+    let tasks = rows
+        .iter()
+        .find_map(|r| r.task_acc.as_ref().map(|t| t.len()))
+        .unwrap_or(0);
+    let mut header = String::from("| model |");
+    let mut rule = String::from("|---|");
+    for t in 0..tasks {
+        let _ = write!(header, " {t} |");
+        rule.push_str("---:|");
+    }
+    header.push_str(" 10-way acc | # params | lock epoch | # branches |");
+    rule.push_str("---:|---:|---:|---:|");
+    let _ = writeln!(md, "{header}\n{rule}");
+    for r in rows {
+        let _ = write!(md, "| {} |", r.label);
+        for t in 0..tasks {
+            let cell = r
+                .task_acc
+                .as_ref()
+                .map_or("–".into(), |a| pm(a[t], 100.0, seeds));
+            let _ = write!(md, " {cell} |");
+        }
+        let locks: Vec<String> = r
+            .lock_epoch
+            .iter()
+            .map(|l| l.map_or("–".into(), |e| e.to_string()))
+            .collect();
+        let _ = writeln!(
+            md,
+            " {} | {:.0} | {} | {} |",
+            pm(r.test_acc, 100.0, seeds),
+            r.params.0,
+            locks.join(", "),
+            pm(r.branches, 1.0, seeds).trim_end_matches(".00"),
+        );
+    }
+    let _ = writeln!(md, "\nTasks per branch at the end (per seed):\n");
+    for r in rows.iter().filter(|r| r.label.starts_with("selective")) {
+        for (seed, groups) in r.seeds.iter().zip(&r.task_groups) {
+            let _ = writeln!(
+                md,
+                "- {} seed {seed}: {:?}",
+                r.label,
+                groups.as_deref().unwrap_or(&[])
+            );
+        }
+    }
+    md
+}
