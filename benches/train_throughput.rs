@@ -1,14 +1,18 @@
-//! Training throughput (images/s) of the paper's MNIST nets on the CPU backend,
-//! batch 64, real embedded MNIST, steady state after a warm-up.
+//! Training throughput (images/s) of the paper's MNIST nets, batch 64, real
+//! embedded MNIST, steady state after a warm-up, on the CPU backend (default), the
+//! kernel simulator or the CUDA device.
 //!
-//! `cargo bench --bench train_throughput -- [--threads N] [--steps N]`
+//! `cargo bench --bench train_throughput -- [--device cpu|sim|cuda] [--threads N] [--steps N]`
 //! prints one machine-readable line per net, `sskernel stl images_per_s=…`, which
-//! scripts/compare-cpu.sh sets beside the PyTorch reference's figures.
+//! scripts/compare-cpu.sh sets beside the PyTorch reference's figures (and
+//! scripts/gpu-check puts in its table).
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
+use sskernel::backend::cuda::Cuda;
+use sskernel::backend::sim::Sim;
 use sskernel::backend::{Backend, OptimStep};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::{Activations, Mode, Net, NetSpec};
@@ -36,15 +40,41 @@ fn main() {
             .build_global()
             .expect("the global pool is set once");
     }
+    let device = args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1))
+        .map_or("cpu", String::as_str);
     let data = data::load(DatasetName::Mnist, None).expect("the embedded MNIST loads");
     let inputs = Inputs::new(&data.train);
+    match device {
+        "cpu" => run_all(&Cpu, &inputs, steps),
+        "sim" => run_all(&Sim::new().expect("the simulator"), &inputs, steps),
+        "cuda" => match Cuda::new() {
+            Ok(dev) => run_all(&dev, &inputs, steps),
+            Err(e) => {
+                eprintln!("train_throughput: --device cuda: {e:#}");
+                std::process::exit(1);
+            }
+        },
+        other => panic!("--device takes cpu, sim or cuda, got {other}"),
+    }
+}
+
+fn run_all<B: Backend>(be: &B, inputs: &Inputs, steps: usize) {
     println!(
-        "# cpu backend, {} rayon threads, batch {BATCH}, {steps} steps after {WARMUP_STEPS} warm-up",
+        "# {} backend, {} rayon threads, batch {BATCH}, {steps} steps after {WARMUP_STEPS} warm-up",
+        be.name(),
         rayon::current_num_threads()
     );
     for (mode, name) in [(Mode::Stl, "stl"), (Mode::Mtl, "mtl")] {
-        let images_per_s = measure(&Cpu, mode, &inputs, steps);
-        println!("sskernel {name} images_per_s={images_per_s:.1}");
+        // The median of three timed runs (as reference/bench.py reports), min and max beside it.
+        let mut runs: Vec<f64> = (0..3).map(|_| measure(be, mode, inputs, steps)).collect();
+        runs.sort_by(f64::total_cmp);
+        println!(
+            "sskernel {name} images_per_s={:.1} min={:.1} max={:.1} repeats=3",
+            runs[1], runs[0], runs[2]
+        );
     }
 }
 

@@ -19,6 +19,7 @@ PINS=(
   "numpy==2.3.5"
   "joblib==1.5.3"
   "tensorly==0.9.0"
+  "nvidia-cuda-nvrtc-cu12==12.9.86"
 )
 
 PY="${PYTHON:-}"

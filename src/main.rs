@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// The CUDA kernels (kernels/*.cu, embedded in the binary).
+    Kernels {
+        #[command(subcommand)]
+        command: KernelsCommand,
+    },
     /// Re-evaluate the checkpoint of a finished run on its validation and test splits.
     Eval {
         /// The run directory (holds config.json and checkpoint.safetensors).
@@ -52,6 +57,23 @@ enum DataCommand {
     Fetch {
         #[arg(value_enum)]
         dataset: DatasetName,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelsCommand {
+    /// Compile every kernel with NVRTC (no GPU needed; libnvrtc from the loader
+    /// path) and print registers, shared memory, stack and spills per kernel and
+    /// architecture; the cubins go to the kernel cache.
+    Compile {
+        /// Comma-separated architectures, e.g. sm_80,sm_90; default: the device's,
+        /// or sm_80,sm_90 without one.
+        #[arg(long)]
+        arch: Option<String>,
+        /// Compile these .cu files (with the embedded headers) instead of the
+        /// embedded kernels: check a kernel file before building it in.
+        #[arg(long)]
+        source: Vec<PathBuf>,
     },
 }
 
@@ -233,6 +255,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Kernels {
+            command: KernelsCommand::Compile { arch, source },
+        } => sskernel::backend::cuda::kernels_compile_command(arch.as_deref(), &source),
         Command::Data {
             command: DataCommand::Fetch { dataset },
         } => {

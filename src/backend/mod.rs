@@ -1,5 +1,5 @@
 //! The op surface every device implements: `cpu` (Rust + rayon, the reference),
-//! and later `sim` and `cuda` (kernels/*.cu). The model code is written once against
+//! `sim` and `cuda` (kernels/*.cu, through the launch plans of `launch`). The model code is written once against
 //! this trait; it never looks at a buffer's contents except through `download`.
 //!
 //! Conventions, shared by every implementation:
@@ -10,6 +10,7 @@
 //! - Branch-batched buffers are `[branches, out, in]`: one call runs every branch.
 
 pub mod cpu;
+pub mod cuda;
 pub mod launch;
 pub mod sim;
 
@@ -326,20 +327,28 @@ pub trait OnDevice {
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Self::Output>;
 }
 
-/// Runs `work` on the backend `--device` names. `auto` picks CUDA when a driver
-/// and a device are present, else the CPU, and says which; this build has no CUDA
-/// backend yet, so `auto` is the CPU and `cuda` is refused plainly.
+/// Runs `work` on the backend `--device` names. `auto` picks CUDA when a driver, a
+/// device and the kernels (NVRTC or cached cubins) are there, else the CPU, and
+/// says which and why; `cuda` without them is refused plainly.
 pub fn on_device<W: OnDevice>(choice: DeviceChoice, work: W) -> anyhow::Result<W::Output> {
     match choice {
         DeviceChoice::Cpu => work.run(&cpu::Cpu),
-        DeviceChoice::Auto => {
-            eprintln!("--device auto: picked cpu (this build has no CUDA backend yet)");
-            work.run(&cpu::Cpu)
-        }
+        DeviceChoice::Auto => match cuda::Cuda::new() {
+            Ok(dev) => {
+                eprintln!("--device auto: picked {}", dev.name());
+                work.run(&dev)
+            }
+            Err(e) => {
+                eprintln!("--device auto: picked cpu ({e:#})");
+                work.run(&cpu::Cpu)
+            }
+        },
         DeviceChoice::Sim => work.run(&sim::Sim::new()?),
-        DeviceChoice::Cuda => anyhow::bail!(
-            "--device cuda: this build has no CUDA backend yet (the kernels run on \
-             --device sim; the cudarc runtime is not implemented); use --device cpu or sim"
-        ),
+        DeviceChoice::Cuda => {
+            let dev = cuda::Cuda::new()
+                .map_err(|e| anyhow::anyhow!("--device cuda: no CUDA backend available: {e:#}"))?;
+            eprintln!("--device cuda: {}", dev.name());
+            work.run(&dev)
+        }
     }
 }

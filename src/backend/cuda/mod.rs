@@ -1,0 +1,614 @@
+//! The CUDA device (`--device cuda`): kernels/*.cu compiled at start by NVRTC to a
+//! cubin for the device's compute capability ([`nvrtc`], cached on disk), executed
+//! through the same launch plans (`backend::launch`) as the simulator, in the same
+//! argument order (cuLaunchKernel's layout, which the simulator's trampolines
+//! mirror), one stream.
+//!
+//! cudarc loads libcuda and libnvrtc at run time, so the binary builds and runs
+//! without CUDA; a missing library would make cudarc panic, so [`Cuda::new`]
+//! probes first and reports absence as an error (`--device auto` then runs on the
+//! CPU and says why).
+//!
+//! Memory: every buffer is a `CudaSlice<f32>` on the one stream (the stream-ordered
+//! allocator); event tracking is off (one stream, nothing to synchronise across), so
+//! an allocation costs no events. The model allocates its buffers once; the scratch
+//! buffers plans ask for come from a pool that grows to the largest request and is
+//! reused by every later op. The `Backend` methods return `()`: a CUDA error panics
+//! with the kernel's name. Launches are asynchronous, so an error inside a kernel
+//! shows at the next copy; `SSKERNEL_CUDA_SYNC=1` synchronises after every launch to
+//! name the kernel that failed.
+
+pub mod nvrtc;
+
+use super::launch::{self, Arg, Launch, Plan};
+use super::sim::{KernelInfo, ParamKind, KERNELS};
+use super::{Backend, Conv2dShape, LinearShape, Nchw, OptimStep};
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::driver::{
+    result as dres, sys as dsys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
+};
+use cudarc::nvrtc::Ptx;
+use nvrtc::{Cache, Image, NvrtcVersion};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+/// A device buffer of `len` f32 (at least one float is allocated).
+pub struct CudaBuf {
+    data: CudaSlice<f32>,
+    len: usize,
+}
+
+impl std::fmt::Debug for CudaBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaBuf({} floats)", self.len)
+    }
+}
+
+/// What [`probe_device`] finds: device 0's name and architecture.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// Compute capability as `sm_XY`.
+    pub arch: String,
+    /// `cuDriverGetVersion`, e.g. 13000.
+    pub driver_version: i32,
+}
+
+/// Loads libcuda (plain error if absent), initialises the driver and checks for a
+/// device.
+fn init_driver() -> Result<()> {
+    // SAFETY: only tries to dlopen the candidate names.
+    if !unsafe { dsys::is_culib_present() } {
+        bail!(
+            "no CUDA driver: libcuda not found on the loader path (tried {}; {}); \
+             is the NVIDIA driver installed?",
+            nvrtc::lib_candidates("cuda"),
+            nvrtc::loader_path()
+        );
+    }
+    dres::init().map_err(|e| anyhow!("the CUDA driver did not initialise: {e}"))?;
+    let n = dres::device::get_count().map_err(|e| anyhow!("cuDeviceGetCount: {e}"))?;
+    if n < 1 {
+        bail!("the CUDA driver is installed but sees no device");
+    }
+    Ok(())
+}
+
+fn driver_version() -> i32 {
+    let mut v = 0;
+    // SAFETY: the driver is loaded and initialised; writes one int.
+    let _ = unsafe { dsys::cuDriverGetVersion(&mut v) };
+    v
+}
+
+/// Device 0's name and architecture, without creating a context.
+pub fn probe_device() -> Result<DeviceInfo> {
+    init_driver()?;
+    let dev = dres::device::get(0).map_err(|e| anyhow!("cuDeviceGet(0): {e}"))?;
+    let attr = |a| {
+        // SAFETY: dev came from cuDeviceGet.
+        unsafe { dres::device::get_attribute(dev, a) }.map_err(|e| anyhow!("{a:?}: {e}"))
+    };
+    use dsys::CUdevice_attribute::*;
+    let major = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+    let minor = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+    let name = dres::device::get_name(dev).map_err(|e| anyhow!("device name: {e}"))?;
+    Ok(DeviceInfo {
+        name,
+        arch: format!("sm_{major}{minor}"),
+        driver_version: driver_version(),
+    })
+}
+
+/// The image of one kernel file for the device: from the cache, else compiled (and
+/// cached); without NVRTC, a cached cubin from any NVRTC version.
+fn module_image(
+    file: &str,
+    arch: &str,
+    nvrtc: &Result<NvrtcVersion>,
+    cache: &Cache,
+    announced: &mut bool,
+) -> Result<Image> {
+    let version = match nvrtc {
+        Ok(v) => *v,
+        Err(e) => {
+            return cache
+                .any_cubin(file, arch)
+                .map(|(_, bytes)| Image::Cubin(bytes))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{e:#}; and the kernel cache ({}) holds no {arch} cubin of these \
+                         kernels (key {}); run `sskernel kernels compile --arch {arch}` \
+                         where NVRTC is installed and copy that directory here",
+                        cache
+                            .dir()
+                            .map_or("none".into(), |d| d.display().to_string()),
+                        cache.key()
+                    )
+                });
+        }
+    };
+    // The device's sm_XX when this NVRTC knows it, else PTX for the newest
+    // compute_XX it knows below the device (the driver JIT-compiles it).
+    let n = nvrtc::parse_arch(arch)?;
+    let supported = nvrtc::supported_archs().unwrap_or_default();
+    let target = if supported.is_empty() || supported.contains(&n) {
+        arch.to_string()
+    } else {
+        let best = supported
+            .iter()
+            .copied()
+            .filter(|&a| a <= n)
+            .max()
+            .ok_or_else(|| anyhow!("NVRTC {version} knows no architecture up to {arch}"))?;
+        format!("compute_{best}")
+    };
+    if let Some(image) = cache.get(file, &target, version) {
+        return Ok(image);
+    }
+    if !*announced {
+        eprintln!(
+            "cuda: compiling kernels/*.cu with NVRTC {version} for {target} (cache: {})",
+            cache
+                .dir()
+                .map_or("none".into(), |d| d.display().to_string())
+        );
+        *announced = true;
+    }
+    let compiled = nvrtc::compile(file, &target)?;
+    if let Err(e) = cache.put(&compiled, version) {
+        eprintln!("cuda: kernel cache not written: {e:#}");
+    }
+    Ok(compiled.image)
+}
+
+/// The CUDA device.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    kernels: HashMap<&'static str, (CudaFunction, &'static KernelInfo)>,
+    /// Scratch buffers of plans, reused (grown when a plan needs more).
+    scratch: Mutex<Vec<CudaBuf>>,
+    info: DeviceInfo,
+    sync_each_launch: bool,
+}
+
+impl Cuda {
+    /// Device 0: probes libcuda and a device, creates the context and loads every
+    /// kernel file (cached cubins, else NVRTC). Errors say plainly what is missing.
+    pub fn new() -> Result<Self> {
+        let info = probe_device()?;
+        let ctx = CudaContext::new(0).map_err(|e| anyhow!("cannot create a context: {e}"))?;
+        // SAFETY: one stream only: nothing to synchronise between streams, and every
+        // buffer is allocated and freed in that stream's order.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let nvrtc = nvrtc::nvrtc_version();
+        let cache = Cache::new();
+        let mut kernels = HashMap::new();
+        let mut announced = false;
+        for (file, _) in nvrtc::kernel_files() {
+            let image = module_image(file, &info.arch, &nvrtc, &cache, &mut announced)
+                .with_context(|| format!("kernels/{file} for {}", info.arch))?;
+            let ptx = match image {
+                Image::Cubin(bytes) => Ptx::from_binary(bytes),
+                Image::Ptx(text) => Ptx::from_src(text),
+            };
+            let module = ctx
+                .load_module(ptx)
+                .map_err(|e| anyhow!("loading kernels/{file} for {}: {e}", info.arch))?;
+            for k in KERNELS.iter().filter(|k| k.file == file) {
+                let f = module
+                    .load_function(k.name)
+                    .map_err(|e| anyhow!("kernel `{}` in kernels/{file}: {e}", k.name))?;
+                kernels.insert(k.name, (f, k));
+            }
+        }
+        Ok(Self {
+            ctx,
+            stream,
+            kernels,
+            scratch: Mutex::new(Vec::new()),
+            info,
+            sync_each_launch: std::env::var_os("SSKERNEL_CUDA_SYNC").is_some_and(|v| v != "0"),
+        })
+    }
+
+    pub fn device(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Whether a kernel of kernels/*.cu was loaded.
+    pub fn has_kernel(&self, name: &str) -> bool {
+        self.kernels.contains_key(name)
+    }
+
+    /// Waits for every queued launch and copy; panics on an asynchronous error.
+    pub fn synchronize(&self) {
+        self.stream
+            .synchronize()
+            .unwrap_or_else(|e| panic!("cuda: {e}"));
+    }
+
+    fn alloc(&self, len: usize) -> CudaBuf {
+        let data = self
+            .stream
+            .alloc_zeros::<f32>(len.max(1))
+            .unwrap_or_else(|e| panic!("cuda: allocating {len} floats: {e}"));
+        CudaBuf { data, len }
+    }
+
+    fn ptr(&self, b: &CudaBuf) -> dsys::CUdeviceptr {
+        // Event tracking is off: the returned guard records nothing.
+        b.data.device_ptr(&self.stream).0
+    }
+
+    /// Runs every launch of a plan in order on the stream.
+    pub fn execute(&self, plan: &Plan<'_, CudaBuf>) {
+        self.ctx
+            .bind_to_thread()
+            .unwrap_or_else(|e| panic!("cuda: binding the context: {e}"));
+        let mut pool = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, &len) in plan.scratch.iter().enumerate() {
+            if i == pool.len() {
+                pool.push(self.alloc(len));
+            } else if pool[i].len < len {
+                pool[i] = self.alloc(len);
+            }
+        }
+        for l in &plan.launches {
+            self.launch(l, &pool);
+        }
+    }
+
+    fn launch(&self, l: &Launch<'_, CudaBuf>, scratch: &[CudaBuf]) {
+        let (func, info) = self
+            .kernels
+            .get(l.kernel)
+            .unwrap_or_else(|| panic!("cuda: no kernel `{}` in kernels/*.cu", l.kernel));
+        assert_eq!(
+            info.params.len(),
+            l.args.len(),
+            "cuda: kernel `{}` ({}) takes {} arguments, the plan passes {}",
+            info.name,
+            info.file,
+            info.params.len(),
+            l.args.len()
+        );
+        // Argument values first, then pointers to them (cuLaunchKernel's layout).
+        let mut ptrs: Vec<dsys::CUdeviceptr> = Vec::new();
+        let mut scalars: Vec<u32> = Vec::new();
+        let mut bytes: Vec<&[u8]> = Vec::new();
+        for (a, p) in l.args.iter().zip(info.params) {
+            let kind = match a {
+                Arg::Buf(b) => {
+                    ptrs.push(self.ptr(b));
+                    ParamKind::Ptr
+                }
+                Arg::Scratch(i) => {
+                    ptrs.push(self.ptr(&scratch[*i]));
+                    ParamKind::Ptr
+                }
+                Arg::I32(v) => {
+                    scalars.push(*v as u32);
+                    ParamKind::I32
+                }
+                Arg::F32(v) => {
+                    scalars.push(v.to_bits());
+                    ParamKind::F32
+                }
+                Arg::Bytes(b) => {
+                    bytes.push(b);
+                    ParamKind::Bytes
+                }
+            };
+            assert_eq!(
+                kind, p.kind,
+                "cuda: kernel `{}` parameter `{} {}` gets a {kind:?} argument",
+                info.name, p.ty, p.name
+            );
+        }
+        let (mut ip, mut is, mut ib) = (0, 0, 0);
+        let mut params: Vec<*mut c_void> = l
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Buf(_) | Arg::Scratch(_) => {
+                    ip += 1;
+                    &ptrs[ip - 1] as *const dsys::CUdeviceptr as *mut c_void
+                }
+                Arg::I32(_) | Arg::F32(_) => {
+                    is += 1;
+                    &scalars[is - 1] as *const u32 as *mut c_void
+                }
+                Arg::Bytes(_) => {
+                    ib += 1;
+                    bytes[ib - 1].as_ptr() as *mut c_void
+                }
+            })
+            .collect();
+        let [gx, gy, gz] = l.grid;
+        let [bx, by, bz] = l.block;
+        // SAFETY: the function comes from the loaded module; the argument kinds and
+        // count were checked against the kernel's parsed signature; every pointer in
+        // `params` points at a value alive until cuLaunchKernel returns (it copies
+        // them); buffers are device allocations of this context, and the plans pass
+        // only lengths their buffers hold (the sim device checks that with guards).
+        let launched = unsafe {
+            dres::launch_kernel(
+                func.cu_function(),
+                (gx, gy, gz),
+                (bx, by, bz),
+                l.shared_bytes,
+                self.stream.cu_stream(),
+                &mut params,
+            )
+        };
+        let failed = launched.err().or_else(|| {
+            self.sync_each_launch
+                .then(|| self.stream.synchronize().err())
+                .flatten()
+        });
+        if let Some(e) = failed {
+            panic!(
+                "cuda: kernel `{}` ({}) grid {:?} block {:?} shared {} B: {e}",
+                info.name, info.file, l.grid, l.block, l.shared_bytes
+            );
+        }
+    }
+}
+
+impl Backend for Cuda {
+    type Buf = CudaBuf;
+
+    fn name(&self) -> String {
+        format!("cuda:0 ({}, {})", self.info.name, self.info.arch)
+    }
+
+    fn zeros(&self, len: usize) -> CudaBuf {
+        self.alloc(len)
+    }
+    fn upload(&self, host: &[f32]) -> CudaBuf {
+        let mut b = self.alloc(host.len());
+        self.write(&mut b, host);
+        b
+    }
+    fn download(&self, buf: &CudaBuf) -> Vec<f32> {
+        if buf.len == 0 {
+            return Vec::new();
+        }
+        let host = self
+            .stream
+            .clone_dtoh(&buf.data.slice(..buf.len))
+            .unwrap_or_else(|e| panic!("cuda: copying {} floats to the host: {e}", buf.len));
+        // A copy into pageable memory returns once complete; synchronising anyway
+        // makes this the point where an error of an earlier launch shows.
+        self.synchronize();
+        host
+    }
+    fn write(&self, buf: &mut CudaBuf, host: &[f32]) {
+        assert!(
+            host.len() <= buf.len,
+            "cuda: writing {} floats into a buffer of {}",
+            host.len(),
+            buf.len
+        );
+        if host.is_empty() {
+            return;
+        }
+        self.stream
+            .memcpy_htod(host, &mut buf.data.slice_mut(..host.len()))
+            .unwrap_or_else(|e| panic!("cuda: copying {} floats to the device: {e}", host.len()));
+    }
+    fn buf_len(&self, buf: &CudaBuf) -> usize {
+        buf.len
+    }
+    fn axpy(&self, alpha: f32, x: &CudaBuf, y: &mut CudaBuf, len: usize) {
+        self.execute(&launch::axpy(alpha, x, y, len));
+    }
+
+    fn conv2d_forward(
+        &self,
+        s: &Conv2dShape,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        b: &CudaBuf,
+        y: &mut CudaBuf,
+    ) {
+        self.execute(&launch::conv2d_forward(s, x, w, b, y));
+    }
+    fn conv2d_backward(
+        &self,
+        s: &Conv2dShape,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        dy: &CudaBuf,
+        dx: Option<&mut CudaBuf>,
+        dw: &mut CudaBuf,
+        db: &mut CudaBuf,
+    ) {
+        let dx = dx.map(|d| &*d);
+        self.execute(&launch::conv2d_backward(s, x, w, dy, dx, dw, db));
+    }
+
+    fn batchnorm2d_forward_train(
+        &self,
+        s: &Nchw,
+        x: &CudaBuf,
+        gamma: &CudaBuf,
+        beta: &CudaBuf,
+        y: &mut CudaBuf,
+        mean: &mut CudaBuf,
+        inv_std: &mut CudaBuf,
+        running_mean: &mut CudaBuf,
+        running_var: &mut CudaBuf,
+        momentum: f32,
+        eps: f32,
+    ) {
+        self.execute(&launch::batchnorm2d_forward_train(
+            s,
+            x,
+            gamma,
+            beta,
+            y,
+            mean,
+            inv_std,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+        ));
+    }
+    fn batchnorm2d_forward_eval(
+        &self,
+        s: &Nchw,
+        x: &CudaBuf,
+        gamma: &CudaBuf,
+        beta: &CudaBuf,
+        running_mean: &CudaBuf,
+        running_var: &CudaBuf,
+        eps: f32,
+        y: &mut CudaBuf,
+    ) {
+        self.execute(&launch::batchnorm2d_forward_eval(
+            s,
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            eps,
+            y,
+        ));
+    }
+    fn batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        x: &CudaBuf,
+        gamma: &CudaBuf,
+        mean: &CudaBuf,
+        inv_std: &CudaBuf,
+        dy: &CudaBuf,
+        dx: &mut CudaBuf,
+        dgamma: &mut CudaBuf,
+        dbeta: &mut CudaBuf,
+    ) {
+        self.execute(&launch::batchnorm2d_backward(
+            s, x, gamma, mean, inv_std, dy, dx, dgamma, dbeta,
+        ));
+    }
+
+    fn relu_forward(&self, len: usize, x: &CudaBuf, y: &mut CudaBuf) {
+        self.execute(&launch::relu_forward(len, x, y));
+    }
+    fn relu_backward(&self, len: usize, y: &CudaBuf, dy: &CudaBuf, dx: &mut CudaBuf) {
+        self.execute(&launch::relu_backward(len, y, dy, dx));
+    }
+    fn maxpool2x2_forward(&self, s: &Nchw, x: &CudaBuf, y: &mut CudaBuf) {
+        self.execute(&launch::maxpool2x2_forward(s, x, y));
+    }
+    fn maxpool2x2_backward(
+        &self,
+        s: &Nchw,
+        x: &CudaBuf,
+        _y: &CudaBuf,
+        dy: &CudaBuf,
+        dx: &mut CudaBuf,
+    ) {
+        self.execute(&launch::maxpool2x2_backward(s, x, dy, dx));
+    }
+
+    fn linear_forward(
+        &self,
+        s: &LinearShape,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        b: &CudaBuf,
+        y: &mut CudaBuf,
+    ) {
+        self.execute(&launch::linear_forward(s, x, w, b, y));
+    }
+    fn linear_backward(
+        &self,
+        s: &LinearShape,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        dy: &CudaBuf,
+        dx: Option<&mut CudaBuf>,
+        dw: &mut CudaBuf,
+        db: &mut CudaBuf,
+    ) {
+        let dx = dx.map(|d| &*d);
+        self.execute(&launch::linear_backward(s, x, w, dy, dx, dw, db));
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        batch: usize,
+        classes: usize,
+        logits: &CudaBuf,
+        targets: &CudaBuf,
+        loss: &mut CudaBuf,
+        dlogits: &mut CudaBuf,
+    ) {
+        self.execute(&launch::softmax_cross_entropy(
+            batch, classes, logits, targets, loss, dlogits,
+        ));
+    }
+    fn sigmoid_bce(
+        &self,
+        tasks: usize,
+        batch: usize,
+        logits: &CudaBuf,
+        targets: &CudaBuf,
+        loss: &mut CudaBuf,
+        dlogits: &mut CudaBuf,
+    ) {
+        self.execute(&launch::sigmoid_bce(
+            tasks, batch, logits, targets, loss, dlogits,
+        ));
+    }
+
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        len: usize,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        state: &mut [CudaBuf],
+    ) {
+        self.execute(&launch::optim_step(step, len, param, grad, state));
+    }
+}
+
+/// `sskernel kernels compile [--arch LIST] [--source FILE.cu …]`: LIST, else the
+/// device's architecture when a driver and a device are present, else sm_80 and
+/// sm_90; the embedded kernels, or the given files (with the embedded headers).
+pub fn kernels_compile_command(arch: Option<&str>, sources: &[std::path::PathBuf]) -> Result<()> {
+    let archs: Vec<String> = match arch {
+        Some(list) => list
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        None => match probe_device() {
+            Ok(d) => {
+                println!(
+                    "device: {} ({}, driver {}.{})",
+                    d.name,
+                    d.arch,
+                    d.driver_version / 1000,
+                    d.driver_version % 1000 / 10
+                );
+                vec![d.arch]
+            }
+            Err(e) => {
+                println!("no device ({e:#}): compiling for sm_80 and sm_90");
+                vec!["sm_80".into(), "sm_90".into()]
+            }
+        },
+    };
+    anyhow::ensure!(!archs.is_empty(), "--arch: no architecture given");
+    nvrtc::kernels_compile(&archs, sources).map(|_| ())
+}
