@@ -602,3 +602,194 @@ pub fn optim_step<'a, B>(
 pub mod sources {
     include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
 }
+
+/// The ops of a device that runs kernels/*.cu, for use inside its `impl Backend`:
+/// each op is its launch plan, handed to the device's `execute(&Plan)`. Written once
+/// here so `sim` and `cuda` cannot drift apart.
+macro_rules! ops_by_launch_plans {
+    () => {
+        fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize) {
+            self.execute(&$crate::backend::launch::axpy(alpha, x, y, len));
+        }
+
+        fn conv2d_forward(
+            &self,
+            s: &$crate::backend::Conv2dShape,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            b: &Self::Buf,
+            y: &mut Self::Buf,
+        ) {
+            self.execute(&$crate::backend::launch::conv2d_forward(s, x, w, b, y));
+        }
+        fn conv2d_backward(
+            &self,
+            s: &$crate::backend::Conv2dShape,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            dy: &Self::Buf,
+            dx: Option<&mut Self::Buf>,
+            dw: &mut Self::Buf,
+            db: &mut Self::Buf,
+        ) {
+            let dx = dx.map(|d| &*d);
+            self.execute(&$crate::backend::launch::conv2d_backward(
+                s, x, w, dy, dx, dw, db,
+            ));
+        }
+
+        fn batchnorm2d_forward_train(
+            &self,
+            s: &$crate::backend::Nchw,
+            x: &Self::Buf,
+            gamma: &Self::Buf,
+            beta: &Self::Buf,
+            y: &mut Self::Buf,
+            mean: &mut Self::Buf,
+            inv_std: &mut Self::Buf,
+            running_mean: &mut Self::Buf,
+            running_var: &mut Self::Buf,
+            momentum: f32,
+            eps: f32,
+        ) {
+            self.execute(&$crate::backend::launch::batchnorm2d_forward_train(
+                s,
+                x,
+                gamma,
+                beta,
+                y,
+                mean,
+                inv_std,
+                running_mean,
+                running_var,
+                momentum,
+                eps,
+            ));
+        }
+        fn batchnorm2d_forward_eval(
+            &self,
+            s: &$crate::backend::Nchw,
+            x: &Self::Buf,
+            gamma: &Self::Buf,
+            beta: &Self::Buf,
+            running_mean: &Self::Buf,
+            running_var: &Self::Buf,
+            eps: f32,
+            y: &mut Self::Buf,
+        ) {
+            self.execute(&$crate::backend::launch::batchnorm2d_forward_eval(
+                s,
+                x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                eps,
+                y,
+            ));
+        }
+        fn batchnorm2d_backward(
+            &self,
+            s: &$crate::backend::Nchw,
+            x: &Self::Buf,
+            gamma: &Self::Buf,
+            mean: &Self::Buf,
+            inv_std: &Self::Buf,
+            dy: &Self::Buf,
+            dx: &mut Self::Buf,
+            dgamma: &mut Self::Buf,
+            dbeta: &mut Self::Buf,
+        ) {
+            self.execute(&$crate::backend::launch::batchnorm2d_backward(
+                s, x, gamma, mean, inv_std, dy, dx, dgamma, dbeta,
+            ));
+        }
+
+        fn relu_forward(&self, len: usize, x: &Self::Buf, y: &mut Self::Buf) {
+            self.execute(&$crate::backend::launch::relu_forward(len, x, y));
+        }
+        fn relu_backward(&self, len: usize, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) {
+            self.execute(&$crate::backend::launch::relu_backward(len, y, dy, dx));
+        }
+        fn maxpool2x2_forward(&self, s: &$crate::backend::Nchw, x: &Self::Buf, y: &mut Self::Buf) {
+            self.execute(&$crate::backend::launch::maxpool2x2_forward(s, x, y));
+        }
+        fn maxpool2x2_backward(
+            &self,
+            s: &$crate::backend::Nchw,
+            x: &Self::Buf,
+            _y: &Self::Buf,
+            dy: &Self::Buf,
+            dx: &mut Self::Buf,
+        ) {
+            self.execute(&$crate::backend::launch::maxpool2x2_backward(s, x, dy, dx));
+        }
+
+        fn linear_forward(
+            &self,
+            s: &$crate::backend::LinearShape,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            b: &Self::Buf,
+            y: &mut Self::Buf,
+        ) {
+            self.execute(&$crate::backend::launch::linear_forward(s, x, w, b, y));
+        }
+        fn linear_backward(
+            &self,
+            s: &$crate::backend::LinearShape,
+            x: &Self::Buf,
+            w: &Self::Buf,
+            dy: &Self::Buf,
+            dx: Option<&mut Self::Buf>,
+            dw: &mut Self::Buf,
+            db: &mut Self::Buf,
+        ) {
+            let dx = dx.map(|d| &*d);
+            self.execute(&$crate::backend::launch::linear_backward(
+                s, x, w, dy, dx, dw, db,
+            ));
+        }
+
+        fn softmax_cross_entropy(
+            &self,
+            batch: usize,
+            classes: usize,
+            logits: &Self::Buf,
+            targets: &Self::Buf,
+            loss: &mut Self::Buf,
+            dlogits: &mut Self::Buf,
+        ) {
+            self.execute(&$crate::backend::launch::softmax_cross_entropy(
+                batch, classes, logits, targets, loss, dlogits,
+            ));
+        }
+        fn sigmoid_bce(
+            &self,
+            tasks: usize,
+            batch: usize,
+            logits: &Self::Buf,
+            targets: &Self::Buf,
+            loss: &mut Self::Buf,
+            dlogits: &mut Self::Buf,
+        ) {
+            self.execute(&$crate::backend::launch::sigmoid_bce(
+                tasks, batch, logits, targets, loss, dlogits,
+            ));
+        }
+
+        fn optim_step(
+            &self,
+            step: &$crate::backend::OptimStep,
+            len: usize,
+            param: &mut Self::Buf,
+            grad: &Self::Buf,
+            state: &mut [Self::Buf],
+        ) {
+            self.execute(&$crate::backend::launch::optim_step(
+                step, len, param, grad, state,
+            ));
+        }
+    };
+}
+pub(crate) use ops_by_launch_plans;
