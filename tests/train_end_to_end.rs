@@ -217,3 +217,47 @@ fn cli_trains_on_the_kernel_simulator() {
     let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
     assert!(log.contains(r#""device":"sim""#), "{log}");
 }
+
+#[test]
+fn cli_clusters_a_npy_file_and_names_a_bad_one() {
+    use sskernel::data::npy;
+    let dir = tempfile::tempdir().unwrap();
+    // Two tight groups of five points in 2-D and one far point.
+    let mut points = Vec::new();
+    for (cx, cy) in [(0.0, 0.0), (10.0, 10.0)] {
+        for k in 0..5 {
+            points.extend([cx + 0.01 * k as f64, cy - 0.02 * k as f64]);
+        }
+    }
+    points.extend([50.0, -50.0]);
+    let input = dir.path().join("points.npy");
+    npy::write_f64_matrix(&input, &points, 11, 2).unwrap();
+    let out = dir.path().join("clusters");
+    let o = sskernel(&[
+        "cluster",
+        input.to_str().unwrap(),
+        "--min-cluster-size",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let labels = npy::read_i64_vector(&out.join("labels.npy")).unwrap();
+    assert_eq!(labels, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, -1]);
+    assert!(out.join("summary.json").is_file() && out.join("outlier_scores.npy").is_file());
+
+    let bad = dir.path().join("bad.npy");
+    std::fs::write(&bad, b"not a numpy file").unwrap();
+    let o = sskernel(&[
+        "cluster",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("bad.npy"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
