@@ -8,6 +8,13 @@ use super::real::Real;
 use crate::backend::Nchw;
 use rayon::prelude::*;
 
+/// Independent partial sums per channel reduction. One running f64 sum is a chain of
+/// dependent adds (latency-bound, ~4 cycles per element); `LANES` interleaved sums,
+/// lane i taking the elements at i mod LANES of each plane, run at throughput and
+/// vectorise. The lanes are added in lane order at the end: a fixed order that
+/// depends on the shape only.
+const LANES: usize = 8;
+
 /// Σ over the planes of channel `c`: `f(plane of a, plane of b)` summed in f64.
 fn channel_sum<T: Real, const K: usize>(
     s: &Nchw,
@@ -17,16 +24,27 @@ fn channel_sum<T: Real, const K: usize>(
     f: impl Fn(T, T) -> [f64; K],
 ) -> [f64; K] {
     let hw = s.height * s.width;
-    let mut acc = [0.0; K];
+    let mut lanes = [[0.0; LANES]; K];
+    let mut add = |lane: usize, u: T, v: T| {
+        for (l, t) in lanes.iter_mut().zip(f(u, v)) {
+            l[lane] += t;
+        }
+    };
     for n in 0..s.batch {
         let off = (n * s.channels + c) * hw;
-        for (&u, &v) in a[off..off + hw].iter().zip(&b[off..off + hw]) {
-            for (s, t) in acc.iter_mut().zip(f(u, v)) {
-                *s += t;
+        let (a_p, b_p) = (&a[off..off + hw], &b[off..off + hw]);
+        let (a_c, b_c) = (a_p.chunks_exact(LANES), b_p.chunks_exact(LANES));
+        let (a_r, b_r) = (a_c.remainder(), b_c.remainder());
+        for (u, v) in a_c.zip(b_c) {
+            for i in 0..LANES {
+                add(i, u[i], v[i]);
             }
         }
+        for (i, (&u, &v)) in a_r.iter().zip(b_r).enumerate() {
+            add(i, u, v);
+        }
     }
-    acc
+    lanes.map(|l| l.iter().sum())
 }
 
 /// Training mode. x: `[N, C, H, W]`, gamma, beta: `[C]` → y: `[N, C, H, W]`,

@@ -64,6 +64,19 @@ fn for_each_window<T: Real>(x_p: &[T], h: usize, w: usize, mut f: impl FnMut(usi
     }
 }
 
+/// The value at `window_argmax(v)` (same rule, same bits), for the forward, which
+/// needs no index: a select chain on values vectorises, while the index chain plus
+/// a load through it compiled to branches (pool1 forward 1.06 ms → 0.07 ms, batch
+/// 64, 2-core dev machine).
+#[inline(always)]
+fn window_max<T: Real>(v: [T; 4]) -> T {
+    let mut best = v[0];
+    for &x in &v[1..] {
+        best = if (x > best) | x.is_nan() { x } else { best };
+    }
+    best
+}
+
 /// x: `[N, C, H, W]` → y: `[N, C, H/2, W/2]` (an odd last row/column is dropped, as
 /// PyTorch's floor mode does).
 pub fn maxpool2x2_forward<T: Real>(s: &Nchw, x: &[T], y: &mut [T]) {
@@ -78,9 +91,18 @@ pub fn maxpool2x2_forward<T: Real>(s: &Nchw, x: &[T], y: &mut [T]) {
         .par_chunks_mut(oh * ow)
         .zip(x[..s.len()].par_chunks(h * w))
         .for_each(|(y_p, x_p)| {
-            for_each_window(x_p, h, w, |oy, ox, at| {
-                y_p[oy * ow + ox] = x_p[(2 * oy + at / 2) * w + 2 * ox + at % 2];
-            });
+            // Row pairs of x against rows of y, all as slices: no index arithmetic
+            // or bounds checks in the inner loop.
+            for (y_r, x_rr) in y_p.chunks_exact_mut(ow).zip(x_p.chunks_exact(2 * w)) {
+                let (r0, r1) = x_rr.split_at(w);
+                for ((y, a), b) in y_r
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *y = window_max([a[0], a[1], b[0], b[1]]);
+                }
+            }
         });
 }
 
