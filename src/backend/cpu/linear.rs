@@ -12,7 +12,7 @@
 //! packs slowest (a gather) when they are the A of `x·wᵀ` / `dy·w` or the B of `x·wᵀ`;
 //! a blocked transpose into scratch (`xᵀ`, `wᵀ`, `dyᵀ`) first is about twice as fast.
 
-use super::gemm::{gemm, transpose, Mat};
+use super::gemm::{gemm, gemm_serial, transpose, Mat};
 use super::real::Real;
 use crate::backend::LinearShape;
 use rayon::prelude::*;
@@ -46,8 +46,21 @@ pub fn linear_forward<T: Real>(s: &LinearShape, x: &[T], w: &[T], b: &[T], y: &m
             for row in y_o.chunks_mut(fout) {
                 row.copy_from_slice(&b[o * fout..][..fout]);
             }
-            gemm(T::ONE, x_o, w_o, T::ONE, y_o, fout);
+            gemm_in_task(s.branches)(T::ONE, x_o, w_o, T::ONE, y_o, fout);
         });
+}
+
+type GemmFn<T> = fn(T, Mat<'_, T>, Mat<'_, T>, T, &mut [T], usize);
+
+/// The GEMM for one of `tasks` parallel per-branch tasks: split into blocks only
+/// when it is the sole task (splitting inside parallel branches only repeats the
+/// packing; split and serial give the same bits).
+fn gemm_in_task<T: Real>(tasks: usize) -> GemmFn<T> {
+    if tasks > 1 {
+        gemm_serial
+    } else {
+        gemm
+    }
 }
 
 /// Each `[rows, cols]` matrix of a stack, transposed to `[cols, rows]`.
@@ -92,7 +105,7 @@ pub fn linear_backward<T: Real>(
                     for o in (0..s.branches).filter(|&o| s.x_of[o] == i) {
                         let dy_o = Mat::row_major(&dy_t[o * n * fout..][..n * fout], fout, n);
                         let w_o = Mat::row_major(&w[o * fout * fin..][..fout * fin], fout, fin);
-                        gemm(T::ONE, dy_o.t(), w_o, beta, dx_i, fin);
+                        gemm_in_task(s.x_branches)(T::ONE, dy_o.t(), w_o, beta, dx_i, fin);
                         beta = T::ONE;
                     }
                     if beta == T::ZERO {
@@ -124,7 +137,8 @@ pub fn linear_backward<T: Real>(
         .for_each(|(o, dw_o)| {
             let x_o = &x[s.x_of[o] * n * fin..][..n * fin];
             let dyt = Mat::row_major(dy_of(o), n, fout).t();
-            gemm(T::ONE, dyt, Mat::row_major(x_o, n, fin), T::ZERO, dw_o, fin);
+            let x_o = Mat::row_major(x_o, n, fin);
+            gemm_in_task(s.branches)(T::ONE, dyt, x_o, T::ZERO, dw_o, fin);
         });
 }
 
