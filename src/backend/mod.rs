@@ -339,7 +339,8 @@ pub fn on_device<W: OnDevice>(choice: DeviceChoice, work: W) -> anyhow::Result<W
                 work.run(&dev)
             }
             Err(e) => {
-                eprintln!("--device auto: picked cpu ({e:#})");
+                // The outer message only (e.g. "no CUDA driver"); --device cuda shows it all.
+                eprintln!("--device auto: picked cpu ({e})");
                 work.run(&cpu::Cpu)
             }
         },

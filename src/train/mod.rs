@@ -155,9 +155,9 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         momentum: cfg.momentum,
     };
     println!(
-        "sskernel: {} {:?} on {} — {} trainable parameters, {} branches, train/val/test {}/{}/{}",
+        "sskernel: {} {} on {} — {} trainable parameters, branches: {}, train/val/test {}/{}/{}",
         data.name,
-        cfg.mode,
+        cfg.mode.name(),
         cfg.device,
         net.param_count(),
         net.spec.branches,

@@ -60,12 +60,13 @@ pub struct DeviceInfo {
 fn init_driver() -> Result<()> {
     // SAFETY: only tries to dlopen the candidate names.
     if !unsafe { dsys::is_culib_present() } {
-        bail!(
-            "no CUDA driver: libcuda not found on the loader path (tried {}; {}); \
-             is the NVIDIA driver installed?",
+        // The short outer message is what `--device auto` prints; `{:#}` adds the detail.
+        return Err(anyhow!(
+            "libcuda not found on the loader path (tried {}; {}); is the NVIDIA driver installed?",
             nvrtc::lib_candidates("cuda"),
             nvrtc::loader_path()
-        );
+        )
+        .context("no CUDA driver"));
     }
     dres::init().map_err(|e| anyhow!("the CUDA driver did not initialise: {e}"))?;
     let n = dres::device::get_count().map_err(|e| anyhow!("cuDeviceGetCount: {e}"))?;
