@@ -25,6 +25,17 @@ pub struct CondensedEdge {
     pub size: usize,
 }
 
+impl CondensedEdge {
+    pub fn new(parent: usize, child: usize, lambda: f64, size: usize) -> Self {
+        Self {
+            parent,
+            child,
+            lambda,
+            size,
+        }
+    }
+}
+
 /// Node ids of the subtree at `root` in breadth-first order (left before right),
 /// as the library's `bfs_from_hierarchy`.
 fn bfs(hierarchy: &[LinkageRow], root: usize, n: usize, out: &mut Vec<usize>) {
@@ -167,7 +178,7 @@ pub fn stability(tree: &[CondensedEdge]) -> Vec<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::linkage::single_linkage;
     use super::super::mst::MstEdge;
     use super::*;
@@ -178,13 +189,8 @@ mod tests {
         single_linkage(&[e(0, 1, 1.0), e(2, 3, 1.0), e(1, 2, 10.0)])
     }
 
-    fn ce(parent: usize, child: usize, lambda: f64, size: usize) -> CondensedEdge {
-        CondensedEdge {
-            parent,
-            child,
-            lambda,
-            size,
-        }
+    pub(crate) fn ce(parent: usize, child: usize, lambda: f64, size: usize) -> CondensedEdge {
+        CondensedEdge::new(parent, child, lambda, size)
     }
 
     #[test]

@@ -37,15 +37,7 @@ pub fn outlier_scores(tree: &[CondensedEdge]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ce(parent: usize, child: usize, lambda: f64, size: usize) -> CondensedEdge {
-        CondensedEdge {
-            parent,
-            child,
-            lambda,
-            size,
-        }
-    }
+    use crate::sharing::hdbscan::condense::tests::ce;
 
     #[test]
     fn scores_by_hand() {

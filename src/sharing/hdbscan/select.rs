@@ -184,15 +184,7 @@ pub fn probabilities(tree: &[CondensedEdge], labels: &[i64], selected: &[usize])
 mod tests {
     use super::super::condense::stability;
     use super::*;
-
-    fn ce(parent: usize, child: usize, lambda: f64, size: usize) -> CondensedEdge {
-        CondensedEdge {
-            parent,
-            child,
-            lambda,
-            size,
-        }
-    }
+    use crate::sharing::hdbscan::condense::tests::ce;
 
     /// 6 points. Root 6 splits at λ 0.1 into 7 = {0,1,2} and 8 = {3,4,5}; 8 splits at
     /// λ 0.5 into nothing (its points fall out at 0.5, 0.6, 2.0); 7's at 1.0.
