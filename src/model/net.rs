@@ -451,9 +451,6 @@ impl<B: Backend> Net<B> {
             &self.fc1.b.value,
             &mut a.h1,
         );
-        if let Some(capture) = &mut self.capture {
-            be.axpy(1.0, &self.fc1.w.grad, capture, self.fc1.w.len());
-        }
         be.relu_forward(s.fc1.y_len(), &a.h1, &mut a.h1r);
         be.linear_forward(
             &s.fc2,
@@ -532,6 +529,12 @@ impl<B: Backend> Net<B> {
             &mut self.fc1.w.grad,
             &mut self.fc1.b.grad,
         );
+        // Selective Sharing's signal (DESIGN.md §5.1): this step's ∂L/∂W1, added
+        // the moment it exists. Only a training step runs backward, so evaluation
+        // never reaches the capture.
+        if let Some(capture) = &mut self.capture {
+            be.axpy(1.0, &self.fc1.w.grad, capture, self.fc1.w.len());
+        }
         // Trunk.
         be.relu_backward(s.fc.y_len(), &a.fr, &a.dfr, &mut a.df);
         be.linear_backward(
