@@ -155,6 +155,35 @@ impl<B: Backend> Param<B> {
         self.shape[0] = keep.len();
     }
 
+    /// For every `(group, kept)`: row `kept` of the value and of each optimiser
+    /// state becomes the element-wise mean of the group's rows (first axis =
+    /// branch). The gradient is left alone: the next backward overwrites it.
+    pub fn average_branches(&mut self, backend: &B, groups: &[(Vec<usize>, usize)]) {
+        let (len, row_len) = (self.len(), self.len() / self.shape[0]);
+        let average = |buf: &mut B::Buf| {
+            let mut host = backend.download(buf);
+            for (group, kept) in groups {
+                let mut mean = vec![0.0f64; row_len];
+                for &b in group {
+                    for (m, &v) in mean.iter_mut().zip(&host[b * row_len..(b + 1) * row_len]) {
+                        *m += v as f64;
+                    }
+                }
+                for (dst, m) in host[kept * row_len..(kept + 1) * row_len]
+                    .iter_mut()
+                    .zip(mean)
+                {
+                    *dst = (m / group.len() as f64) as f32;
+                }
+            }
+            *buf = backend.upload(&host[..len]);
+        };
+        average(&mut self.value);
+        for state in &mut self.state {
+            average(state);
+        }
+    }
+
     /// PyTorch's default for Linear and Conv2d weights *and* biases:
     /// U(−1/√fan_in, 1/√fan_in) (kaiming_uniform with a = √5 reduces to this).
     pub fn uniform(
@@ -203,6 +232,25 @@ mod tests {
         assert_eq!(NetSpec::mnist(Mode::Mtl, 10).flat_features(), 640);
         assert_eq!(count(Mode::Stl), 500_580);
         assert_eq!(count(Mode::Mtl), 1_122_930);
+    }
+
+    #[test]
+    fn average_branches_writes_the_group_mean_into_the_kept_row_only() {
+        // Four branches of rows of 3; group {0, 2, 3} kept in row 2.
+        let host: Vec<f32> = (0..12).map(|v| v as f32 * 0.5 - 1.0).collect();
+        let mut p = Param::from_host(&Cpu, "w", &[4, 3], &host);
+        p.state
+            .push(Cpu.upload(&host.iter().map(|v| 2.0 * v).collect::<Vec<_>>()));
+        p.average_branches(&Cpu, &[(vec![0, 2, 3], 2)]);
+        let mean: Vec<f32> = (0..3)
+            .map(|i| (host[i] + host[6 + i] + host[9 + i]) / 3.0)
+            .collect();
+        assert_eq!(&p.value[6..9], &mean[..]);
+        // Other rows, including the group's other members, are untouched.
+        assert_eq!(&p.value[..6], &host[..6]);
+        assert_eq!(&p.value[9..], &host[9..]);
+        let state_mean: Vec<f32> = mean.iter().map(|v| 2.0 * v).collect();
+        assert_eq!(&p.state[0][6..9], &state_mean[..]);
     }
 
     #[test]

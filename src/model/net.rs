@@ -313,12 +313,7 @@ impl<B: Backend> Net<B> {
     pub fn prune(&mut self, be: &B, keep: &[usize], task_branch: Vec<usize>) {
         assert!(task_branch.iter().all(|&b| b < keep.len()));
         let capture_row = self.fc1.w.len() / self.spec.branches;
-        for p in [
-            &mut self.fc1.w,
-            &mut self.fc1.b,
-            &mut self.fc2.w,
-            &mut self.fc2.b,
-        ] {
+        for p in self.branch_params_mut() {
             p.compact_branches(be, keep);
         }
         if let Some(capture) = &mut self.capture {
@@ -327,6 +322,25 @@ impl<B: Backend> Net<B> {
         self.branch_origin = keep.iter().map(|&k| self.branch_origin[k]).collect();
         self.spec.branches = keep.len();
         self.task_branch = task_branch;
+    }
+
+    /// The branches' hidden layers: every parameter whose first axis is the branch.
+    fn branch_params_mut(&mut self) -> [&mut Param<B>; 4] {
+        [
+            &mut self.fc1.w,
+            &mut self.fc1.b,
+            &mut self.fc2.w,
+            &mut self.fc2.b,
+        ]
+    }
+
+    /// `--merge mean-weights`: for every `(group, kept)` of old branch indices, the
+    /// kept branch's hidden layers become the element-wise mean of the group's
+    /// (weights and optimiser state); `prune` then drops the others.
+    pub fn average_branches(&mut self, be: &B, groups: &[(Vec<usize>, usize)]) {
+        for p in self.branch_params_mut() {
+            p.average_branches(be, groups);
+        }
     }
 
     /// Every trainable tensor, in a fixed order (the checkpoint's and optimiser's).

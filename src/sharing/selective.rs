@@ -4,7 +4,7 @@
 
 use super::criteria::{self, Criterion};
 use super::hdbscan::HdbscanParams;
-use super::merge::{self, MergePlan};
+use super::merge::{self, MergePlan, MergeRule};
 use super::ttsvd;
 use crate::backend::Backend;
 use crate::model::Net;
@@ -26,6 +26,11 @@ pub struct SharingConfig {
     pub share_start: usize,
     /// Lock after this many consecutive epochs without a change.
     pub patience: usize,
+    /// What the kept branch of a merged group holds.
+    pub merge: MergeRule,
+    /// Initialise every branch (and head) independently instead of from the same
+    /// weights; the comparison behind the default is in README.md.
+    pub independent_branches: bool,
 }
 
 impl SharingConfig {
@@ -37,6 +42,8 @@ impl SharingConfig {
             variance_tau: 0.5,
             share_start: 1,
             patience: 3,
+            merge: MergeRule::LowestLoss,
+            independent_branches: false,
         }
     }
 }
@@ -49,7 +56,8 @@ pub struct Decision {
     pub criterion: Criterion,
     /// The active branches before the decision.
     pub branches: Vec<usize>,
-    /// Aggregated training loss of each active branch over the epoch.
+    /// Each active branch's training loss of the epoch per task it serves
+    /// (`merge::branch_loss`), which picks the kept branch.
     pub branch_loss: Vec<f64>,
     /// `[branches, branches]` distances between unit-norm TT descriptors.
     pub distances: Vec<Vec<f64>>,
@@ -65,6 +73,8 @@ pub struct Decision {
     pub merged: Vec<MergedGroup>,
     /// Task → branch after the decision.
     pub task_branch: Vec<usize>,
+    /// The tasks served by each branch after the decision.
+    pub task_groups: Vec<Vec<usize>>,
     pub params_before: usize,
     pub params_after: usize,
     /// Set when this decision locked the grouping, with the reason.
@@ -106,7 +116,7 @@ impl Sharing {
     }
 
     /// Runs at the end of `epoch` with each task's summed training loss over the
-    /// epoch. Returns the decision when a grouping ran.
+    /// epoch's steps. Returns the decision when a grouping ran.
     pub fn end_epoch<B: Backend>(
         &mut self,
         be: &B,
@@ -128,10 +138,7 @@ impl Sharing {
         let (n, out, inp) = (spec.branches, spec.branch_hidden[0], spec.shared);
         let descriptors = ttsvd::branch_descriptors(&grads, n, out, inp, self.cfg.tt_rank);
         let distances = ttsvd::descriptor_distances(&descriptors);
-        let mut branch_loss = vec![0.0; n];
-        for (t, &b) in net.task_branch.iter().enumerate() {
-            branch_loss[b] += task_loss[t];
-        }
+        let branch_loss = merge::branch_loss(task_loss, &net.task_branch, n);
         let grouping = criteria::group(
             self.cfg.criterion,
             &distances,
@@ -145,6 +152,9 @@ impl Sharing {
         let origin = net.branch_origin.clone();
         let params_before = net.param_count();
         if plan.changed() {
+            if self.cfg.merge == MergeRule::MeanWeights {
+                net.average_branches(be, &plan.merged);
+            }
             net.prune(be, &plan.keep, plan.task_branch.clone());
             self.unchanged_epochs = 0;
         } else {
@@ -198,6 +208,7 @@ impl Sharing {
                 .iter()
                 .map(|&b| net.branch_origin[b])
                 .collect(),
+            task_groups: task_groups(&net.task_branch, net.spec.branches),
             params_before,
             params_after: net.param_count(),
             locked,
