@@ -8,6 +8,7 @@ use sskernel::model::Mode;
 use sskernel::sharing::cluster_cmd::{self, Metric};
 use sskernel::sharing::criteria::Criterion;
 use sskernel::sharing::hdbscan::{HdbscanParams, Selection};
+use sskernel::sharing::merge::MergeRule;
 use sskernel::sharing::selective::SharingConfig;
 use sskernel::train::{self, reproduce, TrainConfig};
 use std::path::PathBuf;
@@ -44,10 +45,14 @@ enum Command {
     },
     /// Re-evaluate the checkpoint of a finished run on its validation and test splits.
     Eval {
-        /// The run directory (holds config.json and checkpoint.safetensors).
+        /// The run directory (holds config.json, best.safetensors, checkpoint.safetensors).
         run: PathBuf,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
+        /// Evaluate the last epoch's checkpoint instead of the best-validation one
+        /// (whose figures summary.json reports).
+        #[arg(long)]
+        last: bool,
     },
 }
 
@@ -149,6 +154,16 @@ struct SharingArgs {
     /// First epoch at whose end branches may merge.
     #[arg(long, default_value_t = 1)]
     share_start: usize,
+    /// HDBSCAN's cluster selection over the branches.
+    #[arg(long, value_enum, default_value_t = Selection::Eom)]
+    selection: Selection,
+    /// What a merged group's kept branch holds: the lowest-loss branch's weights,
+    /// or the element-wise mean of the group's.
+    #[arg(long, value_enum, default_value_t = MergeRule::LowestLoss)]
+    merge: MergeRule,
+    /// Initialise the branches independently instead of from the same weights.
+    #[arg(long)]
+    independent_branches: bool,
 }
 
 #[derive(clap::Args)]
@@ -190,6 +205,9 @@ impl SharingArgs {
         cfg.hdbscan.min_samples = self.min_samples;
         cfg.variance_tau = self.variance_tau;
         cfg.share_start = self.share_start;
+        cfg.hdbscan.selection = self.selection;
+        cfg.merge = self.merge;
+        cfg.independent_branches = self.independent_branches;
         Ok(cfg)
     }
 }
@@ -236,7 +254,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => on_device(args.run.device, args),
         Command::Reproduce(args) => on_device(args.run.device, args),
-        Command::Eval { run, device } => on_device(device, EvalRun(run)),
+        Command::Eval { run, device, last } => on_device(device, EvalRun { run, last }),
         Command::Cluster(args) => {
             let params = HdbscanParams {
                 min_cluster_size: args.min_cluster_size,
@@ -312,14 +330,17 @@ impl OnDevice for ReproduceArgs {
     }
 }
 
-/// `sskernel eval RUN`.
-struct EvalRun(PathBuf);
+/// `sskernel eval RUN [--last]`.
+struct EvalRun {
+    run: PathBuf,
+    last: bool,
+}
 
 impl OnDevice for EvalRun {
     type Output = ();
     fn run<B: Backend>(self, backend: &B) -> Result<()> {
-        train::evaluate_run(backend, &self.0)
-            .with_context(|| format!("cannot evaluate the run in {}", self.0.display()))?;
+        train::evaluate_run(backend, &self.run, self.last)
+            .with_context(|| format!("cannot evaluate the run in {}", self.run.display()))?;
         Ok(())
     }
 }

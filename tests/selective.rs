@@ -216,7 +216,7 @@ fn a_selective_run_merges_logs_every_decision_and_reloads() {
     // The checkpoint of the merged net re-evaluates to the logged accuracy.
     let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
-    let (val, _) = train::evaluate_run(&Cpu, dir.path()).unwrap();
+    let (val, _) = train::evaluate_run(&Cpu, dir.path(), true).unwrap();
     assert_eq!(val.accuracy, last["val_acc"].as_f64().unwrap());
     assert_eq!(last["branches"], summary.branches);
 }

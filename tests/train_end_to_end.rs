@@ -57,6 +57,7 @@ fn mtl_run_writes_every_output_and_its_checkpoint_reevaluates_the_same() {
         "summary.md",
         "summary.json",
         "checkpoint.safetensors",
+        "best.safetensors",
     ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
     }
@@ -74,11 +75,15 @@ fn mtl_run_writes_every_output_and_its_checkpoint_reevaluates_the_same() {
         assert_eq!(record["test_task_acc"].as_array().unwrap().len(), 10);
     }
     assert_eq!(log[1]["steps"], 6);
-    // The checkpoint holds the model after the last epoch: re-evaluating it gives
-    // that epoch's logged accuracies exactly.
-    let (val, test) = train::evaluate_run(&Cpu, dir.path()).unwrap();
+    // checkpoint.safetensors holds the model after the last epoch: re-evaluating
+    // it gives that epoch's logged accuracies exactly.
+    let (val, test) = train::evaluate_run(&Cpu, dir.path(), true).unwrap();
     assert_eq!(val.accuracy, log[1]["val_acc"].as_f64().unwrap());
     assert_eq!(test.accuracy, log[1]["test_acc"].as_f64().unwrap());
+    // best.safetensors holds the model whose figures the summary reports.
+    let (val, test) = train::evaluate_run(&Cpu, dir.path(), false).unwrap();
+    assert_eq!(val.accuracy, summary.best_val_acc);
+    assert_eq!(test.accuracy, summary.test_acc);
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(md.contains("1122930") && md.contains("task 9"), "{md}");
 }

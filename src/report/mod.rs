@@ -1,19 +1,23 @@
 //! Human-readable outputs: `summary.md`, the paper-style table of a run.
 
 use crate::data::Dataset;
+use crate::sharing::selective::Decision;
 use crate::train::{EpochRecord, RunSummary, TrainConfig};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
 
 /// Writes `summary.md`: the reported figures (test metrics of the best-validation
-/// epoch), one column per task for multi-task nets, then the per-epoch curve.
+/// epoch and that model's size), one column per task for multi-task nets, the
+/// per-epoch curve with the groups of each epoch and, for Selective Sharing, the
+/// distances of the decision that last changed the grouping.
 pub fn write_summary_md(
     path: &Path,
     cfg: &TrainConfig,
     data: &Dataset,
     records: &[EpochRecord],
     summary: &RunSummary,
+    decisions: Option<&[Decision]>,
 ) -> Result<()> {
     let mut md = String::new();
     writeln!(md, "# {} — {:?}, seed {}\n", data.name, cfg.mode, cfg.seed)?;
@@ -46,23 +50,69 @@ pub fn write_summary_md(
         summary.branches
     )?;
     writeln!(md, "{header}\n{rule}\n{row}\n")?;
+    if summary.final_params != summary.params {
+        writeln!(
+            md,
+            "Branches merged after the best epoch: the final model has {} parameters \
+             and {} branches ({:?}); `best.safetensors` holds the model above.\n",
+            summary.final_params,
+            summary.final_branches,
+            summary.final_task_groups.as_deref().unwrap_or(&[])
+        )?;
+    }
     writeln!(md, "## Epochs\n")?;
     writeln!(
         md,
-        "| epoch | train loss | val acc | test acc | seconds | images/s |"
+        "| epoch | train loss | val acc | test acc | params | seconds | images/s | tasks per branch |"
     )?;
-    writeln!(md, "|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for r in records {
+        let groups = r
+            .task_groups
+            .as_ref()
+            .map_or("–".to_string(), |g| format!("{g:?}"));
         writeln!(
             md,
-            "| {} | {:.4} | {:.2} | {:.2} | {:.1} | {:.0} |",
+            "| {} | {:.4} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {groups} |",
             r.epoch,
             r.train_loss,
             100.0 * r.val_acc,
             100.0 * r.test_acc,
+            r.params,
             r.seconds,
             r.images_per_s
         )?;
     }
+    if let Some(decisions) = decisions {
+        write_decision_distances(&mut md, decisions)?;
+    }
     crate::train::write_atomically(path, md.as_bytes())
+}
+
+/// The descriptor distances of the decision that last changed the grouping (the
+/// last decision when none did), branches named by their origin task.
+fn write_decision_distances(md: &mut String, decisions: &[Decision]) -> Result<()> {
+    let Some(d) = decisions
+        .iter()
+        .rev()
+        .find(|d| !d.merged.is_empty())
+        .or(decisions.last())
+    else {
+        return Ok(());
+    };
+    writeln!(
+        md,
+        "\n## Grouping decision of epoch {}\n\nDistances between the branches' unit-norm \
+         TT descriptors (rows and columns: the branch's origin task); groups {:?}, \
+         tasks per branch after it {:?}.\n",
+        d.epoch, d.groups, d.task_groups
+    )?;
+    let names: Vec<String> = d.branches.iter().map(|b| b.to_string()).collect();
+    writeln!(md, "| | {} |", names.join(" | "))?;
+    writeln!(md, "|---|{}", "---:|".repeat(names.len()))?;
+    for (name, row) in names.iter().zip(&d.distances) {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:.3}")).collect();
+        writeln!(md, "| {name} | {} |", cells.join(" | "))?;
+    }
+    Ok(())
 }

@@ -1,9 +1,8 @@
 //! `checkpoint.safetensors`: every parameter and BN running statistic under a
 //! stable name (`trunk.conv1.weight`, `branches.fc1.weight` `[B, 100, 640]`, …),
 //! the task→branch map and each branch's origin task (I64), and the epoch/step in
-//! the metadata. Written atomically.
+//! the metadata.
 
-use super::write_atomically;
 use crate::backend::Backend;
 use crate::model::Net;
 use anyhow::{bail, Context, Result};
@@ -12,17 +11,17 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The run directory's checkpoints: the last epoch's, and the best-validation
+/// epoch's (the model whose test figures the run reports).
+pub const LAST: &str = "checkpoint.safetensors";
+pub const BEST: &str = "best.safetensors";
+
 const TASK_BRANCH: &str = "heads.task_branch";
 const BRANCH_ORIGIN: &str = "branches.origin";
 
-/// Saves `net` to `path` (temp file + rename).
-pub fn save<B: Backend>(
-    be: &B,
-    net: &Net<B>,
-    path: &Path,
-    epoch: usize,
-    steps: usize,
-) -> Result<()> {
+/// The safetensors bytes of `net` after `epoch` / `steps`; the run writes them
+/// with `write_atomically` (temp file + fsync + rename).
+pub fn serialize<B: Backend>(be: &B, net: &Net<B>, epoch: usize, steps: usize) -> Result<Vec<u8>> {
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut f32s = |name: &str, shape: Vec<usize>, host: &[f32]| {
         let bytes = bytemuck::cast_slice(host).to_vec();
@@ -56,8 +55,7 @@ pub fn save<B: Backend>(
     // and make the same model's file differ from run to run.
     let about = serde_json::json!({ "epoch": epoch, "steps": steps, "spec": &net.spec });
     let metadata = HashMap::from([("sskernel".to_string(), about.to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata))?;
-    write_atomically(path, &bytes)
+    Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
 /// Loads the tensors saved by [`save`] into `net`, built with the same spec; a

@@ -75,17 +75,24 @@ pub struct EpochRecord {
     pub device: String,
 }
 
-/// What a finished run reports: the test figures of the best-validation epoch.
+/// What a finished run reports: the test figures of the best-validation epoch and
+/// the model that produced them (saved as `best.safetensors`).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunSummary {
     pub best_epoch: usize,
     pub best_val_acc: f64,
     pub test_acc: f64,
     pub test_task_acc: Option<Vec<f64>>,
+    /// The best-validation model's trainable parameters, branches and (multi-task
+    /// nets) the tasks served by each branch.
     pub params: usize,
     pub branches: usize,
-    /// Multi-task nets: the tasks served by each branch at the end.
     pub task_groups: Option<Vec<Vec<usize>>>,
+    /// The same at the end of the run; they differ from the above when branches
+    /// merged after the best epoch.
+    pub final_params: usize,
+    pub final_branches: usize,
+    pub final_task_groups: Option<Vec<Vec<usize>>>,
     /// Selective Sharing: the epoch whose decision locked the grouping.
     pub lock_epoch: Option<usize>,
     pub epochs_run: usize,
@@ -142,7 +149,10 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
     let mut log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
 
-    let spec = NetSpec::mnist(cfg.mode, data.classes);
+    let mut spec = NetSpec::mnist(cfg.mode, data.classes);
+    if cfg.sharing.as_ref().is_some_and(|s| s.independent_branches) {
+        spec.identical_branches = false;
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut net = Net::new(be, spec, &mut rng);
     let mut act = Activations::new(be, &net.spec, cfg.batch);
@@ -173,7 +183,8 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
     let (mut images, mut targets) = (Vec::new(), Vec::new());
     let mut steps = 0usize;
     let mut records: Vec<EpochRecord> = Vec::new();
-    let mut best: Option<(usize, Evaluation, Evaluation)> = None;
+    // The best-validation epoch: its record and evaluations.
+    let mut best: Option<(EpochRecord, Evaluation, Evaluation)> = None;
 
     for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
@@ -242,36 +253,36 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         println!("{}", progress::epoch_line(&record, cfg.epochs));
         writeln!(log, "{}", serde_json::to_string(&record)?)
             .with_context(|| format!("cannot write {}", log_path.display()))?;
+        let checkpoint = checkpoint::serialize(be, &net, epoch, steps)?;
+        write_atomically(&cfg.out.join(checkpoint::LAST), &checkpoint)?;
         // Ties keep the earlier epoch.
         if best
             .as_ref()
             .is_none_or(|(_, v, _)| val_eval.accuracy > v.accuracy)
         {
-            best = Some((epoch, val_eval, test_eval));
+            write_atomically(&cfg.out.join(checkpoint::BEST), &checkpoint)?;
+            best = Some((record.clone(), val_eval, test_eval));
         }
         records.push(record);
-        checkpoint::save(
-            be,
-            &net,
-            &cfg.out.join("checkpoint.safetensors"),
-            epoch,
-            steps,
-        )?;
         if cfg.max_steps.is_some_and(|max| steps >= max) {
             break;
         }
     }
 
-    let (best_epoch, best_val, best_test) =
+    let (best_record, best_val, best_test) =
         best.context("no training step ran: the training split is empty or --max-steps is 0")?;
     let summary = RunSummary {
-        best_epoch,
+        best_epoch: best_record.epoch,
         best_val_acc: best_val.accuracy,
         test_acc: best_test.accuracy,
         test_task_acc: best_test.task_accuracy,
-        params: net.param_count(),
-        branches: net.spec.branches,
-        task_groups: (net.spec.tasks > 1).then(|| task_groups(&net.task_branch, net.spec.branches)),
+        params: best_record.params,
+        branches: best_record.branches,
+        task_groups: best_record.task_groups,
+        final_params: net.param_count(),
+        final_branches: net.spec.branches,
+        final_task_groups: (net.spec.tasks > 1)
+            .then(|| task_groups(&net.task_branch, net.spec.branches)),
         lock_epoch: sharing.as_ref().and_then(|s| s.lock_epoch),
         epochs_run: records.len(),
         steps,
@@ -279,7 +290,15 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             / records.len() as f64,
     };
     write_json(&cfg.out.join("summary.json"), &summary)?;
-    crate::report::write_summary_md(&cfg.out.join("summary.md"), cfg, data, &records, &summary)?;
+    let decisions = sharing.as_ref().map(|s| s.decisions.as_slice());
+    crate::report::write_summary_md(
+        &cfg.out.join("summary.md"),
+        cfg,
+        data,
+        &records,
+        &summary,
+        decisions,
+    )?;
     println!(
         "best validation epoch {}: val {:.2}%, test {:.2}% — {} parameters; wrote {}",
         summary.best_epoch,
@@ -337,9 +356,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// `sskernel eval runs/NAME`: rebuilds the run's network from its config.json and
-/// checkpoint, evaluates it on the validation and test splits, and prints both.
-pub fn evaluate_run<B: Backend>(be: &B, run: &Path) -> Result<(Evaluation, Evaluation)> {
+/// `sskernel eval runs/NAME`: rebuilds the run's network from its config.json and a
+/// checkpoint — `best.safetensors`, the model whose figures summary.json reports,
+/// or with `last` the final epoch's — evaluates it on the validation and test
+/// splits, and prints both.
+pub fn evaluate_run<B: Backend>(
+    be: &B,
+    run: &Path,
+    last: bool,
+) -> Result<(Evaluation, Evaluation)> {
     use clap::ValueEnum;
     let config_path = run.join("config.json");
     let text = std::fs::read_to_string(&config_path)
@@ -361,12 +386,17 @@ pub fn evaluate_run<B: Backend>(be: &B, run: &Path) -> Result<(Evaluation, Evalu
 
     let spec = NetSpec::mnist(mode, data.classes);
     let mut net = Net::new(be, spec, &mut ChaCha8Rng::seed_from_u64(0));
-    checkpoint::load(be, &mut net, &run.join("checkpoint.safetensors"))?;
+    let file = if last {
+        checkpoint::LAST
+    } else {
+        checkpoint::BEST
+    };
+    checkpoint::load(be, &mut net, &run.join(file))?;
     let mut act = Activations::new(be, &net.spec, batch);
     let val = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.val), batch);
     let test = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.test), batch);
     println!(
-        "{}: {} {:?} — val {:.2}%, test {:.2}% ({} parameters)",
+        "{} ({file}): {} {:?} — val {:.2}%, test {:.2}% ({} parameters)",
         run.display(),
         data.name,
         mode,

@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::model::Mode;
 use crate::sharing::criteria::Criterion;
+use crate::sharing::stability;
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write;
@@ -39,12 +40,19 @@ pub struct Row {
     pub task_acc: Option<Vec<(f64, f64)>>,
     /// 10-way test accuracy of the best-validation epoch: mean, std.
     pub test_acc: (f64, f64),
+    /// The best-validation model's parameters and branches (the model measured).
     pub params: (f64, f64),
     pub branches: (f64, f64),
+    /// Parameters at the end of the run.
+    pub final_params: (f64, f64),
     /// Per seed: the epoch whose decision locked the grouping (selective only).
     pub lock_epoch: Vec<Option<usize>>,
-    /// Per seed: the tasks of each branch at the end.
+    /// Per seed: the tasks of each branch in the best-validation model, and at the end.
     pub task_groups: Vec<Option<Vec<Vec<usize>>>>,
+    pub final_task_groups: Vec<Option<Vec<Vec<usize>>>>,
+    /// How stable the final groups are across seeds: mean and minimum adjusted
+    /// Rand index over every pair of seeds (multi-task nets, ≥ 2 seeds).
+    pub final_groups_ari: Option<(f64, f64)>,
 }
 
 /// Trains every configuration in `configs` (their `out` directories lie under
@@ -113,8 +121,18 @@ pub fn table(results: &[(String, u64, RunSummary)]) -> Vec<Row> {
                 test_acc: of(&|s| s.test_acc),
                 params: of(&|s| s.params as f64),
                 branches: of(&|s| s.branches as f64),
+                final_params: of(&|s| s.final_params as f64),
                 lock_epoch: runs.iter().map(|(_, _, s)| s.lock_epoch).collect(),
                 task_groups: runs.iter().map(|(_, _, s)| s.task_groups.clone()).collect(),
+                final_task_groups: runs
+                    .iter()
+                    .map(|(_, _, s)| s.final_task_groups.clone())
+                    .collect(),
+                final_groups_ari: runs
+                    .iter()
+                    .map(|(_, _, s)| s.final_task_groups.clone())
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(|groupings| stability::pairwise_ari(&groupings)),
             }
         })
         .collect()
@@ -162,8 +180,8 @@ pub fn markdown(rows: &[Row], data: &Dataset, first: Option<&TrainConfig>) -> St
         let _ = write!(header, " {t} |");
         rule.push_str("---:|");
     }
-    header.push_str(" 10-way acc | # params | lock epoch | # branches |");
-    rule.push_str("---:|---:|---:|---:|");
+    header.push_str(" 10-way acc | # params | # branches | lock epoch | final # params |");
+    rule.push_str("---:|---:|---:|---:|---:|");
     let _ = writeln!(md, "{header}\n{rule}");
     for r in rows {
         let _ = write!(md, "| {} |", r.label);
@@ -181,22 +199,46 @@ pub fn markdown(rows: &[Row], data: &Dataset, first: Option<&TrainConfig>) -> St
             .collect();
         let _ = writeln!(
             md,
-            " {} | {:.0} | {} | {} |",
+            " {} | {:.0} | {} | {} | {:.0} |",
             pm(r.test_acc, 100.0, seeds),
             r.params.0,
-            locks.join(", "),
             pm(r.branches, 1.0, seeds).trim_end_matches(".00"),
+            locks.join(", "),
+            r.final_params.0,
         );
     }
-    let _ = writeln!(md, "\nTasks per branch at the end (per seed):\n");
+    let _ = writeln!(
+        md,
+        "\n# params and # branches are those of the best-validation model (the one \
+         measured); final # params is the model at the end of the run.\n\n\
+         Tasks per branch in the best-validation model (per seed; the final grouping \
+         after → where it differs):\n"
+    );
     for r in rows.iter().filter(|r| r.label.starts_with("selective")) {
-        for (seed, groups) in r.seeds.iter().zip(&r.task_groups) {
-            let _ = writeln!(
-                md,
-                "- {} seed {seed}: {:?}",
-                r.label,
-                groups.as_deref().unwrap_or(&[])
-            );
+        for ((seed, best), last) in r.seeds.iter().zip(&r.task_groups).zip(&r.final_task_groups) {
+            let best = best.as_deref().unwrap_or(&[]);
+            let last = last.as_deref().unwrap_or(&[]);
+            let after = if best == last {
+                String::new()
+            } else {
+                format!(" → {last:?}")
+            };
+            let _ = writeln!(md, "- {} seed {seed}: {best:?}{after}", r.label);
+        }
+    }
+    let stable: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.label.starts_with("selective") && r.final_groups_ari.is_some())
+        .collect();
+    if !stable.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nStability of the final groups across seeds (adjusted Rand index over \
+             every pair of seeds; 1 = identical partitions, 0 = chance):\n"
+        );
+        for r in stable {
+            let (mean, min) = r.final_groups_ari.expect("filtered");
+            let _ = writeln!(md, "- {}: mean {mean:.3}, min {min:.3}", r.label);
         }
     }
     md
