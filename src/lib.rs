@@ -1,6 +1,7 @@
 //! sskernel: multi-task image models with Selective Sharing.
 //! See docs/ARCHITECTURE.md for the map of modules.
 
+pub mod atomic_file;
 pub mod backend;
 pub mod data;
 pub mod model;

@@ -119,15 +119,7 @@ fn build(gz: &Path, dir: &Path, cached: &Path) -> Result<bool> {
     if fs::create_dir_all(dir).is_err() {
         return Ok(false);
     }
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        cached.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
+    let tmp = crate::atomic_file::temp_path(cached);
     let Ok(mut out) = File::create(&tmp) else {
         return Ok(false);
     };

@@ -110,7 +110,7 @@ fn download_deb(dir: &Path) -> Result<PathBuf> {
 /// `dpkg-deb -x` into a temp dir beside `dest`, then rename, so `dest` is complete
 /// or absent.
 fn unpack_deb(deb: &Path, dest: &Path) -> Result<()> {
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    let tmp = crate::atomic_file::temp_path(dest);
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
     run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;

@@ -337,23 +337,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomically(path, text.as_bytes())
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a
-/// rename, so a reader never sees a half-written file.
+/// Writes `bytes` to `path` atomically (see [`crate::atomic_file`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .context("path has no file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    crate::atomic_file::write(path, bytes)
 }
 
 /// `sskernel eval runs/NAME`: rebuilds the run's network from its config.json and a

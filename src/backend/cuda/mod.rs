@@ -113,22 +113,7 @@ fn module_image(
 ) -> Result<Image> {
     let version = match nvrtc {
         Ok(v) => *v,
-        Err(e) => {
-            return cache
-                .any_cubin(file, arch)
-                .map(|(_, bytes)| Image::Cubin(bytes))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{e:#}; and the kernel cache ({}) holds no {arch} cubin of these \
-                         kernels (key {}); run `sskernel kernels compile --arch {arch}` \
-                         where NVRTC is installed and copy that directory here",
-                        cache
-                            .dir()
-                            .map_or("none".into(), |d| d.display().to_string()),
-                        cache.key()
-                    )
-                });
-        }
+        Err(e) => return cached_cubin(file, arch, cache, e, false),
     };
     // The device's sm_XX when this NVRTC knows it, else PTX for the newest
     // compute_XX it knows below the device (the driver JIT-compiles it).
@@ -157,11 +142,45 @@ fn module_image(
         );
         *announced = true;
     }
-    let compiled = nvrtc::compile(file, &target)?;
+    let compiled = match nvrtc::compile(file, &target) {
+        Ok(c) => c,
+        // A broken NVRTC (e.g. a libnvrtc without its builtins library on the
+        // loader path) must not make the device unusable where cubins exist.
+        Err(e) => return cached_cubin(file, arch, cache, &e, true),
+    };
     if let Err(e) = cache.put(&compiled, version) {
         eprintln!("cuda: kernel cache not written: {e:#}");
     }
     Ok(compiled.image)
+}
+
+/// Where NVRTC is missing or fails (`why`): a cached cubin of `file` for `arch` from
+/// any NVRTC version (SASS needs no NVRTC), saying so when `say`; else an error
+/// naming why, where it looked and how to fill the cache.
+fn cached_cubin(
+    file: &str,
+    arch: &str,
+    cache: &Cache,
+    why: &anyhow::Error,
+    say: bool,
+) -> Result<Image> {
+    let dir = cache
+        .dir()
+        .map_or("none".into(), |d| d.display().to_string());
+    match cache.any_cubin(file, arch) {
+        Some((path, bytes)) => {
+            if say {
+                eprintln!("cuda: {why:#}; using the cached cubin {}", path.display());
+            }
+            Ok(Image::Cubin(bytes))
+        }
+        None => Err(anyhow!(
+            "{why:#}; and the kernel cache ({dir}) holds no {arch} cubin of these kernels \
+             (key {}); run `sskernel kernels compile --arch {arch}` where NVRTC works and \
+             copy that directory here",
+            cache.key()
+        )),
+    }
 }
 
 /// The CUDA device.
@@ -437,4 +456,43 @@ pub fn kernels_compile_command(arch: Option<&str>, sources: &[std::path::PathBuf
     };
     anyhow::ensure!(!archs.is_empty(), "--arch: no architecture given");
     nvrtc::kernels_compile(&archs, sources).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvrtc::Compiled;
+
+    /// A failing NVRTC falls back to a cached cubin for the architecture, and
+    /// without one the error says why, where it looked and for which architecture.
+    #[test]
+    fn a_broken_nvrtc_falls_back_to_cached_cubins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path());
+        let why = anyhow!("NVRTC could not compile kernels/conv.cu for sm_90: builtins missing");
+        let err = format!(
+            "{:#}",
+            cached_cubin("conv.cu", "sm_90", &cache, &why, true).unwrap_err()
+        );
+        assert!(
+            err.contains("builtins missing")
+                && err.contains(&dir.path().display().to_string())
+                && err.contains("sm_90"),
+            "{err}"
+        );
+        let cubin = Compiled {
+            file: "conv.cu".into(),
+            target: "sm_90".into(),
+            image: Image::Cubin(vec![7, 7]),
+            log: String::new(),
+        };
+        let version = NvrtcVersion {
+            major: 12,
+            minor: 9,
+        };
+        cache.put(&cubin, version).unwrap();
+        let image = cached_cubin("conv.cu", "sm_90", &cache, &why, true).unwrap();
+        assert!(matches!(image, Image::Cubin(b) if b == [7, 7]));
+        assert!(cached_cubin("conv.cu", "sm_80", &cache, &why, true).is_err());
+    }
 }

@@ -378,6 +378,14 @@ impl Cache {
         }
     }
 
+    /// A cache in `dir` (tests; the program uses [`Cache::new`]).
+    pub fn at(dir: &Path) -> Self {
+        Self {
+            dir: Some(dir.to_path_buf()),
+            hash: sources_hash(),
+        }
+    }
+
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
@@ -442,7 +450,8 @@ impl Cache {
         Some((path, bytes))
     }
 
-    /// Writes an image atomically (temporary file + rename). Errors are returned
+    /// Writes an image atomically (`atomic_file`: unique temporary file, fsync,
+    /// rename). Errors are returned
     /// for the caller to report; a cache that cannot be written is not fatal.
     pub fn put(&self, c: &Compiled, nvrtc: NvrtcVersion) -> Result<PathBuf> {
         let path = self
@@ -451,18 +460,13 @@ impl Cache {
         let dir = path.parent().expect("the cache path has a directory");
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the kernel cache {}", dir.display()))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp.{}",
-            path.file_name().unwrap().to_string_lossy(),
-            std::process::id()
-        ));
         let bytes: &[u8] = match &c.image {
             Image::Cubin(b) => b,
             Image::Ptx(s) => s.as_bytes(),
         };
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        // A temporary name per writer: parallel test threads with a cold cache
+        // write the same entry at once.
+        crate::atomic_file::write(&path, bytes)?;
         Ok(path)
     }
 }
@@ -648,10 +652,7 @@ ptxas info    : Used 12 registers, used 0 barriers, 380 bytes cmem[0]
         assert_eq!(parse_arch("sm_90a").unwrap(), 90);
         assert!(parse_arch("compute_80").is_err() && parse_arch("sm_").is_err());
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache {
-            dir: Some(dir.path().to_path_buf()),
-            hash: sources_hash(),
-        };
+        let cache = Cache::at(dir.path());
         assert_eq!(cache.hash.len(), 64);
         let v = |major, minor| NvrtcVersion { major, minor };
         for (version, byte) in [(v(12, 9), 1u8), (v(13, 0), 2), (v(12, 10), 3)] {
