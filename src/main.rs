@@ -130,6 +130,12 @@ struct ReproduceArgs {
     /// Directory of the runs and the table; default runs/reproduce-DATASET.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only these rows, comma-separated (stl, mtl, selective-similarity,
+    /// selective-dissimilarity, selective-variance, selective-random); default all.
+    /// With the sharing options, a table of one variant: e.g.
+    /// `--configs selective-similarity --merge mean-weights`.
+    #[arg(long, value_delimiter = ',')]
+    configs: Vec<String>,
 }
 
 /// Selective Sharing (`--mode selective`), DESIGN.md §5.
@@ -314,9 +320,10 @@ impl OnDevice for ReproduceArgs {
             .out
             .clone()
             .unwrap_or_else(|| fresh_run_dir(&format!("reproduce-{}", self.run.dataset)));
+        let rows = reproduce::configurations(&self.configs)?;
         let mut configs = Vec::new();
         for seed in 0..self.seeds {
-            for (mode, criterion) in reproduce::CONFIGURATIONS {
+            for &(mode, criterion) in &rows {
                 let dir = out.join(format!("{}-seed{seed}", reproduce::label(mode, criterion)));
                 configs.push(
                     self.run

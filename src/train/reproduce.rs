@@ -31,6 +31,24 @@ pub fn label(mode: Mode, criterion: Criterion) -> String {
     }
 }
 
+/// The configurations named in `names` (labels as [`label`] gives them), in the
+/// table's order; all of them when `names` is empty.
+pub fn configurations(names: &[String]) -> Result<Vec<(Mode, Criterion)>> {
+    let all: Vec<String> = CONFIGURATIONS.iter().map(|&(m, c)| label(m, c)).collect();
+    if let Some(unknown) = names.iter().find(|n| !all.contains(n)) {
+        anyhow::bail!(
+            "--configs: unknown configuration `{unknown}`; expected some of {}",
+            all.join(", ")
+        );
+    }
+    Ok(CONFIGURATIONS
+        .into_iter()
+        .zip(&all)
+        .filter(|(_, l)| names.is_empty() || names.contains(l))
+        .map(|(c, _)| c)
+        .collect())
+}
+
 /// One row of the table: a configuration over every seed.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -80,7 +98,7 @@ pub fn run<B: Backend>(
     }
     let rows = table(&results);
     write_json(&out.join("table.json"), &rows)?;
-    let md = markdown(&rows, data, configs.first());
+    let md = markdown(&rows, data, configs);
     write_atomically(&out.join("table.md"), md.as_bytes())?;
     println!("{md}");
     Ok(rows)
@@ -148,11 +166,11 @@ fn pm(v: (f64, f64), scale: f64, seeds: usize) -> String {
 
 /// The paper-style table: one column per task, the 10-way accuracy, # params,
 /// lock epoch, # branches; then the groups each selective run ended with.
-pub fn markdown(rows: &[Row], data: &Dataset, first: Option<&TrainConfig>) -> String {
+pub fn markdown(rows: &[Row], data: &Dataset, configs: &[TrainConfig]) -> String {
     let mut md = String::new();
     let seeds = rows.first().map_or(0, |r| r.seeds.len());
     let _ = writeln!(md, "# {}: STL, MTL and Selective Sharing\n", data.name);
-    if let Some(cfg) = first {
+    if let Some(cfg) = configs.first() {
         let _ = writeln!(
             md,
             "{} epochs, batch {}, SGD lr {} momentum {}, device {}, seeds {:?}; test metrics \
@@ -169,6 +187,23 @@ pub fn markdown(rows: &[Row], data: &Dataset, first: Option<&TrainConfig>) -> St
                 ""
             }
         );
+        if let Some(sc) = configs.iter().find_map(|c| c.sharing.as_ref()) {
+            let _ = writeln!(
+                md,
+                "Selective Sharing: TT rank {}, min_cluster_size {}, {:?} selection, merge \
+                 {}, {} branch initialisation, sharing from epoch {}.\n",
+                sc.tt_rank,
+                sc.hdbscan.min_cluster_size,
+                sc.hdbscan.selection,
+                sc.merge.name(),
+                if sc.independent_branches {
+                    "independent"
+                } else {
+                    "identical"
+                },
+                sc.share_start
+            );
+        }
     }
     let tasks = rows
         .iter()
@@ -242,4 +277,28 @@ pub fn markdown(rows: &[Row], data: &Dataset, first: Option<&TrainConfig>) -> St
         }
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_keep_the_table_order_and_reject_unknown_names() {
+        assert_eq!(configurations(&[]).unwrap(), CONFIGURATIONS.to_vec());
+        let names = ["selective-random".to_string(), "mtl".to_string()];
+        assert_eq!(
+            configurations(&names).unwrap(),
+            vec![
+                (Mode::Mtl, Criterion::Similarity),
+                (Mode::Selective, Criterion::Random)
+            ]
+        );
+        let err = configurations(&["selective-ward".to_string()]).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("selective-ward") && err.contains("selective-variance"),
+            "{err}"
+        );
+    }
 }
