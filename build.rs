@@ -68,7 +68,7 @@ fn build_kernels() {
     let kdir = root.join("kernels");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=kernels");
-    println!("cargo:rerun-if-env-changed=SSK_SIM_UCONTEXT");
+    println!("cargo:rerun-if-env-changed=SSKERNEL_SIM_UCONTEXT");
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(&kdir)
         .expect("kernels/ exists")
@@ -92,7 +92,7 @@ fn build_kernels() {
         .warnings(false)
         .flag_if_supported("-fno-strict-aliasing");
     let target_arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    if target_arch != "x86_64" || std::env::var_os("SSK_SIM_UCONTEXT").is_some() {
+    if target_arch != "x86_64" || std::env::var_os("SSKERNEL_SIM_UCONTEXT").is_some() {
         build.define("SSK_SIM_UCONTEXT", None);
     }
     build.file(kdir.join("sim_runtime.cpp"));

@@ -4,8 +4,8 @@
 // blocks it is given one after another; the threads of one block are fibers on
 // that OS thread, each with its own stack. Fibers switch with a hand-written
 // x86-64 register switch (callee-saved registers + rsp, no system call); other
-// architectures, or SSK_SIM_UCONTEXT, use ucontext (slower: a sigprocmask
-// system call per switch).
+// architectures, or a build with SSKERNEL_SIM_UCONTEXT=1 (build.rs then defines
+// SSK_SIM_UCONTEXT), use ucontext (slower: a sigprocmask system call per switch).
 //
 // Scheduling of a block, in rounds: the runnable fibers are resumed one at a time
 // in a seeded random order, each running until it blocks (at __syncthreads, at a

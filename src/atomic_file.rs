@@ -19,21 +19,27 @@ pub fn temp_path(target: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename. On error
 /// the temporary file is removed and `path` is left as it was.
-pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_io(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(bytes)
-            .and_then(|_| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|_| file.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// [`write_io`] with an error that names the file.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_io(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Pretty JSON and a final newline, written atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write(path, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -6,5 +6,6 @@ pub mod backend;
 pub mod data;
 pub mod model;
 pub mod report;
+pub mod run;
 pub mod sharing;
 pub mod train;

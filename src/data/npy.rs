@@ -11,7 +11,6 @@
 //! was expected.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -257,9 +256,7 @@ fn write(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = File::create(path).map_err(io)?;
-    f.write_all(&encode(descr, shape, data)).map_err(io)?;
-    f.flush().map_err(io)
+    crate::atomic_file::write_io(path, &encode(descr, shape, data)).map_err(io)
 }
 
 /// Memory-maps a file; an empty file is read as an empty slice (mapping 0 bytes fails).

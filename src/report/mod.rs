@@ -1,8 +1,12 @@
-//! Human-readable outputs: `summary.md`, the paper-style table of a run.
+//! Every human-readable table: `summary.md` of a run (here) and Table 1 of
+//! `reproduce` (`table`). Reads the run records of `crate::run`; knows nothing of
+//! the training loop.
+
+pub mod table;
 
 use crate::data::Dataset;
+use crate::run::{EpochRecord, RunSummary, TrainConfig};
 use crate::sharing::selective::Decision;
-use crate::train::{EpochRecord, RunSummary, TrainConfig};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -86,7 +90,7 @@ pub fn write_summary_md(
     if let Some(decisions) = decisions {
         write_decision_distances(&mut md, decisions)?;
     }
-    crate::train::write_atomically(path, md.as_bytes())
+    crate::atomic_file::write(path, md.as_bytes())
 }
 
 /// The descriptor distances of the decision that last changed the grouping (the

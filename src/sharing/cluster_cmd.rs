@@ -104,9 +104,7 @@ pub fn run_cluster(
             total: start.elapsed().as_secs_f64(),
         },
     };
-    let path = out.join("summary.json");
-    let text = serde_json::to_string_pretty(&summary)? + "\n";
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    crate::atomic_file::write_json(&out.join("summary.json"), &summary)?;
     Ok(summary)
 }
 

@@ -6,99 +6,21 @@ pub mod metrics;
 mod progress;
 pub mod reproduce;
 
+pub use crate::run::{EpochRecord, RunSummary, TrainConfig};
+
+use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::{Backend, OptimStep};
 use crate::data::{Dataset, Split};
 use crate::model::{Activations, Mode, Net, NetSpec};
-use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
+use crate::sharing::selective::{task_groups, Sharing};
 use anyhow::{Context, Result};
 use metrics::Evaluation;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Every setting of a run; written to `config.json` as is.
-#[derive(Clone, Debug, Serialize)]
-pub struct TrainConfig {
-    pub dataset: String,
-    pub mode: Mode,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f32,
-    pub momentum: f32,
-    pub seed: u64,
-    /// Stop after this many optimiser steps (smoke tests); the partial epoch is
-    /// still evaluated, logged and checkpointed.
-    pub max_steps: Option<usize>,
-    pub data_dir: Option<PathBuf>,
-    pub out: PathBuf,
-    /// The device that runs the ops, as the backend names itself.
-    pub device: String,
-    /// Selective Sharing's settings (`--mode selective` only).
-    pub sharing: Option<SharingConfig>,
-}
-
-/// One line of `log.jsonl`.
-#[derive(Clone, Debug, Serialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    /// Optimiser steps so far.
-    pub steps: usize,
-    /// Mean over the epoch's batches of the batch loss (MTL: summed over tasks).
-    pub train_loss: f64,
-    /// 10-way accuracy, fraction in [0, 1].
-    pub val_acc: f64,
-    pub test_acc: f64,
-    /// MTL: per-task binary accuracy (task t = "digit is t").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_task_acc: Option<Vec<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub test_task_acc: Option<Vec<f64>>,
-    /// Trainable parameter count.
-    pub params: usize,
-    pub branches: usize,
-    /// Multi-task nets: the tasks served by each branch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_groups: Option<Vec<Vec<usize>>>,
-    /// Selective Sharing: whether the grouping is locked after this epoch, and the
-    /// time its step took (not part of `seconds`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub locked: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sharing_seconds: Option<f64>,
-    /// Training time of the epoch, evaluation excluded.
-    pub seconds: f64,
-    pub images_per_s: f64,
-    pub device: String,
-}
-
-/// What a finished run reports: the test figures of the best-validation epoch and
-/// the model that produced them (saved as `best.safetensors`).
-#[derive(Clone, Debug, Serialize)]
-pub struct RunSummary {
-    pub best_epoch: usize,
-    pub best_val_acc: f64,
-    pub test_acc: f64,
-    pub test_task_acc: Option<Vec<f64>>,
-    /// The best-validation model's trainable parameters, branches and (multi-task
-    /// nets) the tasks served by each branch.
-    pub params: usize,
-    pub branches: usize,
-    pub task_groups: Option<Vec<Vec<usize>>>,
-    /// The same at the end of the run; they differ from the above when branches
-    /// merged after the best epoch.
-    pub final_params: usize,
-    pub final_branches: usize,
-    pub final_task_groups: Option<Vec<Vec<usize>>>,
-    /// Selective Sharing: the epoch whose decision locked the grouping.
-    pub lock_epoch: Option<usize>,
-    pub epochs_run: usize,
-    pub steps: usize,
-    pub mean_images_per_s: f64,
-}
 
 /// A dataset split turned into network inputs once: pixel/255 as f32.
 pub struct Inputs<'a> {
@@ -328,18 +250,6 @@ fn config_json(cfg: &TrainConfig, data: &Dataset) -> serde_json::Value {
             "rustc": option_env!("SSKERNEL_RUSTC_VERSION").unwrap_or("unknown"),
         },
     })
-}
-
-/// Writes pretty JSON atomically (temp file + rename).
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    write_atomically(path, text.as_bytes())
-}
-
-/// Writes `bytes` to `path` atomically (see [`crate::atomic_file`]).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::atomic_file::write(path, bytes)
 }
 
 /// `sskernel eval runs/NAME`: rebuilds the run's network from its config.json and a

@@ -172,12 +172,12 @@ impl ArgPtrs {
 
 impl Sim {
     /// The simulator with its kernel table. The fiber resume order of every block is
-    /// shuffled from a seed: `SSK_SIM_SEED` (default 0) mixed with the launch count.
+    /// shuffled from a seed: `SSKERNEL_SIM_SEED` (default 0) mixed with the launch count.
     pub fn new() -> anyhow::Result<Self> {
-        let seed = match std::env::var("SSK_SIM_SEED") {
+        let seed = match std::env::var("SSKERNEL_SIM_SEED") {
             Ok(s) => s
                 .parse()
-                .map_err(|e| anyhow::anyhow!("SSK_SIM_SEED={s:?} is not a u64: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("SSKERNEL_SIM_SEED={s:?} is not a u64: {e}"))?,
             Err(_) => 0,
         };
         Ok(Self::with_seed(seed))

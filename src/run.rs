@@ -1,0 +1,88 @@
+//! What a run is and what it reports: its settings, one record per epoch, and the
+//! summary. `train` fills them, `report` writes them as tables; both import this
+//! module and neither imports the other.
+
+use crate::model::Mode;
+use crate::sharing::selective::SharingConfig;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Every setting of a run; written to `config.json` as is.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainConfig {
+    pub dataset: String,
+    pub mode: Mode,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub seed: u64,
+    /// Stop after this many optimiser steps (smoke tests); the partial epoch is
+    /// still evaluated, logged and checkpointed.
+    pub max_steps: Option<usize>,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    /// The device that runs the ops, as the backend names itself.
+    pub device: String,
+    /// Selective Sharing's settings (`--mode selective` only).
+    pub sharing: Option<SharingConfig>,
+}
+
+/// One line of `log.jsonl`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Optimiser steps so far.
+    pub steps: usize,
+    /// Mean over the epoch's batches of the batch loss (MTL: summed over tasks).
+    pub train_loss: f64,
+    /// 10-way accuracy, fraction in [0, 1].
+    pub val_acc: f64,
+    pub test_acc: f64,
+    /// MTL: per-task binary accuracy (task t = "digit is t").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_task_acc: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_task_acc: Option<Vec<f64>>,
+    /// Trainable parameter count.
+    pub params: usize,
+    pub branches: usize,
+    /// Multi-task nets: the tasks served by each branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_groups: Option<Vec<Vec<usize>>>,
+    /// Selective Sharing: whether the grouping is locked after this epoch, and the
+    /// time its step took (not part of `seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharing_seconds: Option<f64>,
+    /// Training time of the epoch, evaluation excluded.
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub device: String,
+}
+
+/// What a finished run reports: the test figures of the best-validation epoch and
+/// the model that produced them (saved as `best.safetensors`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    pub test_acc: f64,
+    pub test_task_acc: Option<Vec<f64>>,
+    /// The best-validation model's trainable parameters, branches and (multi-task
+    /// nets) the tasks served by each branch.
+    pub params: usize,
+    pub branches: usize,
+    pub task_groups: Option<Vec<Vec<usize>>>,
+    /// The same at the end of the run; they differ from the above when branches
+    /// merged after the best epoch.
+    pub final_params: usize,
+    pub final_branches: usize,
+    pub final_task_groups: Option<Vec<Vec<usize>>>,
+    /// Selective Sharing: the epoch whose decision locked the grouping.
+    pub lock_epoch: Option<usize>,
+    pub epochs_run: usize,
+    pub steps: usize,
+    pub mean_images_per_s: f64,
+}
