@@ -11,7 +11,7 @@
 mod parity;
 
 use sskernel::backend::cuda::Cuda;
-use sskernel::backend::sim::KERNELS;
+use sskernel::backend::kernels::KERNELS;
 use sskernel::backend::Backend;
 
 /// The device, or None (and a loud skip) when there is none and none is required.

@@ -7,7 +7,7 @@
 mod common;
 
 use sskernel::backend::cuda::{nvrtc, Cuda};
-use sskernel::backend::sim::KERNELS;
+use sskernel::backend::kernels::KERNELS;
 use sskernel::backend::Backend;
 use std::path::PathBuf;
 use std::process::{Command, Output};

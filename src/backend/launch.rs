@@ -8,7 +8,9 @@
 //! shared references too, because a kernel writes through a device pointer (the
 //! executor holds the `&mut` the trait method received).
 
-use super::{Conv2dShape, LinearShape, Nchw, OptimStep};
+use super::kernels::{KernelInfo, ParamKind};
+use super::{Backend, Conv2dShape, LinearShape, Nchw, OptimStep};
+use std::ffi::c_void;
 
 /// Block size of elementwise and per-channel kernels.
 pub const BLOCK: u32 = 256;
@@ -75,6 +77,99 @@ impl<'a, B> Plan<'a, B> {
     }
 }
 
+/// A launch's arguments as cuLaunchKernel takes them: `args()` is the `void**`
+/// array, one pointer per parameter to that argument's value. The values live in
+/// this struct (heap storage that moving it does not move) or, for structs passed
+/// by value, in the plan it borrows; the array is valid while both live.
+pub struct Packed<'p, 'a, B> {
+    args: Vec<*mut c_void>,
+    /// The buffer arguments (`Arg::Buf`, `Arg::Scratch`) with their parameter
+    /// names: the simulator checks their guard zones after the launch.
+    pub buffers: Vec<(&'static str, &'p Arg<'a, B>)>,
+    _pointers: Vec<u64>,
+    _scalars: Vec<u32>,
+}
+
+impl<B> Packed<'_, '_, B> {
+    pub fn args(&self) -> *const *mut c_void {
+        self.args.as_ptr()
+    }
+
+    /// The same array, for APIs that take it mutably (cudarc's `launch_kernel`).
+    pub fn args_mut(&mut self) -> &mut Vec<*mut c_void> {
+        &mut self.args
+    }
+}
+
+/// Packs launch `l` of kernel `info` on `device` ("sim", "cuda"): checks the
+/// argument count and each argument's kind against the kernel's parsed signature
+/// (panicking with the kernel's, file's and parameter's names) and lays the values
+/// out as cuLaunchKernel's `void**`. `address` gives a buffer argument's device
+/// address. The one packer of both kernel devices.
+pub fn pack<'p, 'a, B>(
+    device: &str,
+    l: &'p Launch<'a, B>,
+    info: &KernelInfo,
+    address: impl Fn(&Arg<'a, B>) -> u64,
+) -> Packed<'p, 'a, B> {
+    assert_eq!(
+        info.params.len(),
+        l.args.len(),
+        "{device}: kernel `{}` ({}) takes {} arguments, the plan passes {}",
+        info.name,
+        info.file,
+        info.params.len(),
+        l.args.len()
+    );
+    let mut pointers = Vec::new();
+    let mut scalars = Vec::new();
+    let mut buffers = Vec::new();
+    for (a, p) in l.args.iter().zip(info.params) {
+        let kind = match a {
+            Arg::Buf(_) | Arg::Scratch(_) => {
+                pointers.push(address(a));
+                buffers.push((p.name, a));
+                ParamKind::Ptr
+            }
+            Arg::I32(v) => {
+                scalars.push(*v as u32);
+                ParamKind::I32
+            }
+            Arg::F32(v) => {
+                scalars.push(v.to_bits());
+                ParamKind::F32
+            }
+            Arg::Bytes(_) => ParamKind::Bytes,
+        };
+        assert_eq!(
+            kind, p.kind,
+            "{device}: kernel `{}` parameter `{} {}` gets a {kind:?} argument",
+            info.name, p.ty, p.name
+        );
+    }
+    // The vectors are complete: pointers into their heap storage stay valid.
+    let (mut next_pointer, mut next_scalar) = (pointers.iter(), scalars.iter());
+    let args = l
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Buf(_) | Arg::Scratch(_) => {
+                next_pointer.next().expect("one per buffer") as *const u64 as *mut c_void
+            }
+            Arg::I32(_) | Arg::F32(_) => {
+                next_scalar.next().expect("one per scalar") as *const u32 as *mut c_void
+            }
+            Arg::Bytes(b) => b.as_ptr() as *mut c_void,
+        })
+        .collect();
+    Packed {
+        args,
+        buffers,
+        _pointers: pointers,
+        _scalars: scalars,
+    }
+}
+
 fn i32_of(v: usize, what: &str) -> i32 {
     i32::try_from(v).unwrap_or_else(|_| panic!("{what} = {v} does not fit the kernels' int"))
 }
@@ -124,16 +219,6 @@ fn branch_map<'a, B>(x_of: &[usize]) -> Arg<'a, B> {
 
 // ---- memory ----
 
-/// `y[..len] += alpha · x` (memory.cu: ssk_axpy).
-pub fn axpy<'a, B>(alpha: f32, x: &'a B, y: &'a B, len: usize) -> Plan<'a, B> {
-    let n = i32_of(len, "len");
-    elementwise(
-        "ssk_axpy",
-        len,
-        vec![Arg::Buf(y), Arg::Buf(x), Arg::F32(alpha), Arg::I32(n)],
-    )
-}
-
 /// `y[..len] = value` (memory.cu: ssk_fill).
 pub fn fill<'a, B>(y: &'a B, value: f32, len: usize) -> Plan<'a, B> {
     let n = i32_of(len, "len");
@@ -157,92 +242,6 @@ fn conv_dims<'a, B>(s: &Conv2dShape) -> Vec<Arg<'a, B>> {
     ]
 }
 
-pub fn conv2d_forward<'a, B>(
-    s: &Conv2dShape,
-    x: &'a B,
-    w: &'a B,
-    b: &'a B,
-    y: &'a B,
-) -> Plan<'a, B> {
-    let p = s.out_height() * s.out_width();
-    let mut args = vec![Arg::Buf(x), Arg::Buf(w), Arg::Buf(b), Arg::Buf(y)];
-    args.extend(conv_dims(s));
-    Plan::one(Launch {
-        kernel: "conv2d_forward",
-        grid: gemm_grid(s.batch * p, s.out_channels, 1),
-        block: GEMM_BLOCK,
-        shared_bytes: 0,
-        args,
-    })
-}
-
-/// dx (when given) by backward-data; dw by per-image-group partials summed in
-/// order (scratch 0); db by a block per channel.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_backward<'a, B>(
-    s: &Conv2dShape,
-    x: &'a B,
-    w: &'a B,
-    dy: &'a B,
-    dx: Option<&'a B>,
-    dw: &'a B,
-    db: &'a B,
-) -> Plan<'a, B> {
-    let mut plan = Plan::new();
-    let p = s.out_height() * s.out_width();
-    let crr = s.in_channels * s.kernel * s.kernel;
-    if let Some(dx) = dx {
-        let mut args = vec![Arg::Buf(w), Arg::Buf(dy), Arg::Buf(dx)];
-        args.extend(conv_dims(s));
-        plan.push(Launch {
-            kernel: "conv2d_backward_data",
-            grid: gemm_grid(s.batch * s.height * s.width, s.in_channels, 1),
-            block: GEMM_BLOCK,
-            shared_bytes: 0,
-            args,
-        });
-    }
-    let parts = s.batch.div_ceil(CONV_IMAGES_PER_PART);
-    let w_len = s.out_channels * crr;
-    plan.scratch.push(parts * w_len);
-    let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Scratch(0)];
-    args.extend(conv_dims(s));
-    args.push(Arg::I32(CONV_IMAGES_PER_PART as i32));
-    plan.push(Launch {
-        kernel: "conv2d_backward_weight",
-        grid: gemm_grid(crr, s.out_channels, parts),
-        block: GEMM_BLOCK,
-        shared_bytes: 0,
-        args,
-    });
-    plan.push(Launch {
-        kernel: "ssk_sum_partials",
-        grid: stride_grid(w_len),
-        block: [BLOCK, 1, 1],
-        shared_bytes: 0,
-        args: vec![
-            Arg::Buf(dw),
-            Arg::Scratch(0),
-            Arg::I32(i32_of(w_len, "weights")),
-            Arg::I32(i32_of(parts, "parts")),
-        ],
-    });
-    plan.push(Launch {
-        kernel: "conv2d_backward_bias",
-        grid: [dim(s.out_channels), 1, 1],
-        block: [BLOCK, 1, 1],
-        shared_bytes: 0,
-        args: vec![
-            Arg::Buf(dy),
-            Arg::Buf(db),
-            Arg::I32(i32_of(s.batch, "batch")),
-            Arg::I32(i32_of(s.out_channels, "out_channels")),
-            Arg::I32(i32_of(p, "pixels")),
-        ],
-    });
-    plan
-}
-
 // ---- batchnorm (batchnorm.cu) ----
 
 fn nchw_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
@@ -253,117 +252,7 @@ fn nchw_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
     ]
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_forward_train<'a, B>(
-    s: &Nchw,
-    x: &'a B,
-    gamma: &'a B,
-    beta: &'a B,
-    y: &'a B,
-    mean: &'a B,
-    inv_std: &'a B,
-    running_mean: &'a B,
-    running_var: &'a B,
-    momentum: f32,
-    eps: f32,
-) -> Plan<'a, B> {
-    let mut args = vec![
-        Arg::Buf(x),
-        Arg::Buf(gamma),
-        Arg::Buf(beta),
-        Arg::Buf(y),
-        Arg::Buf(mean),
-        Arg::Buf(inv_std),
-        Arg::Buf(running_mean),
-        Arg::Buf(running_var),
-    ];
-    args.extend(nchw_dims(s));
-    args.extend([Arg::F32(momentum), Arg::F32(eps)]);
-    Plan::one(Launch {
-        kernel: "batchnorm2d_forward_train",
-        grid: [dim(s.channels), 1, 1],
-        block: [BLOCK, 1, 1],
-        // The block-sum scratch: one float per warp, 32 at most.
-        shared_bytes: 32 * 4,
-        args,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_forward_eval<'a, B>(
-    s: &Nchw,
-    x: &'a B,
-    gamma: &'a B,
-    beta: &'a B,
-    running_mean: &'a B,
-    running_var: &'a B,
-    eps: f32,
-    y: &'a B,
-) -> Plan<'a, B> {
-    let mut args = vec![
-        Arg::Buf(x),
-        Arg::Buf(gamma),
-        Arg::Buf(beta),
-        Arg::Buf(running_mean),
-        Arg::Buf(running_var),
-        Arg::Buf(y),
-    ];
-    args.extend(nchw_dims(s));
-    args.push(Arg::F32(eps));
-    elementwise("batchnorm2d_forward_eval", s.len(), args)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_backward<'a, B>(
-    s: &Nchw,
-    x: &'a B,
-    gamma: &'a B,
-    mean: &'a B,
-    inv_std: &'a B,
-    dy: &'a B,
-    dx: &'a B,
-    dgamma: &'a B,
-    dbeta: &'a B,
-) -> Plan<'a, B> {
-    let mut args = vec![
-        Arg::Buf(x),
-        Arg::Buf(gamma),
-        Arg::Buf(mean),
-        Arg::Buf(inv_std),
-        Arg::Buf(dy),
-        Arg::Buf(dx),
-        Arg::Buf(dgamma),
-        Arg::Buf(dbeta),
-    ];
-    args.extend(nchw_dims(s));
-    Plan::one(Launch {
-        kernel: "batchnorm2d_backward",
-        grid: [dim(s.channels), 1, 1],
-        block: [BLOCK, 1, 1],
-        shared_bytes: 0,
-        args,
-    })
-}
-
 // ---- elementwise and pooling (pool.cu) ----
-
-pub fn relu_forward<'a, B>(len: usize, x: &'a B, y: &'a B) -> Plan<'a, B> {
-    let n = i32_of(len, "len");
-    elementwise(
-        "relu_forward",
-        len,
-        vec![Arg::Buf(x), Arg::Buf(y), Arg::I32(n)],
-    )
-}
-
-pub fn relu_backward<'a, B>(len: usize, y: &'a B, dy: &'a B, dx: &'a B) -> Plan<'a, B> {
-    let n = i32_of(len, "len");
-    elementwise(
-        "relu_backward",
-        len,
-        vec![Arg::Buf(y), Arg::Buf(dy), Arg::Buf(dx), Arg::I32(n)],
-    )
-}
 
 fn pool_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
     [
@@ -371,21 +260,6 @@ fn pool_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
         Arg::I32(i32_of(s.height, "height")),
         Arg::I32(i32_of(s.width, "width")),
     ]
-}
-
-pub fn maxpool2x2_forward<'a, B>(s: &Nchw, x: &'a B, y: &'a B) -> Plan<'a, B> {
-    let out = s.batch * s.channels * (s.height / 2) * (s.width / 2);
-    let mut args = vec![Arg::Buf(x), Arg::Buf(y)];
-    args.extend(pool_dims(s));
-    elementwise("maxpool2x2_forward", out, args)
-}
-
-/// The forward output `y` is not needed: the kernel recomputes each window's
-/// argmax from x (as the CPU path does).
-pub fn maxpool2x2_backward<'a, B>(s: &Nchw, x: &'a B, dy: &'a B, dx: &'a B) -> Plan<'a, B> {
-    let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Buf(dx)];
-    args.extend(pool_dims(s));
-    elementwise("maxpool2x2_backward", s.len(), args)
 }
 
 // ---- linear, batched across branches (linear.cu) ----
@@ -406,390 +280,523 @@ fn check_linear(s: &LinearShape) {
     );
 }
 
-pub fn linear_forward<'a, B>(
-    s: &LinearShape,
-    x: &'a B,
-    w: &'a B,
-    b: &'a B,
-    y: &'a B,
-) -> Plan<'a, B> {
-    check_linear(s);
-    let mut args = vec![
-        Arg::Buf(x),
-        Arg::Buf(w),
-        Arg::Buf(b),
-        Arg::Buf(y),
-        branch_map(&s.x_of),
-    ];
-    args.extend(linear_dims(s));
-    Plan::one(Launch {
-        kernel: "linear_forward",
-        grid: gemm_grid(s.out_features, s.batch, s.branches),
-        block: GEMM_BLOCK,
-        shared_bytes: 0,
-        args,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn linear_backward<'a, B>(
-    s: &LinearShape,
-    x: &'a B,
-    w: &'a B,
-    dy: &'a B,
-    dx: Option<&'a B>,
-    dw: &'a B,
-    db: &'a B,
-) -> Plan<'a, B> {
-    check_linear(s);
-    let mut plan = Plan::new();
-    if let Some(dx) = dx {
-        let mut args = vec![
-            Arg::Buf(w),
-            Arg::Buf(dy),
-            Arg::Buf(dx),
-            branch_map(&s.x_of),
-            Arg::I32(i32_of(s.branches, "branches")),
-        ];
-        args.extend(linear_dims(s));
-        plan.push(Launch {
-            kernel: "linear_backward_data",
-            grid: gemm_grid(s.in_features, s.batch, s.x_branches),
-            block: GEMM_BLOCK,
-            shared_bytes: 0,
-            args,
-        });
-    }
-    let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Buf(dw), branch_map(&s.x_of)];
-    args.extend(linear_dims(s));
-    plan.push(Launch {
-        kernel: "linear_backward_weight",
-        grid: gemm_grid(s.in_features, s.out_features, s.branches),
-        block: GEMM_BLOCK,
-        shared_bytes: 0,
-        args,
-    });
-    let bias = s.branches * s.out_features;
-    plan.push(Launch {
-        kernel: "linear_backward_bias",
-        grid: stride_grid(bias),
-        block: [BLOCK, 1, 1],
-        shared_bytes: 0,
-        args: vec![
-            Arg::Buf(dy),
-            Arg::Buf(db),
-            Arg::I32(i32_of(s.branches, "branches")),
-            Arg::I32(i32_of(s.batch, "batch")),
-            Arg::I32(i32_of(s.out_features, "out_features")),
-        ],
-    });
-    plan
-}
-
 // ---- losses (loss.cu) ----
-
-pub fn softmax_cross_entropy<'a, B>(
-    batch: usize,
-    classes: usize,
-    logits: &'a B,
-    targets: &'a B,
-    loss: &'a B,
-    dlogits: &'a B,
-) -> Plan<'a, B> {
-    Plan::one(Launch {
-        kernel: "softmax_cross_entropy",
-        grid: [1, 1, 1],
-        block: [BLOCK, 1, 1],
-        shared_bytes: 0,
-        args: vec![
-            Arg::Buf(logits),
-            Arg::Buf(targets),
-            Arg::Buf(loss),
-            Arg::Buf(dlogits),
-            Arg::I32(i32_of(batch, "batch")),
-            Arg::I32(i32_of(classes, "classes")),
-        ],
-    })
-}
-
-pub fn sigmoid_bce<'a, B>(
-    tasks: usize,
-    batch: usize,
-    logits: &'a B,
-    targets: &'a B,
-    loss: &'a B,
-    dlogits: &'a B,
-) -> Plan<'a, B> {
-    Plan::one(Launch {
-        kernel: "sigmoid_bce",
-        grid: [dim(tasks), 1, 1],
-        block: [BLOCK, 1, 1],
-        shared_bytes: 0,
-        args: vec![
-            Arg::Buf(logits),
-            Arg::Buf(targets),
-            Arg::Buf(loss),
-            Arg::Buf(dlogits),
-            Arg::I32(i32_of(tasks, "tasks")),
-            Arg::I32(i32_of(batch, "batch")),
-        ],
-    })
-}
 
 // ---- optimiser (optim.cu) ----
 
-/// `state`: SGD `[velocity]`, Adam `[m, v]`. Adam's bias corrections are computed
-/// here in f64, as the CPU path (and PyTorch, in Python floats) does.
-pub fn optim_step<'a, B>(
-    step: &OptimStep,
-    len: usize,
-    param: &'a B,
-    grad: &'a B,
-    state: &'a [B],
-) -> Plan<'a, B> {
-    let n = i32_of(len, "len");
-    match *step {
-        OptimStep::Sgd { lr, momentum } => {
-            assert!(!state.is_empty(), "SGD needs state [velocity]");
+/// A device that runs kernels/*.cu: memory, and the execution of a [`Plan`].
+/// Every op of [`Backend`] is then a plan, built once below for all such devices;
+/// `sim` and `cuda` differ only in how they allocate and launch.
+pub trait KernelDevice: Send + Sync {
+    type Buf: Send + Sync;
+    /// Short device name for logs ("sim", "cuda:0 (…)").
+    fn name(&self) -> String;
+    fn zeros(&self, len: usize) -> Self::Buf;
+    fn upload(&self, host: &[f32]) -> Self::Buf;
+    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    /// Copies `host` into the front of `buf`.
+    fn write(&self, buf: &mut Self::Buf, host: &[f32]);
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
+    /// Runs every launch of `plan` in order (outputs are written through device
+    /// pointers, so the plan holds shared references to them).
+    fn execute(&self, plan: &Plan<'_, Self::Buf>);
+}
+
+/// Each op: the kernels it launches, their grid, block, dynamic shared memory and
+/// arguments in parameter order (the geometry each kernel expects is documented
+/// above it in kernels/*.cu).
+impl<D: KernelDevice> Backend for D {
+    type Buf = D::Buf;
+
+    fn name(&self) -> String {
+        KernelDevice::name(self)
+    }
+    fn zeros(&self, len: usize) -> D::Buf {
+        KernelDevice::zeros(self, len)
+    }
+    fn upload(&self, host: &[f32]) -> D::Buf {
+        KernelDevice::upload(self, host)
+    }
+    fn download(&self, buf: &D::Buf) -> Vec<f32> {
+        KernelDevice::download(self, buf)
+    }
+    fn write(&self, buf: &mut D::Buf, host: &[f32]) {
+        KernelDevice::write(self, buf, host)
+    }
+    fn buf_len(&self, buf: &D::Buf) -> usize {
+        KernelDevice::buf_len(self, buf)
+    }
+
+    /// `y[..len] += alpha · x` (memory.cu: ssk_axpy).
+    fn axpy(&self, alpha: f32, x: &D::Buf, y: &mut D::Buf, len: usize) {
+        let y = &*y;
+        let plan = {
+            let n = i32_of(len, "len");
             elementwise(
-                "sgd_step",
+                "ssk_axpy",
                 len,
-                vec![
-                    Arg::Buf(param),
-                    Arg::Buf(grad),
-                    Arg::Buf(&state[0]),
-                    Arg::F32(lr),
-                    Arg::F32(momentum),
-                    Arg::I32(n),
-                ],
+                vec![Arg::Buf(y), Arg::Buf(x), Arg::F32(alpha), Arg::I32(n)],
             )
-        }
-        OptimStep::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            step,
-        } => {
-            let [m, v, ..] = state else {
-                panic!("Adam needs state [m, v], got {} buffers", state.len());
-            };
-            assert!(step >= 1, "Adam steps count from 1");
-            let t = step as i32;
-            let bc1 = 1.0 - (beta1 as f64).powi(t);
-            let bc2 = 1.0 - (beta2 as f64).powi(t);
+        };
+        self.execute(&plan);
+    }
+
+    fn conv2d_forward(&self, s: &Conv2dShape, x: &D::Buf, w: &D::Buf, b: &D::Buf, y: &mut D::Buf) {
+        let y = &*y;
+        let plan = {
+            let p = s.out_height() * s.out_width();
+            let mut args = vec![Arg::Buf(x), Arg::Buf(w), Arg::Buf(b), Arg::Buf(y)];
+            args.extend(conv_dims(s));
+            Plan::one(Launch {
+                kernel: "conv2d_forward",
+                grid: gemm_grid(s.batch * p, s.out_channels, 1),
+                block: GEMM_BLOCK,
+                shared_bytes: 0,
+                args,
+            })
+        };
+        self.execute(&plan);
+    }
+
+    /// dx (when given) by backward-data; dw by per-image-group partials summed in
+    /// order (scratch 0); db by a block per channel.
+    fn conv2d_backward(
+        &self,
+        s: &Conv2dShape,
+        x: &D::Buf,
+        w: &D::Buf,
+        dy: &D::Buf,
+        dx: Option<&mut D::Buf>,
+        dw: &mut D::Buf,
+        db: &mut D::Buf,
+    ) {
+        let dx = dx.map(|d| &*d);
+        let dw = &*dw;
+        let db = &*db;
+        let plan = {
+            let mut plan = Plan::new();
+            let p = s.out_height() * s.out_width();
+            let crr = s.in_channels * s.kernel * s.kernel;
+            if let Some(dx) = dx {
+                let mut args = vec![Arg::Buf(w), Arg::Buf(dy), Arg::Buf(dx)];
+                args.extend(conv_dims(s));
+                plan.push(Launch {
+                    kernel: "conv2d_backward_data",
+                    grid: gemm_grid(s.batch * s.height * s.width, s.in_channels, 1),
+                    block: GEMM_BLOCK,
+                    shared_bytes: 0,
+                    args,
+                });
+            }
+            let parts = s.batch.div_ceil(CONV_IMAGES_PER_PART);
+            let w_len = s.out_channels * crr;
+            plan.scratch.push(parts * w_len);
+            let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Scratch(0)];
+            args.extend(conv_dims(s));
+            args.push(Arg::I32(CONV_IMAGES_PER_PART as i32));
+            plan.push(Launch {
+                kernel: "conv2d_backward_weight",
+                grid: gemm_grid(crr, s.out_channels, parts),
+                block: GEMM_BLOCK,
+                shared_bytes: 0,
+                args,
+            });
+            plan.push(Launch {
+                kernel: "ssk_sum_partials",
+                grid: stride_grid(w_len),
+                block: [BLOCK, 1, 1],
+                shared_bytes: 0,
+                args: vec![
+                    Arg::Buf(dw),
+                    Arg::Scratch(0),
+                    Arg::I32(i32_of(w_len, "weights")),
+                    Arg::I32(i32_of(parts, "parts")),
+                ],
+            });
+            plan.push(Launch {
+                kernel: "conv2d_backward_bias",
+                grid: [dim(s.out_channels), 1, 1],
+                block: [BLOCK, 1, 1],
+                shared_bytes: 0,
+                args: vec![
+                    Arg::Buf(dy),
+                    Arg::Buf(db),
+                    Arg::I32(i32_of(s.batch, "batch")),
+                    Arg::I32(i32_of(s.out_channels, "out_channels")),
+                    Arg::I32(i32_of(p, "pixels")),
+                ],
+            });
+            plan
+        };
+        self.execute(&plan);
+    }
+
+    fn batchnorm2d_forward_train(
+        &self,
+        s: &Nchw,
+        x: &D::Buf,
+        gamma: &D::Buf,
+        beta: &D::Buf,
+        y: &mut D::Buf,
+        mean: &mut D::Buf,
+        inv_std: &mut D::Buf,
+        running_mean: &mut D::Buf,
+        running_var: &mut D::Buf,
+        momentum: f32,
+        eps: f32,
+    ) {
+        let y = &*y;
+        let mean = &*mean;
+        let inv_std = &*inv_std;
+        let running_mean = &*running_mean;
+        let running_var = &*running_var;
+        let plan = {
+            let mut args = vec![
+                Arg::Buf(x),
+                Arg::Buf(gamma),
+                Arg::Buf(beta),
+                Arg::Buf(y),
+                Arg::Buf(mean),
+                Arg::Buf(inv_std),
+                Arg::Buf(running_mean),
+                Arg::Buf(running_var),
+            ];
+            args.extend(nchw_dims(s));
+            args.extend([Arg::F32(momentum), Arg::F32(eps)]);
+            Plan::one(Launch {
+                kernel: "batchnorm2d_forward_train",
+                grid: [dim(s.channels), 1, 1],
+                block: [BLOCK, 1, 1],
+                // The block-sum scratch: one float per warp, 32 at most.
+                shared_bytes: 32 * 4,
+                args,
+            })
+        };
+        self.execute(&plan);
+    }
+
+    fn batchnorm2d_forward_eval(
+        &self,
+        s: &Nchw,
+        x: &D::Buf,
+        gamma: &D::Buf,
+        beta: &D::Buf,
+        running_mean: &D::Buf,
+        running_var: &D::Buf,
+        eps: f32,
+        y: &mut D::Buf,
+    ) {
+        let y = &*y;
+        let plan = {
+            let mut args = vec![
+                Arg::Buf(x),
+                Arg::Buf(gamma),
+                Arg::Buf(beta),
+                Arg::Buf(running_mean),
+                Arg::Buf(running_var),
+                Arg::Buf(y),
+            ];
+            args.extend(nchw_dims(s));
+            args.push(Arg::F32(eps));
+            elementwise("batchnorm2d_forward_eval", s.len(), args)
+        };
+        self.execute(&plan);
+    }
+
+    fn batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        x: &D::Buf,
+        gamma: &D::Buf,
+        mean: &D::Buf,
+        inv_std: &D::Buf,
+        dy: &D::Buf,
+        dx: &mut D::Buf,
+        dgamma: &mut D::Buf,
+        dbeta: &mut D::Buf,
+    ) {
+        let dx = &*dx;
+        let dgamma = &*dgamma;
+        let dbeta = &*dbeta;
+        let plan = {
+            let mut args = vec![
+                Arg::Buf(x),
+                Arg::Buf(gamma),
+                Arg::Buf(mean),
+                Arg::Buf(inv_std),
+                Arg::Buf(dy),
+                Arg::Buf(dx),
+                Arg::Buf(dgamma),
+                Arg::Buf(dbeta),
+            ];
+            args.extend(nchw_dims(s));
+            Plan::one(Launch {
+                kernel: "batchnorm2d_backward",
+                grid: [dim(s.channels), 1, 1],
+                block: [BLOCK, 1, 1],
+                shared_bytes: 0,
+                args,
+            })
+        };
+        self.execute(&plan);
+    }
+
+    fn relu_forward(&self, len: usize, x: &D::Buf, y: &mut D::Buf) {
+        let y = &*y;
+        let plan = {
+            let n = i32_of(len, "len");
             elementwise(
-                "adam_step",
+                "relu_forward",
                 len,
-                vec![
-                    Arg::Buf(param),
-                    Arg::Buf(grad),
-                    Arg::Buf(m),
-                    Arg::Buf(v),
-                    Arg::F32((lr as f64 / bc1) as f32),
-                    Arg::F32(bc2.sqrt() as f32),
-                    Arg::F32(beta1),
-                    Arg::F32(beta2),
-                    Arg::F32(eps),
-                    Arg::I32(n),
-                ],
+                vec![Arg::Buf(x), Arg::Buf(y), Arg::I32(n)],
             )
-        }
+        };
+        self.execute(&plan);
+    }
+
+    fn relu_backward(&self, len: usize, y: &D::Buf, dy: &D::Buf, dx: &mut D::Buf) {
+        let dx = &*dx;
+        let plan = {
+            let n = i32_of(len, "len");
+            elementwise(
+                "relu_backward",
+                len,
+                vec![Arg::Buf(y), Arg::Buf(dy), Arg::Buf(dx), Arg::I32(n)],
+            )
+        };
+        self.execute(&plan);
+    }
+
+    fn maxpool2x2_forward(&self, s: &Nchw, x: &D::Buf, y: &mut D::Buf) {
+        let y = &*y;
+        let plan = {
+            let out = s.batch * s.channels * (s.height / 2) * (s.width / 2);
+            let mut args = vec![Arg::Buf(x), Arg::Buf(y)];
+            args.extend(pool_dims(s));
+            elementwise("maxpool2x2_forward", out, args)
+        };
+        self.execute(&plan);
+    }
+
+    /// The forward output `y` is not needed: the kernel recomputes each window's
+    /// argmax from x (as the CPU path does).
+    fn maxpool2x2_backward(&self, s: &Nchw, x: &D::Buf, _y: &D::Buf, dy: &D::Buf, dx: &mut D::Buf) {
+        let dx = &*dx;
+        let plan = {
+            let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Buf(dx)];
+            args.extend(pool_dims(s));
+            elementwise("maxpool2x2_backward", s.len(), args)
+        };
+        self.execute(&plan);
+    }
+
+    fn linear_forward(&self, s: &LinearShape, x: &D::Buf, w: &D::Buf, b: &D::Buf, y: &mut D::Buf) {
+        let y = &*y;
+        let plan = {
+            check_linear(s);
+            let mut args = vec![
+                Arg::Buf(x),
+                Arg::Buf(w),
+                Arg::Buf(b),
+                Arg::Buf(y),
+                branch_map(&s.x_of),
+            ];
+            args.extend(linear_dims(s));
+            Plan::one(Launch {
+                kernel: "linear_forward",
+                grid: gemm_grid(s.out_features, s.batch, s.branches),
+                block: GEMM_BLOCK,
+                shared_bytes: 0,
+                args,
+            })
+        };
+        self.execute(&plan);
+    }
+
+    fn linear_backward(
+        &self,
+        s: &LinearShape,
+        x: &D::Buf,
+        w: &D::Buf,
+        dy: &D::Buf,
+        dx: Option<&mut D::Buf>,
+        dw: &mut D::Buf,
+        db: &mut D::Buf,
+    ) {
+        let dx = dx.map(|d| &*d);
+        let dw = &*dw;
+        let db = &*db;
+        let plan = {
+            check_linear(s);
+            let mut plan = Plan::new();
+            if let Some(dx) = dx {
+                let mut args = vec![
+                    Arg::Buf(w),
+                    Arg::Buf(dy),
+                    Arg::Buf(dx),
+                    branch_map(&s.x_of),
+                    Arg::I32(i32_of(s.branches, "branches")),
+                ];
+                args.extend(linear_dims(s));
+                plan.push(Launch {
+                    kernel: "linear_backward_data",
+                    grid: gemm_grid(s.in_features, s.batch, s.x_branches),
+                    block: GEMM_BLOCK,
+                    shared_bytes: 0,
+                    args,
+                });
+            }
+            let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Buf(dw), branch_map(&s.x_of)];
+            args.extend(linear_dims(s));
+            plan.push(Launch {
+                kernel: "linear_backward_weight",
+                grid: gemm_grid(s.in_features, s.out_features, s.branches),
+                block: GEMM_BLOCK,
+                shared_bytes: 0,
+                args,
+            });
+            let bias = s.branches * s.out_features;
+            plan.push(Launch {
+                kernel: "linear_backward_bias",
+                grid: stride_grid(bias),
+                block: [BLOCK, 1, 1],
+                shared_bytes: 0,
+                args: vec![
+                    Arg::Buf(dy),
+                    Arg::Buf(db),
+                    Arg::I32(i32_of(s.branches, "branches")),
+                    Arg::I32(i32_of(s.batch, "batch")),
+                    Arg::I32(i32_of(s.out_features, "out_features")),
+                ],
+            });
+            plan
+        };
+        self.execute(&plan);
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        batch: usize,
+        classes: usize,
+        logits: &D::Buf,
+        targets: &D::Buf,
+        loss: &mut D::Buf,
+        dlogits: &mut D::Buf,
+    ) {
+        let loss = &*loss;
+        let dlogits = &*dlogits;
+        let plan = {
+            Plan::one(Launch {
+                kernel: "softmax_cross_entropy",
+                grid: [1, 1, 1],
+                block: [BLOCK, 1, 1],
+                shared_bytes: 0,
+                args: vec![
+                    Arg::Buf(logits),
+                    Arg::Buf(targets),
+                    Arg::Buf(loss),
+                    Arg::Buf(dlogits),
+                    Arg::I32(i32_of(batch, "batch")),
+                    Arg::I32(i32_of(classes, "classes")),
+                ],
+            })
+        };
+        self.execute(&plan);
+    }
+
+    fn sigmoid_bce(
+        &self,
+        tasks: usize,
+        batch: usize,
+        logits: &D::Buf,
+        targets: &D::Buf,
+        loss: &mut D::Buf,
+        dlogits: &mut D::Buf,
+    ) {
+        let loss = &*loss;
+        let dlogits = &*dlogits;
+        let plan = {
+            Plan::one(Launch {
+                kernel: "sigmoid_bce",
+                grid: [dim(tasks), 1, 1],
+                block: [BLOCK, 1, 1],
+                shared_bytes: 0,
+                args: vec![
+                    Arg::Buf(logits),
+                    Arg::Buf(targets),
+                    Arg::Buf(loss),
+                    Arg::Buf(dlogits),
+                    Arg::I32(i32_of(tasks, "tasks")),
+                    Arg::I32(i32_of(batch, "batch")),
+                ],
+            })
+        };
+        self.execute(&plan);
+    }
+
+    /// `state`: SGD `[velocity]`, Adam `[m, v]`. Adam's bias corrections are computed
+    /// here in f64, as the CPU path (and PyTorch, in Python floats) does.
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        len: usize,
+        param: &mut D::Buf,
+        grad: &D::Buf,
+        state: &mut [D::Buf],
+    ) {
+        let param = &*param;
+        let state = &*state;
+        let plan = {
+            let n = i32_of(len, "len");
+            match *step {
+                OptimStep::Sgd { lr, momentum } => {
+                    assert!(!state.is_empty(), "SGD needs state [velocity]");
+                    elementwise(
+                        "sgd_step",
+                        len,
+                        vec![
+                            Arg::Buf(param),
+                            Arg::Buf(grad),
+                            Arg::Buf(&state[0]),
+                            Arg::F32(lr),
+                            Arg::F32(momentum),
+                            Arg::I32(n),
+                        ],
+                    )
+                }
+                OptimStep::Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    step,
+                } => {
+                    let [m, v, ..] = state else {
+                        panic!("Adam needs state [m, v], got {} buffers", state.len());
+                    };
+                    assert!(step >= 1, "Adam steps count from 1");
+                    let t = step as i32;
+                    let bc1 = 1.0 - (beta1 as f64).powi(t);
+                    let bc2 = 1.0 - (beta2 as f64).powi(t);
+                    elementwise(
+                        "adam_step",
+                        len,
+                        vec![
+                            Arg::Buf(param),
+                            Arg::Buf(grad),
+                            Arg::Buf(m),
+                            Arg::Buf(v),
+                            Arg::F32((lr as f64 / bc1) as f32),
+                            Arg::F32(bc2.sqrt() as f32),
+                            Arg::F32(beta1),
+                            Arg::F32(beta2),
+                            Arg::F32(eps),
+                            Arg::I32(n),
+                        ],
+                    )
+                }
+            }
+        };
+        self.execute(&plan);
     }
 }
-
-/// kernels/*.cu and *.cuh, embedded for the NVRTC path: `(file name, source)`.
-pub mod sources {
-    include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
-}
-
-/// The ops of a device that runs kernels/*.cu, for use inside its `impl Backend`:
-/// each op is its launch plan, handed to the device's `execute(&Plan)`. Written once
-/// here so `sim` and `cuda` cannot drift apart.
-macro_rules! ops_by_launch_plans {
-    () => {
-        fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize) {
-            self.execute(&$crate::backend::launch::axpy(alpha, x, y, len));
-        }
-
-        fn conv2d_forward(
-            &self,
-            s: &$crate::backend::Conv2dShape,
-            x: &Self::Buf,
-            w: &Self::Buf,
-            b: &Self::Buf,
-            y: &mut Self::Buf,
-        ) {
-            self.execute(&$crate::backend::launch::conv2d_forward(s, x, w, b, y));
-        }
-        fn conv2d_backward(
-            &self,
-            s: &$crate::backend::Conv2dShape,
-            x: &Self::Buf,
-            w: &Self::Buf,
-            dy: &Self::Buf,
-            dx: Option<&mut Self::Buf>,
-            dw: &mut Self::Buf,
-            db: &mut Self::Buf,
-        ) {
-            let dx = dx.map(|d| &*d);
-            self.execute(&$crate::backend::launch::conv2d_backward(
-                s, x, w, dy, dx, dw, db,
-            ));
-        }
-
-        fn batchnorm2d_forward_train(
-            &self,
-            s: &$crate::backend::Nchw,
-            x: &Self::Buf,
-            gamma: &Self::Buf,
-            beta: &Self::Buf,
-            y: &mut Self::Buf,
-            mean: &mut Self::Buf,
-            inv_std: &mut Self::Buf,
-            running_mean: &mut Self::Buf,
-            running_var: &mut Self::Buf,
-            momentum: f32,
-            eps: f32,
-        ) {
-            self.execute(&$crate::backend::launch::batchnorm2d_forward_train(
-                s,
-                x,
-                gamma,
-                beta,
-                y,
-                mean,
-                inv_std,
-                running_mean,
-                running_var,
-                momentum,
-                eps,
-            ));
-        }
-        fn batchnorm2d_forward_eval(
-            &self,
-            s: &$crate::backend::Nchw,
-            x: &Self::Buf,
-            gamma: &Self::Buf,
-            beta: &Self::Buf,
-            running_mean: &Self::Buf,
-            running_var: &Self::Buf,
-            eps: f32,
-            y: &mut Self::Buf,
-        ) {
-            self.execute(&$crate::backend::launch::batchnorm2d_forward_eval(
-                s,
-                x,
-                gamma,
-                beta,
-                running_mean,
-                running_var,
-                eps,
-                y,
-            ));
-        }
-        fn batchnorm2d_backward(
-            &self,
-            s: &$crate::backend::Nchw,
-            x: &Self::Buf,
-            gamma: &Self::Buf,
-            mean: &Self::Buf,
-            inv_std: &Self::Buf,
-            dy: &Self::Buf,
-            dx: &mut Self::Buf,
-            dgamma: &mut Self::Buf,
-            dbeta: &mut Self::Buf,
-        ) {
-            self.execute(&$crate::backend::launch::batchnorm2d_backward(
-                s, x, gamma, mean, inv_std, dy, dx, dgamma, dbeta,
-            ));
-        }
-
-        fn relu_forward(&self, len: usize, x: &Self::Buf, y: &mut Self::Buf) {
-            self.execute(&$crate::backend::launch::relu_forward(len, x, y));
-        }
-        fn relu_backward(&self, len: usize, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) {
-            self.execute(&$crate::backend::launch::relu_backward(len, y, dy, dx));
-        }
-        fn maxpool2x2_forward(&self, s: &$crate::backend::Nchw, x: &Self::Buf, y: &mut Self::Buf) {
-            self.execute(&$crate::backend::launch::maxpool2x2_forward(s, x, y));
-        }
-        fn maxpool2x2_backward(
-            &self,
-            s: &$crate::backend::Nchw,
-            x: &Self::Buf,
-            _y: &Self::Buf,
-            dy: &Self::Buf,
-            dx: &mut Self::Buf,
-        ) {
-            self.execute(&$crate::backend::launch::maxpool2x2_backward(s, x, dy, dx));
-        }
-
-        fn linear_forward(
-            &self,
-            s: &$crate::backend::LinearShape,
-            x: &Self::Buf,
-            w: &Self::Buf,
-            b: &Self::Buf,
-            y: &mut Self::Buf,
-        ) {
-            self.execute(&$crate::backend::launch::linear_forward(s, x, w, b, y));
-        }
-        fn linear_backward(
-            &self,
-            s: &$crate::backend::LinearShape,
-            x: &Self::Buf,
-            w: &Self::Buf,
-            dy: &Self::Buf,
-            dx: Option<&mut Self::Buf>,
-            dw: &mut Self::Buf,
-            db: &mut Self::Buf,
-        ) {
-            let dx = dx.map(|d| &*d);
-            self.execute(&$crate::backend::launch::linear_backward(
-                s, x, w, dy, dx, dw, db,
-            ));
-        }
-
-        fn softmax_cross_entropy(
-            &self,
-            batch: usize,
-            classes: usize,
-            logits: &Self::Buf,
-            targets: &Self::Buf,
-            loss: &mut Self::Buf,
-            dlogits: &mut Self::Buf,
-        ) {
-            self.execute(&$crate::backend::launch::softmax_cross_entropy(
-                batch, classes, logits, targets, loss, dlogits,
-            ));
-        }
-        fn sigmoid_bce(
-            &self,
-            tasks: usize,
-            batch: usize,
-            logits: &Self::Buf,
-            targets: &Self::Buf,
-            loss: &mut Self::Buf,
-            dlogits: &mut Self::Buf,
-        ) {
-            self.execute(&$crate::backend::launch::sigmoid_bce(
-                tasks, batch, logits, targets, loss, dlogits,
-            ));
-        }
-
-        fn optim_step(
-            &self,
-            step: &$crate::backend::OptimStep,
-            len: usize,
-            param: &mut Self::Buf,
-            grad: &Self::Buf,
-            state: &mut [Self::Buf],
-        ) {
-            self.execute(&$crate::backend::launch::optim_step(
-                step, len, param, grad, state,
-            ));
-        }
-    };
-}
-pub(crate) use ops_by_launch_plans;

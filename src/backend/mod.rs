@@ -11,6 +11,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod kernels;
 pub mod launch;
 pub mod sim;
 

@@ -20,9 +20,8 @@
 
 pub mod nvrtc;
 
-use super::launch::{self, Arg, Launch, Plan};
-use super::sim::{KernelInfo, ParamKind, KERNELS};
-use super::Backend;
+use super::launch::{self, Arg, KernelDevice, Launch, Plan};
+use super::kernels::{KernelInfo, KERNELS};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{
     result as dres, sys as dsys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
@@ -30,7 +29,6 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use nvrtc::{Cache, Image, NvrtcVersion};
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 /// A device buffer of `len` f32 (at least one float is allocated).
@@ -287,74 +285,19 @@ impl Cuda {
             .kernels
             .get(l.kernel)
             .unwrap_or_else(|| panic!("cuda: no kernel `{}` in kernels/*.cu", l.kernel));
-        assert_eq!(
-            info.params.len(),
-            l.args.len(),
-            "cuda: kernel `{}` ({}) takes {} arguments, the plan passes {}",
-            info.name,
-            info.file,
-            info.params.len(),
-            l.args.len()
-        );
-        // Argument values first, then pointers to them (cuLaunchKernel's layout).
-        let mut ptrs: Vec<dsys::CUdeviceptr> = Vec::new();
-        let mut scalars: Vec<u32> = Vec::new();
-        let mut bytes: Vec<&[u8]> = Vec::new();
-        for (a, p) in l.args.iter().zip(info.params) {
-            let kind = match a {
-                Arg::Buf(b) => {
-                    ptrs.push(self.ptr(b));
-                    ParamKind::Ptr
-                }
-                Arg::Scratch(i) => {
-                    ptrs.push(self.ptr(&scratch[*i]));
-                    ParamKind::Ptr
-                }
-                Arg::I32(v) => {
-                    scalars.push(*v as u32);
-                    ParamKind::I32
-                }
-                Arg::F32(v) => {
-                    scalars.push(v.to_bits());
-                    ParamKind::F32
-                }
-                Arg::Bytes(b) => {
-                    bytes.push(b);
-                    ParamKind::Bytes
-                }
-            };
-            assert_eq!(
-                kind, p.kind,
-                "cuda: kernel `{}` parameter `{} {}` gets a {kind:?} argument",
-                info.name, p.ty, p.name
-            );
-        }
-        let (mut ip, mut is, mut ib) = (0, 0, 0);
-        let mut params: Vec<*mut c_void> = l
-            .args
-            .iter()
-            .map(|a| match a {
-                Arg::Buf(_) | Arg::Scratch(_) => {
-                    ip += 1;
-                    &ptrs[ip - 1] as *const dsys::CUdeviceptr as *mut c_void
-                }
-                Arg::I32(_) | Arg::F32(_) => {
-                    is += 1;
-                    &scalars[is - 1] as *const u32 as *mut c_void
-                }
-                Arg::Bytes(_) => {
-                    ib += 1;
-                    bytes[ib - 1].as_ptr() as *mut c_void
-                }
-            })
-            .collect();
+        let mut packed = launch::pack("cuda", l, info, |a| match a {
+            Arg::Buf(b) => self.ptr(b),
+            Arg::Scratch(i) => self.ptr(&scratch[*i]),
+            _ => unreachable!("only buffer arguments have addresses"),
+        });
         let [gx, gy, gz] = l.grid;
         let [bx, by, bz] = l.block;
-        // SAFETY: the function comes from the loaded module; the argument kinds and
-        // count were checked against the kernel's parsed signature; every pointer in
-        // `params` points at a value alive until cuLaunchKernel returns (it copies
-        // them); buffers are device allocations of this context, and the plans pass
-        // only lengths their buffers hold (the sim device checks that with guards).
+        // SAFETY: the function comes from the loaded module; `pack` checked the
+        // argument kinds and count against the kernel's parsed signature; every
+        // pointer of the array points at a value alive until cuLaunchKernel returns
+        // (it copies them); buffers are device allocations of this context, and the
+        // plans pass only lengths their buffers hold (the sim device checks that
+        // with guards).
         let launched = unsafe {
             dres::launch_kernel(
                 func.cu_function(),
@@ -362,7 +305,7 @@ impl Cuda {
                 (bx, by, bz),
                 l.shared_bytes,
                 self.stream.cu_stream(),
-                &mut params,
+                packed.args_mut(),
             )
         };
         let failed = launched.err().or_else(|| {
@@ -379,7 +322,7 @@ impl Cuda {
     }
 }
 
-impl Backend for Cuda {
+impl KernelDevice for Cuda {
     type Buf = CudaBuf;
 
     fn name(&self) -> String {
@@ -424,7 +367,9 @@ impl Backend for Cuda {
     fn buf_len(&self, buf: &CudaBuf) -> usize {
         buf.len
     }
-    launch::ops_by_launch_plans!();
+    fn execute(&self, plan: &Plan<'_, CudaBuf>) {
+        Cuda::execute(self, plan)
+    }
 }
 
 /// `sskernel kernels compile [--arch LIST] [--source FILE.cu …]`: LIST, else the

@@ -1,4 +1,4 @@
-//! NVRTC: compiles the embedded kernels/*.cu (build.rs: `launch::sources::SOURCES`)
+//! NVRTC: compiles the embedded kernels/*.cu (build.rs: `backend::kernels::SOURCES`)
 //! for a GPU architecture, parses ptxas' resource report, and keeps the results in
 //! a disk cache. Used by [`Cuda::new`](super::Cuda::new) and by
 //! `sskernel kernels compile`.
@@ -21,7 +21,7 @@
 //!   a driver but no toolkit), a cached cubin for the exact architecture and the
 //!   same sources is used whatever NVRTC version built it: SASS needs no NVRTC.
 
-use crate::backend::launch::sources::SOURCES;
+use crate::backend::kernels::SOURCES;
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::nvrtc::{result as nres, sys as nsys};
 use sha2::{Digest, Sha256};

@@ -10,50 +10,21 @@
 //! `()`, and this is a debugging device: a panic with a clear message is the error).
 //! Scratch buffers a plan asks for are allocated per op and poisoned with NaN.
 
-use super::launch::{self, Arg, Launch, Plan};
-use super::Backend;
+use super::kernels::{KernelInfo, KERNELS};
+use super::launch::{self, Arg, KernelDevice, Launch, Plan};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How a kernel parameter travels, from its C type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamKind {
-    /// Any pointer: a device buffer.
-    Ptr,
-    I32,
-    F32,
-    /// A struct by value.
-    Bytes,
-}
-
-#[derive(Debug)]
-pub struct KernelParam {
-    pub name: &'static str,
-    /// The C type as written in the signature, without `__restrict__`.
-    pub ty: &'static str,
-    pub kind: ParamKind,
-}
-
 /// `void ssk_tramp_<kernel>(void** args)`: unpacks cuLaunchKernel-style arguments.
 pub type Trampoline = unsafe extern "C" fn(*const *mut c_void);
 
-/// One `extern "C" __global__` kernel of kernels/*.cu, as build.rs parsed it.
-#[derive(Debug)]
-pub struct KernelInfo {
-    pub name: &'static str,
-    pub file: &'static str,
-    pub entry: Trampoline,
-    pub params: &'static [KernelParam],
+mod trampolines {
+    use super::Trampoline;
+    include!(concat!(env!("OUT_DIR"), "/sim_trampolines.rs"));
 }
-
-mod table {
-    use super::{KernelInfo, KernelParam, ParamKind};
-    include!(concat!(env!("OUT_DIR"), "/sim_kernels.rs"));
-}
-pub use table::KERNELS;
 
 extern "C" {
     #[allow(clippy::too_many_arguments)]
@@ -154,19 +125,19 @@ impl std::fmt::Debug for SimBuf {
 
 /// The simulator device.
 pub struct Sim {
-    kernels: HashMap<&'static str, &'static KernelInfo>,
+    kernels: HashMap<&'static str, (&'static KernelInfo, Trampoline)>,
     seed: u64,
     launches: AtomicU64,
 }
 
 /// The argument pointer array handed to the trampolines from several threads.
-struct ArgPtrs(Vec<*mut c_void>);
-// SAFETY: the pointers reference values alive for the whole launch, only read.
+struct ArgPtrs(*const *mut c_void);
+// SAFETY: the array and the values it points at outlive the launch and are only read.
 unsafe impl Sync for ArgPtrs {}
 
 impl ArgPtrs {
     fn as_ptr(&self) -> *const *mut c_void {
-        self.0.as_ptr()
+        self.0
     }
 }
 
@@ -184,7 +155,12 @@ impl Sim {
     }
 
     pub fn with_seed(seed: u64) -> Self {
-        let kernels = KERNELS.iter().map(|k| (k.name, k)).collect();
+        assert_eq!(KERNELS.len(), trampolines::TRAMPOLINES.len());
+        let kernels = KERNELS
+            .iter()
+            .zip(trampolines::TRAMPOLINES)
+            .map(|(k, &entry)| (k.name, (k, entry)))
+            .collect();
         Self {
             kernels,
             seed,
@@ -194,6 +170,10 @@ impl Sim {
 
     /// The parsed signature of a kernel, if it exists.
     pub fn kernel(&self, name: &str) -> Option<&'static KernelInfo> {
+        self.kernel_entry(name).map(|(info, _)| info)
+    }
+
+    fn kernel_entry(&self, name: &str) -> Option<(&'static KernelInfo, Trampoline)> {
         self.kernels.get(name).copied()
     }
 
@@ -212,74 +192,18 @@ impl Sim {
     }
 
     fn launch(&self, l: &Launch<'_, SimBuf>, scratch: &[SimBuf]) {
-        let info = self
-            .kernel(l.kernel)
+        let (info, entry) = self
+            .kernel_entry(l.kernel)
             .unwrap_or_else(|| panic!("sim: no kernel `{}` in kernels/*.cu", l.kernel));
-        assert_eq!(
-            info.params.len(),
-            l.args.len(),
-            "sim: kernel `{}` ({}) takes {} arguments, the plan passes {}",
-            info.name,
-            info.file,
-            info.params.len(),
-            l.args.len()
-        );
-        // Argument values, then pointers to them (cuLaunchKernel's layout).
-        let mut ptrs: Vec<*mut f32> = Vec::new();
-        let mut scalars: Vec<u32> = Vec::new();
-        let mut bytes: Vec<&[u8]> = Vec::new();
-        let mut bufs: Vec<(&str, &SimBuf)> = Vec::new();
-        for (a, p) in l.args.iter().zip(info.params) {
-            let kind = match a {
-                Arg::Buf(b) => {
-                    ptrs.push(b.ptr());
-                    bufs.push((p.name, b));
-                    ParamKind::Ptr
-                }
-                Arg::Scratch(i) => {
-                    ptrs.push(scratch[*i].ptr());
-                    bufs.push((p.name, &scratch[*i]));
-                    ParamKind::Ptr
-                }
-                Arg::I32(v) => {
-                    scalars.push(*v as u32);
-                    ParamKind::I32
-                }
-                Arg::F32(v) => {
-                    scalars.push(v.to_bits());
-                    ParamKind::F32
-                }
-                Arg::Bytes(b) => {
-                    bytes.push(b);
-                    ParamKind::Bytes
-                }
-            };
-            assert_eq!(
-                kind, p.kind,
-                "sim: kernel `{}` parameter `{} {}` gets a {kind:?} argument",
-                info.name, p.ty, p.name
-            );
+        fn buffer<'b>(a: &Arg<'b, SimBuf>, scratch: &'b [SimBuf]) -> &'b SimBuf {
+            match a {
+                Arg::Buf(b) => b,
+                Arg::Scratch(i) => &scratch[*i],
+                _ => unreachable!("only buffer arguments have addresses"),
+            }
         }
-        let (mut ip, mut is, mut ib) = (0, 0, 0);
-        let args = ArgPtrs(
-            l.args
-                .iter()
-                .map(|a| match a {
-                    Arg::Buf(_) | Arg::Scratch(_) => {
-                        ip += 1;
-                        &ptrs[ip - 1] as *const *mut f32 as *mut c_void
-                    }
-                    Arg::I32(_) | Arg::F32(_) => {
-                        is += 1;
-                        &scalars[is - 1] as *const u32 as *mut c_void
-                    }
-                    Arg::Bytes(_) => {
-                        ib += 1;
-                        bytes[ib - 1].as_ptr() as *mut c_void
-                    }
-                })
-                .collect(),
-        );
+        let packed = launch::pack("sim", l, info, |a| buffer(a, scratch).ptr() as u64);
+        let args = ArgPtrs(packed.args());
         let blocks = l.blocks();
         let seed = self.seed
             ^ self
@@ -303,7 +227,7 @@ impl Sim {
                 // pointer is alive until this call returns.
                 let rc = unsafe {
                     ssk_sim_run_blocks(
-                        info.entry,
+                        entry,
                         args.as_ptr(),
                         l.grid.as_ptr(),
                         l.block.as_ptr(),
@@ -336,7 +260,8 @@ impl Sim {
                 l.block
             );
         }
-        for (name, b) in bufs {
+        for (name, arg) in &packed.buffers {
+            let b = buffer(arg, scratch);
             if let Some((after, at)) = b.guard_damage() {
                 let index = if after {
                     format!("{}", b.len + at)
@@ -356,7 +281,7 @@ impl Sim {
     }
 }
 
-impl Backend for Sim {
+impl KernelDevice for Sim {
     type Buf = SimBuf;
 
     fn name(&self) -> String {
@@ -380,12 +305,15 @@ impl Backend for Sim {
     fn buf_len(&self, buf: &SimBuf) -> usize {
         buf.len
     }
-    launch::ops_by_launch_plans!();
+    fn execute(&self, plan: &Plan<'_, SimBuf>) {
+        Sim::execute(self, plan)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::kernels::ParamKind;
 
     #[test]
     fn every_kernel_is_in_the_table_with_its_signature() {
@@ -422,7 +350,7 @@ mod tests {
         ] {
             assert!(sim.kernel(name).is_some(), "{name}");
         }
-        let embedded: Vec<&str> = launch::sources::SOURCES.iter().map(|s| s.0).collect();
+        let embedded: Vec<&str> = crate::backend::kernels::SOURCES.iter().map(|s| s.0).collect();
         assert!(embedded.contains(&"common.cuh") && embedded.contains(&"conv.cu"));
     }
 
@@ -433,7 +361,7 @@ mod tests {
         sim.write(&mut b, &[1.0, 2.0]);
         assert_eq!(sim.download(&b), [1.0, 2.0, 0.0, 0.0, 0.0]);
         let x = sim.upload(&[1.0; 5]);
-        sim.axpy(2.0, &x, &mut b, 4);
+        crate::backend::Backend::axpy(&sim, 2.0, &x, &mut b, 4);
         assert_eq!(sim.download(&b), [3.0, 4.0, 2.0, 2.0, 0.0]);
         let odd = sim.zeros(1000);
         sim.execute(&launch::fill(&odd, 7.0, 999));
