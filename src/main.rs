@@ -297,11 +297,8 @@ impl OnDevice for TrainArgs {
     fn run<B: Backend>(self, backend: &B) -> Result<()> {
         let criterion = self.run.sharing.criterion;
         let out = self.out.clone().unwrap_or_else(|| {
-            let mode = match self.mode {
-                Mode::Selective => format!("selective-{}", criterion.name()),
-                other => other.name().to_string(),
-            };
-            fresh_run_dir(&format!("{}-{mode}-seed{}", self.run.dataset, self.seed))
+            let label = sskernel::run::label(self.mode, criterion);
+            fresh_run_dir(&format!("{}-{label}-seed{}", self.run.dataset, self.seed))
         });
         let cfg = self
             .run

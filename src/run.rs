@@ -3,6 +3,7 @@
 //! module and neither imports the other.
 
 use crate::model::Mode;
+use crate::sharing::criteria::Criterion;
 use crate::sharing::selective::SharingConfig;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -85,4 +86,25 @@ pub struct RunSummary {
     pub epochs_run: usize,
     pub steps: usize,
     pub mean_images_per_s: f64,
+}
+
+impl TrainConfig {
+    /// The run's name in tables and default directories: "stl", "mtl",
+    /// "selective-similarity", …
+    pub fn label(&self) -> String {
+        label(
+            self.mode,
+            self.sharing
+                .as_ref()
+                .map_or(Criterion::Similarity, |s| s.criterion),
+        )
+    }
+}
+
+/// "stl", "mtl", or "selective-CRITERION" (the criterion matters only for selective).
+pub fn label(mode: Mode, criterion: Criterion) -> String {
+    match mode {
+        Mode::Selective => format!("selective-{}", criterion.name()),
+        other => other.name().to_string(),
+    }
 }

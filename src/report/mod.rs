@@ -24,7 +24,7 @@ pub fn write_summary_md(
     decisions: Option<&[Decision]>,
 ) -> Result<()> {
     let mut md = String::new();
-    writeln!(md, "# {} — {:?}, seed {}\n", data.name, cfg.mode, cfg.seed)?;
+    writeln!(md, "# {} — {}, seed {}\n", data.name, cfg.label(), cfg.seed)?;
     writeln!(
         md,
         "Device {}; {} epochs of batch {}, SGD lr {} momentum {}; data: {}.\n",
@@ -38,7 +38,7 @@ pub fn write_summary_md(
     let tasks = summary.test_task_acc.as_deref().unwrap_or(&[]);
     let mut header = String::from("| model |");
     let mut rule = String::from("|---|");
-    let mut row = format!("| {:?} |", cfg.mode);
+    let mut row = format!("| {} |", cfg.label());
     for (t, acc) in tasks.iter().enumerate() {
         write!(header, " task {t} |")?;
         rule.push_str("---:|");

@@ -28,7 +28,17 @@ pub fn serialize<B: Backend>(be: &B, net: &Net<B>, epoch: usize, steps: usize) -
         tensors.push((name.to_string(), Dtype::F32, shape, bytes));
     };
     for p in net.params() {
-        f32s(&p.name, p.shape.clone(), &be.download(&p.value)[..p.len()]);
+        let host = be.download(&p.value);
+        // Never a checkpoint of a diverged model: the last good one stays.
+        if let Some(i) = host[..p.len()].iter().position(|v| !v.is_finite()) {
+            bail!(
+                "after epoch {epoch} (step {steps}) {}[{i}] = {}: the run diverged (lower --lr); \
+                 no checkpoint written",
+                p.name,
+                host[i]
+            );
+        }
+        f32s(&p.name, p.shape.clone(), &host[..p.len()]);
     }
     for (name, buf) in net.buffers() {
         let host = be.download(buf);

@@ -125,6 +125,23 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             be.write(&mut act.targets, &targets);
             net.train_step(be, &mut act, n, &step);
             let losses = be.download(&act.loss);
+            // A diverged run stops here, before a non-finite model is evaluated or
+            // checkpointed: the last checkpoint stays the last good one.
+            if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
+                let last_good = match epoch {
+                    1 => "none (no epoch finished)".to_string(),
+                    e => format!(
+                        "{} (epoch {})",
+                        cfg.out.join(checkpoint::LAST).display(),
+                        e - 1
+                    ),
+                };
+                anyhow::bail!(
+                    "the training loss became {bad} at epoch {epoch}, step {} (the run diverged: \
+                     lower --lr); last good checkpoint: {last_good}",
+                    steps + 1
+                );
+            }
             for (sum, &l) in task_loss.iter_mut().zip(&losses) {
                 *sum += l as f64;
             }
@@ -292,10 +309,10 @@ pub fn evaluate_run<B: Backend>(
     let val = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.val), batch);
     let test = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.test), batch);
     println!(
-        "{} ({file}): {} {:?} — val {:.2}%, test {:.2}% ({} parameters)",
+        "{} ({file}): {} {} — val {:.2}%, test {:.2}% ({} parameters)",
         run.display(),
         data.name,
-        mode,
+        mode.name(),
         100.0 * val.accuracy,
         100.0 * test.accuracy,
         net.param_count()

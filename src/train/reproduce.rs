@@ -8,6 +8,7 @@ use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::model::Mode;
 use crate::report::table::{self, Row};
+pub use crate::run::label;
 use crate::sharing::criteria::Criterion;
 use anyhow::Result;
 use std::path::Path;
@@ -21,14 +22,6 @@ pub const CONFIGURATIONS: [(Mode, Criterion); 6] = [
     (Mode::Selective, Criterion::Variance),
     (Mode::Selective, Criterion::Random),
 ];
-
-/// The row name: "stl", "mtl", "selective-similarity", …
-pub fn label(mode: Mode, criterion: Criterion) -> String {
-    match mode {
-        Mode::Selective => format!("selective-{}", criterion.name()),
-        other => other.name().to_string(),
-    }
-}
 
 /// The configurations named in `names` (labels as [`label`] gives them), in the
 /// table's order; all of them when `names` is empty.
@@ -58,12 +51,7 @@ pub fn run<B: Backend>(
 ) -> Result<Vec<Row>> {
     let mut results: Vec<(String, u64, RunSummary)> = Vec::new();
     for cfg in configs {
-        let name = label(
-            cfg.mode,
-            cfg.sharing
-                .as_ref()
-                .map_or(Criterion::Similarity, |s| s.criterion),
-        );
+        let name = cfg.label();
         println!(
             "== reproduce: {name}, seed {} → {}",
             cfg.seed,

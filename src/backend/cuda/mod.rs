@@ -20,8 +20,8 @@
 
 pub mod nvrtc;
 
-use super::launch::{self, Arg, KernelDevice, Launch, Plan};
 use super::kernels::{KernelInfo, KERNELS};
+use super::launch::{self, Arg, KernelDevice, Launch, Plan};
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{
     result as dres, sys as dsys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,

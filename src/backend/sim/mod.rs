@@ -350,7 +350,10 @@ mod tests {
         ] {
             assert!(sim.kernel(name).is_some(), "{name}");
         }
-        let embedded: Vec<&str> = crate::backend::kernels::SOURCES.iter().map(|s| s.0).collect();
+        let embedded: Vec<&str> = crate::backend::kernels::SOURCES
+            .iter()
+            .map(|s| s.0)
+            .collect();
         assert!(embedded.contains(&"common.cuh") && embedded.contains(&"conv.cu"));
     }
 
