@@ -300,6 +300,8 @@ pub trait KernelDevice: Send + Sync {
     /// Runs every launch of `plan` in order (outputs are written through device
     /// pointers, so the plan holds shared references to them).
     fn execute(&self, plan: &Plan<'_, Self::Buf>);
+    /// Waits for every queued launch (a device that launches asynchronously).
+    fn synchronize(&self) {}
 }
 
 /// Each op: the kernels it launches, their grid, block, dynamic shared memory and
@@ -325,6 +327,9 @@ impl<D: KernelDevice> Backend for D {
     }
     fn buf_len(&self, buf: &D::Buf) -> usize {
         KernelDevice::buf_len(self, buf)
+    }
+    fn synchronize(&self) {
+        KernelDevice::synchronize(self)
     }
 
     /// `y[..len] += alpha · x` (memory.cu: ssk_axpy).

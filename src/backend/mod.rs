@@ -139,6 +139,9 @@ pub trait Backend: Send + Sync {
     /// Copies `host` into the front of `buf` (batch inputs, targets).
     fn write(&self, buf: &mut Self::Buf, host: &[f32]);
     fn buf_len(&self, buf: &Self::Buf) -> usize;
+    /// Waits until every op issued so far has finished (for timing per op); a
+    /// device whose ops complete before they return has nothing to wait for.
+    fn synchronize(&self) {}
     /// `y[..x.len()] += alpha * x` (gradient capture accumulates with this).
     fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
 

@@ -370,6 +370,9 @@ impl KernelDevice for Cuda {
     fn execute(&self, plan: &Plan<'_, CudaBuf>) {
         Cuda::execute(self, plan)
     }
+    fn synchronize(&self) {
+        Cuda::synchronize(self)
+    }
 }
 
 /// `sskernel kernels compile [--arch LIST] [--source FILE.cu …]`: LIST, else the
