@@ -84,6 +84,18 @@ pub fn rows(results: &[(String, u64, RunSummary)]) -> Vec<Row> {
         .collect()
 }
 
+/// A count over seeds (parameters, branches): the number when every seed agrees,
+/// else mean ± std.
+fn count(v: (f64, f64)) -> String {
+    if v.1 == 0.0 {
+        format!("{:.0}", v.0)
+    } else if v.0 >= 100.0 {
+        format!("{:.0} ± {:.0}", v.0, v.1)
+    } else {
+        format!("{:.2} ± {:.2}", v.0, v.1)
+    }
+}
+
 fn pm(v: (f64, f64), scale: f64, seeds: usize) -> String {
     if seeds > 1 {
         format!("{:.2} ± {:.2}", scale * v.0, scale * v.1)
@@ -162,12 +174,12 @@ pub fn markdown(rows: &[Row], data: &Dataset, configs: &[TrainConfig]) -> String
             .collect();
         let _ = writeln!(
             md,
-            " {} | {:.0} | {} | {} | {:.0} |",
+            " {} | {} | {} | {} | {} |",
             pm(r.test_acc, 100.0, seeds),
-            r.params.0,
-            pm(r.branches, 1.0, seeds).trim_end_matches(".00"),
+            count(r.params),
+            count(r.branches),
             locks.join(", "),
-            r.final_params.0,
+            count(r.final_params),
         );
     }
     let _ = writeln!(
@@ -205,4 +217,16 @@ pub fn markdown(rows: &[Row], data: &Dataset, configs: &[TrainConfig]) -> String
         }
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_the_number_when_seeds_agree_else_mean_and_std() {
+        assert_eq!(count((10.0, 0.0)), "10");
+        assert_eq!(count((3.3333, 1.5275)), "3.33 ± 1.53");
+        assert_eq!(count((661930.0, 104431.2)), "661930 ± 104431");
+    }
 }
