@@ -232,17 +232,26 @@ fn gz_cache_reused_then_rebuilt_when_source_changes() {
 }
 
 // ---------------------------------------------------------------------------
-// fashion-mnist (Debian package dataset-fashion-mnist), only where installed
+// fashion-mnist (Debian package dataset-fashion-mnist): runs where it is installed;
+// skips loudly elsewhere, except under CI (`CI` set), where .ci/run installs it and a
+// missing package is a failure.
 
 #[test]
 fn fashion_mnist_if_installed() {
-    if !Path::new(FASHION_SYSTEM_DIR)
-        .join("train-images-idx3-ubyte.gz")
-        .is_file()
-    {
-        eprintln!(
-            "skipped: {FASHION_SYSTEM_DIR} not present (apt-get install dataset-fashion-mnist)"
+    let missing: Vec<String> = sskernel::data::mnist::STANDARD_STEMS
+        .iter()
+        .map(|stem| format!("{stem}.gz"))
+        .filter(|f| !Path::new(FASHION_SYSTEM_DIR).join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        let msg = format!(
+            "fashion_mnist_if_installed: {missing:?} not in {FASHION_SYSTEM_DIR} \
+             (apt-get install dataset-fashion-mnist)"
         );
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}; CI is set, so the test must run");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
         return;
     }
     let d = load(DatasetName::FashionMnist, None).unwrap();
@@ -263,6 +272,31 @@ fn fashion_mnist_if_installed() {
     assert_eq!(d.test.label_counts(10), vec![1000; 10]);
     let dir = sskernel::data::fetch(DatasetName::FashionMnist).unwrap();
     assert_eq!(dir, Path::new(FASHION_SYSTEM_DIR));
+}
+
+/// fashion-mnist files whose bytes are not the known release's are refused with a
+/// message naming the file and both hashes; unverified (`--data-dir`) they are not.
+#[test]
+fn fashion_mnist_with_other_bytes_fails_its_sha256_check() {
+    let dir = tempfile::tempdir().unwrap();
+    write_layout(dir.path(), 300, 120, false, false);
+    let msg = match sskernel::data::mnist::load_fashion_dir(dir.path(), true) {
+        Ok(_) => panic!("fashion-mnist files with other bytes loaded"),
+        Err(e) => e.to_string(),
+    };
+    let file = dir.path().join("train-images-idx3-ubyte");
+    assert!(
+        msg.contains(&format!("{}: sha256", file.display()))
+            && msg.contains(sskernel::data::mnist::FASHION_MNIST_SHA256[0]),
+        "{msg}"
+    );
+    // Unverified, the same files get past the hashes (to the split rule, which
+    // wants 10,000 validation images).
+    let err = match sskernel::data::mnist::load_fashion_dir(dir.path(), false) {
+        Ok(_) => panic!("300 training images split 50k/10k"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!err.contains("sha256"), "{err}");
 }
 
 /// Needs network access to the Debian archive and apt: run by hand with

@@ -370,6 +370,13 @@ fn check_mst(case: &Case, theirs: &[f64]) -> Result<(), String> {
         .unwrap_or(case.params.min_cluster_size)
         .min(data.n - 1);
     let ours = mst::prim(&dist, &core_distances(&dist, k));
+    if ours.len() * 3 != theirs.len() {
+        return Err(format!(
+            "MST: {} edges vs {} values (3 per edge)",
+            ours.len(),
+            theirs.len()
+        ));
+    }
     for (i, (e, t)) in ours.iter().zip(theirs.chunks_exact(3)).enumerate() {
         if e.from as f64 != t[0] || e.to as f64 != t[1] || !close(e.weight, t[2], 0.0, MST_RTOL) {
             return Err(format!("MST row {i}: ours {e:?}, theirs {t:?}"));

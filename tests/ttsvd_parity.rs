@@ -278,11 +278,30 @@ fn ttsvd_matches_numpy_and_tensorly() {
             failures.push(format!("grads branch {b}: reconstruction vs numpy {d:e}"));
         }
     }
+    // Every distance finite, on both sides: f64::max would drop a NaN.
+    assert_eq!(dist.len(), branches * branches, "our distances");
+    assert_eq!(numpy_dist.len(), branches * branches, "numpy's distances");
+    for (side, d) in [("ours", &dist), ("numpy", &numpy_dist)] {
+        if let Some(i) = d.iter().position(|v| !v.is_finite()) {
+            failures.push(format!(
+                "grads: distance ({}, {}) is {} ({side})",
+                i / branches,
+                i % branches,
+                d[i]
+            ));
+        }
+    }
     let dist_diff = dist
         .iter()
         .zip(&numpy_dist)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+        .fold(0.0, |worst: f64, d| {
+            if worst.is_nan() || d.is_nan() {
+                f64::NAN
+            } else {
+                worst.max(d)
+            }
+        });
     eprintln!(
         "grads: worst branch ‖ours − numpy‖/‖numpy‖ {worst:.1e}; max |d_ours − d_numpy| {dist_diff:.1e}"
     );

@@ -28,10 +28,16 @@ pub const EMBEDDED_LABELS_SHA256: &str =
 
 /// The 10,000 embedded digits split 8000/1000/1000 by `i % 10` (DESIGN.md §3).
 pub fn load_embedded() -> Result<Dataset> {
+    embedded_from(EMBEDDED_IMAGES_GZ, EMBEDDED_LABELS_GZ)
+}
+
+/// The embedded set from its two `.gz` files: those compiled in, or altered copies
+/// in the tests of the SHA-256 check.
+fn embedded_from(images_gz: &[u8], labels_gz: &[u8]) -> Result<Dataset> {
     let im_name = Path::new("embedded:data/mnist/images-idx3-ubyte.gz");
     let lb_name = Path::new("embedded:data/mnist/labels-idx1-ubyte.gz");
-    let images = gunzip_bytes(EMBEDDED_IMAGES_GZ, im_name)?;
-    let labels = gunzip_bytes(EMBEDDED_LABELS_GZ, lb_name)?;
+    let images = gunzip_bytes(images_gz, im_name)?;
+    let labels = gunzip_bytes(labels_gz, lb_name)?;
     check_sha256(&images, im_name, EMBEDDED_IMAGES_SHA256)?;
     check_sha256(&labels, lb_name, EMBEDDED_LABELS_SHA256)?;
     let all = idx::parse_pair((&images, im_name), (&labels, lb_name), ROWS, COLS, CLASSES)?;
@@ -220,4 +226,51 @@ pub fn load_mnist_dir(dir: &Path) -> Result<Dataset> {
 pub fn load_fashion_dir(dir: &Path, verify: bool) -> Result<Dataset> {
     let known = verify.then_some(&FASHION_MNIST_SHA256);
     load_standard(dir, "fashion-mnist", STANDARD_VAL_COUNT, known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// One changed pixel or label in the embedded files fails the load, naming the
+    /// file and both hashes; the same bytes gzipped again load.
+    #[test]
+    fn embedded_bytes_that_do_not_match_their_sha256_are_refused() {
+        let images = gunzip_bytes(EMBEDDED_IMAGES_GZ, Path::new("images")).unwrap();
+        let labels = gunzip_bytes(EMBEDDED_LABELS_GZ, Path::new("labels")).unwrap();
+        let same = embedded_from(&gz(&images), &gz(&labels)).unwrap();
+        assert_eq!(same.train.len() + same.val.len() + same.test.len(), 10_000);
+
+        let mut pixel = images.clone();
+        pixel[16 + 28 * 14 + 14] ^= 1;
+        let err = match embedded_from(&gz(&pixel), EMBEDDED_LABELS_GZ) {
+            Ok(_) => panic!("images with a changed pixel loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.starts_with("embedded:data/mnist/images-idx3-ubyte.gz: sha256")
+                && err.contains(&format!("expected {EMBEDDED_IMAGES_SHA256}")),
+            "{err}"
+        );
+
+        let mut label = labels.clone();
+        label[8] = (label[8] + 1) % 10;
+        let err = match embedded_from(EMBEDDED_IMAGES_GZ, &gz(&label)) {
+            Ok(_) => panic!("labels with a changed label loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.starts_with("embedded:data/mnist/labels-idx1-ubyte.gz: sha256")
+                && err.contains(&format!("expected {EMBEDDED_LABELS_SHA256}")),
+            "{err}"
+        );
+    }
 }

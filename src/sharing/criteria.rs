@@ -237,7 +237,9 @@ mod tests {
         let mut b = ChaCha8Rng::seed_from_u64(3);
         let ga = random_groups(10, 3, &mut a);
         assert_eq!(ga, random_groups(10, 3, &mut b));
-        assert!(ga.len() <= 3);
+        // This seed fills all three groups (a group stays empty only with
+        // probability 3·(2/3)^10 ≈ 5%).
+        assert_eq!(ga.len(), 3, "{ga:?}");
         let mut all: Vec<usize> = ga.concat();
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
@@ -245,5 +247,48 @@ mod tests {
             random_groups(4, 0, &mut a),
             vec![vec![0], vec![1], vec![2], vec![3]]
         );
+    }
+
+    #[test]
+    fn random_spreads_branches_uniformly_over_k_groups() {
+        // 400 draws of 10 branches into k = 3 groups: never more than k groups,
+        // almost always exactly k, and two given branches share a group about 1/3
+        // of the time (σ ≈ 0.024 over 400 draws).
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (draws, mut full, mut together) = (400, 0, 0);
+        for _ in 0..draws {
+            let g = random_groups(10, 3, &mut rng);
+            assert!(g.len() <= 3, "{g:?}");
+            full += usize::from(g.len() == 3);
+            together += usize::from(g.iter().any(|g| g.contains(&0) && g.contains(&9)));
+        }
+        assert!(
+            full >= draws * 9 / 10,
+            "{full} of {draws} draws used all 3 groups"
+        );
+        let share = together as f64 / draws as f64;
+        assert!(
+            (0.25..0.42).contains(&share),
+            "branches 0 and 9 together in {share}"
+        );
+    }
+
+    #[test]
+    fn random_takes_k_from_the_similarity_clusters() {
+        // Three clusters and a far point: k = 3, whatever the seed.
+        let d = line(&[0.0, 0.01, 0.02, 5.0, 5.01, 5.02, 9.0, 9.01, 9.02, 20.0]);
+        let mut sizes = Vec::new();
+        for seed in 0..20 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let g = group(Criterion::Random, &d, 10, &params(), 0.5, &mut rng).unwrap();
+            let labels = &g.clustering.as_ref().unwrap().labels;
+            assert_eq!(labels.iter().max(), Some(&2), "{labels:?}");
+            let mut all = g.groups.concat();
+            all.sort();
+            assert_eq!(all, (0..10).collect::<Vec<_>>());
+            sizes.push(g.groups.len());
+        }
+        assert!(sizes.iter().all(|&k| k <= 3), "{sizes:?}");
+        assert!(sizes.iter().filter(|&&k| k == 3).count() >= 15, "{sizes:?}");
     }
 }

@@ -134,8 +134,11 @@ pub fn conv2d_forward_and_backward<B: Backend>(dev: &B) {
             &dbc,
             REDUCTION,
         );
-        // Without dx (the first layer): dx stays untouched.
+        // Without dx (the first layer): dw and db as above, into freshly poisoned
+        // buffers; the dx buffer of the call above, not passed, keeps its bits.
+        let dx_before = d.dev.download(&dxs);
         let (mut dws, _) = d.poisoned(s.w_len());
+        let (mut dbs, _) = d.poisoned(s.out_channels);
         d.dev
             .conv2d_backward(&s, &xs, &ws, &dys, None, &mut dws, &mut dbs);
         assert_close(
@@ -143,6 +146,17 @@ pub fn conv2d_forward_and_backward<B: Backend>(dev: &B) {
             &d.dev.download(&dws),
             &dwc,
             REDUCTION,
+        );
+        assert_close(
+            &format!("conv db (no dx) {s:?}"),
+            &d.dev.download(&dbs),
+            &dbc,
+            REDUCTION,
+        );
+        assert_bitwise_equal(
+            &format!("conv dx after a backward without dx {s:?}"),
+            &[d.dev.download(&dxs)],
+            &[dx_before],
         );
     }
 }
@@ -212,9 +226,17 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
             .batchnorm2d_forward_eval(&s, &xs, &gs, &bs, &rms, &rvs, 1e-5, &mut ys);
         d.cpu
             .batchnorm2d_forward_eval(&s, &xc, &gc, &bc, &rmc, &rvc, 1e-5, &mut yc);
-        // Elementwise, but from running statistics that went through a reduction
-        // above; upload the CPU's so that only the elementwise part is compared.
+        // From the device's running statistics, which went through a reduction.
+        assert_close(
+            &what("eval y (device statistics)"),
+            &d.dev.download(&ys),
+            &yc,
+            REDUCTION,
+        );
+        // Elementwise: the CPU's statistics uploaded, so that only the elementwise
+        // part is compared, into a freshly poisoned output.
         let (rms, rvs) = (d.dev.upload(&rmc), d.dev.upload(&rvc));
+        let (mut ys, _) = d.poisoned(s.len());
         d.dev
             .batchnorm2d_forward_eval(&s, &xs, &gs, &bs, &rms, &rvs, 1e-5, &mut ys);
         assert_close(&what("eval y"), &d.dev.download(&ys), &yc, ELEMENTWISE);
@@ -247,10 +269,52 @@ pub fn relu_and_maxpool_exact<B: Backend>(dev: &B) {
     {
         let mut g = rng(300 + i as u64);
         let mut x = rand_vec(&mut g, s.len());
-        // Ties inside windows: the first maximum must win on both devices.
-        for v in x.iter_mut().step_by(7) {
-            *v = 0.5;
+        // Ties inside windows, where the first maximum must win on both devices:
+        // in every 7th window all four elements are equal; in every other 3rd, two
+        // of them (each of the six pairs in turn) share a value above the rest.
+        let (oh, ow) = (s.height / 2, s.width / 2);
+        let at = |plane: usize, oy: usize, ox: usize, k: usize| {
+            (plane * s.height + 2 * oy + k / 2) * s.width + 2 * ox + k % 2
+        };
+        let pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)];
+        let mut planted = 0;
+        for plane in 0..s.batch * s.channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let window = (plane * oh + oy) * ow + ox;
+                    if window % 7 == 0 {
+                        for k in 0..4 {
+                            x[at(plane, oy, ox, k)] = 0.5;
+                        }
+                    } else if window % 3 == 0 {
+                        let (a, b) = pairs[window / 3 % 6];
+                        x[at(plane, oy, ox, a)] = 1.5;
+                        x[at(plane, oy, ox, b)] = 1.5;
+                    } else {
+                        continue;
+                    }
+                    planted += 1;
+                }
+            }
         }
+        // Counted from x itself: the windows whose maximum occurs more than once.
+        let mut tied = 0;
+        for plane in 0..s.batch * s.channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let v: Vec<f32> = (0..4).map(|k| x[at(plane, oy, ox, k)]).collect();
+                    let max = v.iter().cloned().fold(f32::MIN, f32::max);
+                    tied += usize::from(v.iter().filter(|&&e| e == max).count() > 1);
+                }
+            }
+        }
+        let windows = s.batch * s.channels * oh * ow;
+        assert_eq!(tied, planted, "maxpool ties {s:?}");
+        assert_eq!(
+            planted,
+            (0..windows).filter(|w| w % 7 == 0 || w % 3 == 0).count()
+        );
+        assert!(windows == 0 || tied > 0, "no tie in {s:?}");
         let dy_len = s.batch * s.channels * (s.height / 2) * (s.width / 2);
         let dy = rand_vec(&mut g, dy_len.max(s.len()));
         let ((xs, xc), (dys, dyc)) = (d.up(&x), d.up(&dy));
@@ -540,6 +604,7 @@ pub fn reduction_outputs<B: Backend>(dev: &B) -> [Vec<f32>; 6] {
 /// Bitwise equality of two runs' outputs.
 #[track_caller]
 pub fn assert_bitwise_equal(what: &str, a: &[Vec<f32>], b: &[Vec<f32>]) {
+    assert_eq!(a.len(), b.len(), "{what}: number of outputs");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert!(
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
