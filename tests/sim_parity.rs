@@ -14,7 +14,7 @@ mod parity;
 use parity::{rand_vec, rng};
 use sskernel::backend::launch::{Arg, Launch, Plan};
 use sskernel::backend::sim::Sim;
-use sskernel::backend::{Backend, LinearShape, OptimStep};
+use sskernel::backend::Backend;
 
 /// One body per kernel family, shared with tests/cuda_parity.rs.
 macro_rules! on_sim {
@@ -118,43 +118,3 @@ fn planted_missing_barrier_is_caught_for_every_seed() {
     }
 }
 
-/// Not a test: times the simulator (DESIGN.md §7 keeps timings out of tests).
-/// `CARGO_TARGET_DIR=/work/target-sim cargo test --test sim_parity sim_timing -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn sim_timing() {
-    use sskernel::model::{Activations, Mode, Net, NetSpec};
-    use std::time::Instant;
-    let sim = Sim::new().unwrap();
-    let s = LinearShape::single(64, 640, 640);
-    let mut g = rng(1);
-    let x = sim.upload(&rand_vec(&mut g, s.x_len()));
-    let w = sim.upload(&rand_vec(&mut g, s.w_len()));
-    let b = sim.upload(&rand_vec(&mut g, s.b_len()));
-    let mut y = sim.zeros(s.y_len());
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        sim.linear_forward(&s, &x, &w, &b, &mut y);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    println!(
-        "sim SGEMM 64x640x640 (linear_forward, 40 blocks of 256 threads): {:.3} s",
-        best
-    );
-    let spec = NetSpec::mnist(Mode::Mtl, 10);
-    let mut net = Net::new(&sim, spec.clone(), &mut rng(5));
-    let mut act = Activations::new(&sim, &spec, 64);
-    let step = OptimStep::Sgd {
-        lr: 0.02,
-        momentum: 0.5,
-    };
-    for i in 0..3 {
-        let t = Instant::now();
-        net.train_step(&sim, &mut act, 64, &step);
-        println!(
-            "sim MNIST MTL train step, batch 64, #{i}: {:.3} s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-}
