@@ -117,4 +117,3 @@ fn planted_missing_barrier_is_caught_for_every_seed() {
         );
     }
 }
-
