@@ -5,6 +5,7 @@
 //! - `split`: `Split`, `Dataset` and the split rules.
 //! - `mnist`: the embedded 10k digits, the standard 70k layout, fashion-mnist.
 //! - `fetch`: fashion-mnist from the Debian archive.
+//! - `npy`: NumPy `.npy` files, read whole or kept memory-mapped (`map_matrix`).
 
 pub mod cache;
 pub mod error;

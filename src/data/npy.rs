@@ -6,8 +6,9 @@
 //! dict literal `{'descr': '<f8', 'fortran_order': False, 'shape': (n, d), }` padded
 //! with spaces and a newline, then the raw data in C order.
 //!
-//! Reading maps the file with memmap2 and converts the values to `f64` in one pass.
-//! Every failure is an `NpyError` naming the file and what was found versus what
+//! Reading maps the file with memmap2 and converts the values to `f64` in one pass,
+//! except `map_matrix`, which keeps a feature matrix in its map and converts only the
+//! rows asked for (data sets larger than memory). Every failure is an `NpyError` naming the file and what was found versus what
 //! was expected.
 
 use std::fs::File;
@@ -96,6 +97,8 @@ pub struct Matrix {
 /// Element types this module reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DType {
+    /// IEEE half precision (`'<f2'`), as features are often stored to halve the file.
+    F16,
     F32,
     F64,
     I64,
@@ -104,8 +107,18 @@ enum DType {
 impl DType {
     fn size(self) -> usize {
         match self {
+            DType::F16 => 2,
             DType::F32 => 4,
             DType::F64 | DType::I64 => 8,
+        }
+    }
+
+    fn descr(self) -> &'static str {
+        match self {
+            DType::F16 => "<f2",
+            DType::F32 => "<f4",
+            DType::F64 => "<f8",
+            DType::I64 => "<i8",
         }
     }
 }
@@ -187,6 +200,98 @@ pub fn read_i64_vector(path: &Path) -> Result<Vec<i64>> {
         .chunks_exact(8)
         .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
         .collect())
+}
+
+/// A 2-D float array left in its memory map: header, dtype, order, rank and file
+/// length validated up front, values converted to f32 only when a row is asked for,
+/// so a feature matrix larger than memory can be trained on. data: [rows, cols].
+///
+/// Values are not checked for NaN or ±inf: that would read every page of the file.
+pub struct MappedMatrix {
+    path: PathBuf,
+    map: MappedFile,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    data_offset: usize,
+}
+
+/// Maps a 2-D float16, float32 or float64 C-order array without reading its values.
+pub fn map_matrix(path: &Path) -> Result<MappedMatrix> {
+    let map = map_file(path)?;
+    let allowed = [DType::F16, DType::F32, DType::F64];
+    let (dtype, shape, data) = parse(&map, path, &allowed, "'<f2', '<f4' or '<f8'")?;
+    if shape.len() != 2 {
+        return Err(NpyError::Rank {
+            path: path.to_path_buf(),
+            shape,
+            expected: 2,
+        });
+    }
+    let data_offset = map.len() - data.len();
+    Ok(MappedMatrix {
+        path: path.to_path_buf(),
+        map,
+        dtype,
+        rows: shape[0],
+        cols: shape[1],
+        data_offset,
+    })
+}
+
+impl MappedMatrix {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The element type as numpy writes it: `'<f2'`, `'<f4'` or `'<f8'`.
+    pub fn descr(&self) -> &'static str {
+        self.dtype.descr()
+    }
+
+    /// Converts row `r` to f32 into `out` ([cols]). float64 values are rounded to
+    /// the nearest f32, as the models compute in f32.
+    ///
+    /// Panics if `r >= rows` or `out.len() != cols`: both are the caller's indices,
+    /// not the file's content, which `map_matrix` has already validated.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        assert!(
+            r < self.rows,
+            "{}: row {r} of {}",
+            self.path.display(),
+            self.rows
+        );
+        assert_eq!(out.len(), self.cols, "output is not one row");
+        let size = self.dtype.size();
+        let start = self.data_offset + r * self.cols * size;
+        let bytes = &self.map[start..start + self.cols * size];
+        match self.dtype {
+            DType::F16 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            DType::F32 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            DType::F64 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                    *o = f64::from_le_bytes(c.try_into().unwrap()) as f32;
+                }
+            }
+            DType::I64 => unreachable!("map_matrix admits float types only"),
+        }
+    }
 }
 
 /// Writes a 1-D int64 array (`'<i8'`), e.g. labels.npy.
@@ -295,18 +400,15 @@ fn parse<'a>(
     expected: &'static str,
 ) -> Result<(DType, Vec<usize>, &'a [u8])> {
     let header = parse_header(bytes, path)?;
-    let dtype = match header.descr.as_str() {
-        "<f4" => Some(DType::F32),
-        "<f8" => Some(DType::F64),
-        "<i8" => Some(DType::I64),
-        _ => None,
-    }
-    .filter(|t| allowed.contains(t))
-    .ok_or_else(|| NpyError::DType {
-        path: path.to_path_buf(),
-        descr: header.descr.clone(),
-        expected,
-    })?;
+    let dtype = [DType::F16, DType::F32, DType::F64, DType::I64]
+        .into_iter()
+        .find(|t| t.descr() == header.descr)
+        .filter(|t| allowed.contains(t))
+        .ok_or_else(|| NpyError::DType {
+            path: path.to_path_buf(),
+            descr: header.descr.clone(),
+            expected,
+        })?;
     if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
         return Err(NpyError::FortranOrder {
             path: path.to_path_buf(),
@@ -437,6 +539,10 @@ fn parse_shape(v: &str) -> Option<Vec<usize>> {
 
 fn to_f64(dtype: DType, data: &[u8]) -> Vec<f64> {
     match dtype {
+        DType::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
         DType::F32 => data
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
@@ -517,6 +623,41 @@ mod tests {
             let (_d, p) = tmp("v.npy", &bytes);
             let m = read_matrix(&p).unwrap();
             assert_eq!((m.rows, m.cols, m.data), (2, 1, vec![3.0, 4.0]));
+        }
+    }
+
+    /// The same values stored as f2, f4 and f8 give the same f32 rows, and the
+    /// checks of `read_matrix` apply before any value is read.
+    #[test]
+    fn mapped_rows_in_every_float_width() {
+        let values = [0.5f32, -1.25, 3.0, 0.0, 1024.0, -0.125];
+        let stored = [
+            (
+                "<f2",
+                values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            ),
+            ("<f4", values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ("<f8", f64_bytes(&values.map(f64::from))),
+        ];
+        for (descr, data) in stored {
+            let (_d, p) = tmp("x.npy", &encode(descr, &[2, 3], &data));
+            let m = map_matrix(&p).unwrap();
+            assert_eq!((m.rows(), m.cols(), m.descr()), (2, 3, descr));
+            let mut row = [0f32; 3];
+            m.row_into(1, &mut row);
+            assert_eq!(row, values[3..], "{descr}");
+        }
+        for (bytes, says) in [
+            (encode("<i8", &[2, 3], &[0; 48]), "'<f2', '<f4' or '<f8'"),
+            (encode("<f4", &[6], &[0; 24]), "expected 2 dimensions"),
+            (encode("<f2", &[2, 3], &[0; 11]), "truncated"),
+        ] {
+            let (_d, p) = tmp("bad.npy", &bytes);
+            let e = map_matrix(&p).err().expect(says).to_string();
+            assert!(e.contains("bad.npy") && e.contains(says), "{e}");
         }
     }
 
