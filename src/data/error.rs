@@ -117,6 +117,9 @@ pub enum DataError {
 
     #[error("{0}")]
     NothingToFetch(String),
+
+    #[error("--split {flag}: {problem}")]
+    SplitFlag { flag: String, problem: String },
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;

@@ -2,6 +2,10 @@
 
 use std::path::Path;
 
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use super::error::{DataError, Result};
 use super::idx::Labelled;
 
@@ -143,6 +147,97 @@ pub fn split_tail(train_file: &Labelled, val_count: usize, path: &Path) -> Resul
     ))
 }
 
+/// Train / validation / test fractions of the rows: `--split 0.8:0.1:0.1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fractions {
+    pub train: f64,
+    pub val: f64,
+    pub test: f64,
+}
+
+impl Fractions {
+    /// Used when neither `--split` nor a `split` column says otherwise: the usual
+    /// 80/10/10, which keeps a validation set for choosing the epoch.
+    pub const DEFAULT: Fractions = Fractions {
+        train: 0.8,
+        val: 0.1,
+        test: 0.1,
+    };
+
+    /// `TRAIN:VAL:TEST`, three non-negative numbers summing to 1, TRAIN above 0.
+    pub fn parse(s: &str) -> Result<Fractions> {
+        let bad = |problem: String| DataError::SplitFlag {
+            flag: s.to_string(),
+            problem,
+        };
+        let parts: Vec<&str> = s.split(':').map(str::trim).collect();
+        let [train, val, test] = parts[..] else {
+            return Err(bad(format!(
+                "expected TRAIN:VAL:TEST (e.g. 0.8:0.1:0.1), found {} part(s)",
+                parts.len()
+            )));
+        };
+        let number = |name: &str, v: &str| match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+            _ => Err(bad(format!("{name} fraction '{v}' is not a number >= 0"))),
+        };
+        let f = Fractions {
+            train: number("train", train)?,
+            val: number("val", val)?,
+            test: number("test", test)?,
+        };
+        let sum = f.train + f.val + f.test;
+        if (sum - 1.0).abs() > 1e-6 {
+            return Err(bad(format!("the fractions sum to {sum}, expected 1")));
+        }
+        if f.train == 0.0 {
+            return Err(bad("the train fraction is 0".into()));
+        }
+        Ok(f)
+    }
+
+    /// (train, val, test) counts for n rows: val and test rounded down, train the
+    /// rest, so a small set never loses its training rows to rounding.
+    pub fn counts(&self, n: usize) -> (usize, usize, usize) {
+        // The epsilon keeps 0.29 * 100 = 28.999… at 29.
+        let part = |f: f64| ((n as f64 * f + 1e-9).floor() as usize).min(n);
+        let val = part(self.val);
+        let test = part(self.test).min(n - val);
+        (n - val - test, val, test)
+    }
+}
+
+/// As `--split` takes it: `0.8:0.1:0.1`.
+impl std::fmt::Display for Fractions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.train, self.val, self.test)
+    }
+}
+
+/// Rows 0..n split by `fractions` over a permutation drawn from `seed` (ChaCha8, as
+/// the model's initialisation), so a run is repeatable and a new seed gives a new
+/// split. Each part is returned in ascending row order, which is also the order in
+/// which class labels are numbered.
+pub fn split_by_fractions(
+    n: usize,
+    fractions: Fractions,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let (n_train, n_val, _) = fractions.counts(n);
+    let sorted = |rows: &[usize]| {
+        let mut v = rows.to_vec();
+        v.sort_unstable();
+        v
+    };
+    (
+        sorted(&order[..n_train]),
+        sorted(&order[n_train..n_train + n_val]),
+        sorted(&order[n_train + n_val..]),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +266,36 @@ mod tests {
         assert_eq!(va.image(0), &[10, 10, 10, 10]);
         let e = split_tail(&labelled(2), 2, Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("too few"), "{e}");
+    }
+
+    #[test]
+    fn fraction_rule() {
+        let f = Fractions::parse("0.8:0.1:0.1").unwrap();
+        assert_eq!(f, Fractions::DEFAULT);
+        assert_eq!(f.to_string(), "0.8:0.1:0.1");
+        assert_eq!(f.counts(10), (8, 1, 1));
+        assert_eq!(f.counts(9), (9, 0, 0), "rounding favours train");
+        assert_eq!(
+            Fractions::parse("0.42:0.29:0.29").unwrap().counts(100),
+            (42, 29, 29)
+        );
+        let (tr, va, te) = split_by_fractions(100, f, 7);
+        assert_eq!((tr.len(), va.len(), te.len()), (80, 10, 10));
+        let mut all: Vec<usize> = [&tr[..], &va[..], &te[..]].concat();
+        assert!(tr.windows(2).all(|w| w[0] < w[1]), "ascending");
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>(), "a partition of the rows");
+        assert_eq!(split_by_fractions(100, f, 7).1, va, "same seed, same split");
+        assert_ne!(split_by_fractions(100, f, 8).1, va, "new seed, new split");
+        for bad in [
+            "0.8:0.2",
+            "0.8:0.1:0.2",
+            "a:0.5:0.5",
+            "0:0.5:0.5",
+            "1.5:-0.5:0",
+        ] {
+            let e = Fractions::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--split {bad}: ")), "{e}");
+        }
     }
 }
