@@ -118,6 +118,9 @@ pub enum DataError {
     #[error("{0}")]
     NothingToFetch(String),
 
+    #[error("--task {flag}: {problem}")]
+    TaskFlag { flag: String, problem: String },
+
     #[error("--split {flag}: {problem}")]
     SplitFlag { flag: String, problem: String },
 }

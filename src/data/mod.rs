@@ -6,6 +6,8 @@
 //! - `mnist`: the embedded 10k digits, the standard 70k layout, fashion-mnist.
 //! - `fetch`: fashion-mnist from the Debian archive.
 //! - `npy`: NumPy `.npy` files, read whole or kept memory-mapped (`map_matrix`).
+//! - `tasks`: heterogeneous problems (issue 15): `TaskKind`, `TaskSpec`, the
+//!   `FeatureRows` a batch is gathered from, and `HeteroData`.
 
 pub mod cache;
 pub mod error;
@@ -14,11 +16,13 @@ pub mod idx;
 pub mod mnist;
 pub mod npy;
 pub mod split;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 
 pub use error::DataError;
 pub use split::{Dataset, Split};
+pub use tasks::{FeatureRows, HeteroData, TaskKind, TaskSpec, TaskType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatasetName {
