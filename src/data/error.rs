@@ -1,5 +1,7 @@
 //! Every way reading a data set can fail. Each message names the file (or the
 //! command) and the values involved, so the user can act on it without a debugger.
+//! A row of a targets CSV is named twice: by its line in the file (what an editor
+//! shows; the header is line 1) and by its 0-based row of X (what numpy shows).
 
 use std::path::PathBuf;
 
@@ -118,11 +120,67 @@ pub enum DataError {
     #[error("{0}")]
     NothingToFetch(String),
 
+    #[error(transparent)]
+    Npy(#[from] super::npy::NpyError),
+
+    #[error("{}: {source}", path.display())]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+
+    #[error("{} has {records} data rows but {} has {rows} rows; expected one target row per row of X", targets.display(), features.display())]
+    TargetRows {
+        targets: PathBuf,
+        records: usize,
+        features: PathBuf,
+        rows: usize,
+    },
+
+    #[error("{}: no column '{column}' (named by --task); the header has: {}", path.display(), header.join(", "))]
+    UnknownColumn {
+        path: PathBuf,
+        column: String,
+        header: Vec<String>,
+    },
+
+    #[error("{}: column '{column}' appears more than once in the header", path.display())]
+    DuplicateColumn { path: PathBuf, column: String },
+
+    #[error("{}: line {line} (X row {row}), column '{column}': {value:?} is not {expected}", path.display())]
+    BadTarget {
+        path: PathBuf,
+        line: u64,
+        row: usize,
+        column: String,
+        value: String,
+        expected: &'static str,
+    },
+
     #[error("--task {flag}: {problem}")]
     TaskFlag { flag: String, problem: String },
 
     #[error("--split {flag}: {problem}")]
     SplitFlag { flag: String, problem: String },
+
+    #[error("{} has a 'split' column and --split {flag} was also given; use one of them (drop --split to split by the column)", path.display())]
+    SplitConflict { path: PathBuf, flag: String },
+
+    #[error("{}: column '{column}' is empty in all {train} training rows ({how}); its branch could not learn", path.display())]
+    UnlabelledTask {
+        path: PathBuf,
+        column: String,
+        train: usize,
+        how: String,
+    },
+
+    #[error("{}: {how} leaves no training rows among {rows}", path.display())]
+    NoTrainingRows {
+        path: PathBuf,
+        how: String,
+        rows: usize,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;

@@ -8,9 +8,11 @@
 //! - `npy`: NumPy `.npy` files, read whole or kept memory-mapped (`map_matrix`).
 //! - `tasks`: heterogeneous problems (issue 15): `TaskKind`, `TaskSpec`, the
 //!   `FeatureRows` a batch is gathered from, and `HeteroData`.
+//! - `features`: `train features`: a memory-mapped `.npy` X and a CSV of targets.
 
 pub mod cache;
 pub mod error;
+pub mod features;
 pub mod fetch;
 pub mod idx;
 pub mod mnist;
