@@ -9,7 +9,10 @@
 //! - `tasks`: heterogeneous problems (issue 15): `TaskKind`, `TaskSpec`, the
 //!   `FeatureRows` a batch is gathered from, and `HeteroData`.
 //! - `features`: `train features`: a memory-mapped `.npy` X and a CSV of targets.
+//! - `attributes`: `mnist-attributes`: six tasks of every type computed from the
+//!   embedded MNIST images.
 
+pub mod attributes;
 pub mod cache;
 pub mod error;
 pub mod features;
