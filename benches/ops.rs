@@ -11,7 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::cuda::Cuda;
 use sskernel::backend::sim::Sim;
-use sskernel::backend::{Backend, Conv2dShape, LinearShape, Nchw, OptimStep};
+use sskernel::backend::{
+    ops::*, BatchNorm2d, BatchStats, Conv2dShape, Grads, LinearShape, LossIo, Nchw, OptimStep,
+    RunningStats, WeightBias,
+};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::{Activations, Mode, Net, NetSpec};
 use sskernel::train::Inputs;
@@ -164,7 +167,7 @@ fn linear(s: &LinearShape) -> String {
     format!("{}→{} ×{}", s.in_features, s.out_features, s.branches)
 }
 
-impl<B: Backend> Backend for Timed<'_, B> {
+impl<B: Backend> Memory for Timed<'_, B> {
     type Buf = B::Buf;
 
     fn name(&self) -> String {
@@ -188,14 +191,12 @@ impl<B: Backend> Backend for Timed<'_, B> {
     fn synchronize(&self) {
         self.inner.synchronize()
     }
-    fn axpy(&self, alpha: f32, x: &B::Buf, y: &mut B::Buf, len: usize) {
-        self.time("axpy", len.to_string(), || {
-            self.inner.axpy(alpha, x, y, len)
-        });
-    }
-    fn conv2d_forward(&self, s: &Conv2dShape, x: &B::Buf, w: &B::Buf, b: &B::Buf, y: &mut B::Buf) {
+}
+
+impl<B: Backend> ConvOps for Timed<'_, B> {
+    fn conv2d_forward(&self, s: &Conv2dShape, x: &B::Buf, p: WeightBias<&B::Buf>, y: &mut B::Buf) {
         self.time("conv2d_forward", conv(s), || {
-            self.inner.conv2d_forward(s, x, w, b, y)
+            self.inner.conv2d_forward(s, x, p, y)
         });
     }
     fn conv2d_backward(
@@ -204,66 +205,39 @@ impl<B: Backend> Backend for Timed<'_, B> {
         x: &B::Buf,
         w: &B::Buf,
         dy: &B::Buf,
-        dx: Option<&mut B::Buf>,
-        dw: &mut B::Buf,
-        db: &mut B::Buf,
+        g: Grads<B::Buf>,
     ) {
         self.time("conv2d_backward", conv(s), || {
-            self.inner.conv2d_backward(s, x, w, dy, dx, dw, db)
+            self.inner.conv2d_backward(s, x, w, dy, g)
         });
     }
+}
+
+impl<B: Backend> NormOps for Timed<'_, B> {
     fn batchnorm2d_forward_train(
         &self,
-        s: &Nchw,
+        bn: &BatchNorm2d,
         x: &B::Buf,
-        gamma: &B::Buf,
-        beta: &B::Buf,
+        p: WeightBias<&B::Buf>,
         y: &mut B::Buf,
-        mean: &mut B::Buf,
-        inv_std: &mut B::Buf,
-        running_mean: &mut B::Buf,
-        running_var: &mut B::Buf,
-        momentum: f32,
-        eps: f32,
+        batch: BatchStats<&mut B::Buf>,
+        running: RunningStats<&mut B::Buf>,
     ) {
-        self.time("batchnorm2d_forward_train", nchw(s), || {
-            self.inner.batchnorm2d_forward_train(
-                s,
-                x,
-                gamma,
-                beta,
-                y,
-                mean,
-                inv_std,
-                running_mean,
-                running_var,
-                momentum,
-                eps,
-            )
+        self.time("batchnorm2d_forward_train", nchw(&bn.shape), || {
+            self.inner
+                .batchnorm2d_forward_train(bn, x, p, y, batch, running)
         });
     }
     fn batchnorm2d_forward_eval(
         &self,
-        s: &Nchw,
+        bn: &BatchNorm2d,
         x: &B::Buf,
-        gamma: &B::Buf,
-        beta: &B::Buf,
-        running_mean: &B::Buf,
-        running_var: &B::Buf,
-        eps: f32,
+        p: WeightBias<&B::Buf>,
+        running: RunningStats<&B::Buf>,
         y: &mut B::Buf,
     ) {
-        self.time("batchnorm2d_forward_eval", nchw(s), || {
-            self.inner.batchnorm2d_forward_eval(
-                s,
-                x,
-                gamma,
-                beta,
-                running_mean,
-                running_var,
-                eps,
-                y,
-            )
+        self.time("batchnorm2d_forward_eval", nchw(&bn.shape), || {
+            self.inner.batchnorm2d_forward_eval(bn, x, p, running, y)
         });
     }
     fn batchnorm2d_backward(
@@ -271,18 +245,17 @@ impl<B: Backend> Backend for Timed<'_, B> {
         s: &Nchw,
         x: &B::Buf,
         gamma: &B::Buf,
-        mean: &B::Buf,
-        inv_std: &B::Buf,
+        batch: BatchStats<&B::Buf>,
         dy: &B::Buf,
-        dx: &mut B::Buf,
-        dgamma: &mut B::Buf,
-        dbeta: &mut B::Buf,
+        g: Grads<B::Buf>,
     ) {
         self.time("batchnorm2d_backward", nchw(s), || {
-            self.inner
-                .batchnorm2d_backward(s, x, gamma, mean, inv_std, dy, dx, dgamma, dbeta)
+            self.inner.batchnorm2d_backward(s, x, gamma, batch, dy, g)
         });
     }
+}
+
+impl<B: Backend> PoolOps for Timed<'_, B> {
     fn relu_forward(&self, len: usize, x: &B::Buf, y: &mut B::Buf) {
         self.time("relu_forward", len.to_string(), || {
             self.inner.relu_forward(len, x, y)
@@ -298,14 +271,17 @@ impl<B: Backend> Backend for Timed<'_, B> {
             self.inner.maxpool2x2_forward(s, x, y)
         });
     }
-    fn maxpool2x2_backward(&self, s: &Nchw, x: &B::Buf, y: &B::Buf, dy: &B::Buf, dx: &mut B::Buf) {
+    fn maxpool2x2_backward(&self, s: &Nchw, x: &B::Buf, dy: &B::Buf, dx: &mut B::Buf) {
         self.time("maxpool2x2_backward", nchw(s), || {
-            self.inner.maxpool2x2_backward(s, x, y, dy, dx)
+            self.inner.maxpool2x2_backward(s, x, dy, dx)
         });
     }
-    fn linear_forward(&self, s: &LinearShape, x: &B::Buf, w: &B::Buf, b: &B::Buf, y: &mut B::Buf) {
+}
+
+impl<B: Backend> LinearOps for Timed<'_, B> {
+    fn linear_forward(&self, s: &LinearShape, x: &B::Buf, p: WeightBias<&B::Buf>, y: &mut B::Buf) {
         self.time("linear_forward", linear(s), || {
-            self.inner.linear_forward(s, x, w, b, y)
+            self.inner.linear_forward(s, x, p, y)
         });
     }
     fn linear_backward(
@@ -314,46 +290,30 @@ impl<B: Backend> Backend for Timed<'_, B> {
         x: &B::Buf,
         w: &B::Buf,
         dy: &B::Buf,
-        dx: Option<&mut B::Buf>,
-        dw: &mut B::Buf,
-        db: &mut B::Buf,
+        g: Grads<B::Buf>,
     ) {
         self.time("linear_backward", linear(s), || {
-            self.inner.linear_backward(s, x, w, dy, dx, dw, db)
+            self.inner.linear_backward(s, x, w, dy, g)
         });
     }
-    fn softmax_cross_entropy(
-        &self,
-        batch: usize,
-        classes: usize,
-        logits: &B::Buf,
-        targets: &B::Buf,
-        loss: &mut B::Buf,
-        dlogits: &mut B::Buf,
-    ) {
+}
+
+impl<B: Backend> LossOps for Timed<'_, B> {
+    fn softmax_cross_entropy(&self, batch: usize, classes: usize, io: LossIo<B::Buf>) {
         self.time(
             "softmax_cross_entropy",
             format!("{batch}×{classes}"),
-            || {
-                self.inner
-                    .softmax_cross_entropy(batch, classes, logits, targets, loss, dlogits)
-            },
+            || self.inner.softmax_cross_entropy(batch, classes, io),
         );
     }
-    fn sigmoid_bce(
-        &self,
-        tasks: usize,
-        batch: usize,
-        logits: &B::Buf,
-        targets: &B::Buf,
-        loss: &mut B::Buf,
-        dlogits: &mut B::Buf,
-    ) {
+    fn sigmoid_bce(&self, tasks: usize, batch: usize, io: LossIo<B::Buf>) {
         self.time("sigmoid_bce", format!("{tasks}×{batch}"), || {
-            self.inner
-                .sigmoid_bce(tasks, batch, logits, targets, loss, dlogits)
+            self.inner.sigmoid_bce(tasks, batch, io)
         });
     }
+}
+
+impl<B: Backend> OptimOps for Timed<'_, B> {
     fn optim_step(
         &self,
         step: &OptimStep,
@@ -365,6 +325,11 @@ impl<B: Backend> Backend for Timed<'_, B> {
         // One row for all parameters: the optimiser runs once per tensor.
         self.time("optim_step", "all tensors".into(), || {
             self.inner.optim_step(step, len, param, grad, state)
+        });
+    }
+    fn axpy(&self, alpha: f32, x: &B::Buf, y: &mut B::Buf, len: usize) {
+        self.time("axpy", len.to_string(), || {
+            self.inner.axpy(alpha, x, y, len)
         });
     }
 }

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::cuda::Cuda;
 use sskernel::backend::sim::Sim;
-use sskernel::backend::{Backend, OptimStep};
+use sskernel::backend::{ops::*, OptimStep};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::{Activations, Mode, Net, NetSpec};
 use sskernel::train::Inputs;

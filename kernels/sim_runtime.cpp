@@ -348,9 +348,24 @@ void ssk_fail(const char* msg) {
 // `entry` is a generated trampoline: it unpacks `args` (cuLaunchKernel's layout:
 // args[i] points at the i-th argument's value) and calls the kernel.
 // Returns 0, or -1 with a message in err (and *failed_block set).
-int ssk_sim_run_blocks(trampoline_fn entry, void** args, const unsigned* grid, const unsigned* block,
-                       unsigned shared_bytes, uint64_t block_begin, uint64_t block_end, uint64_t seed,
+// One launch, as src/backend/sim/mod.rs describes it (`SimLaunch`, same layout).
+typedef struct {
+    trampoline_fn entry;
+    void** args;
+    unsigned grid[3];
+    unsigned block[3];
+    unsigned shared_bytes;
+    uint64_t seed;
+} ssk_sim_launch;
+
+int ssk_sim_run_blocks(const ssk_sim_launch* launch, uint64_t block_begin, uint64_t block_end,
                        uint64_t* failed_block, char* err, size_t err_len) {
+    trampoline_fn entry = launch->entry;
+    void** args = launch->args;
+    const unsigned* grid = launch->grid;
+    const unsigned* block = launch->block;
+    const unsigned shared_bytes = launch->shared_bytes;
+    const uint64_t seed = launch->seed;
     Worker& w = worker();
     const uint64_t n64 = (uint64_t)block[0] * block[1] * block[2];
     if (n64 == 0 || n64 > 1024) {

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::sim::Sim;
-use sskernel::backend::{Backend, OptimStep};
+use sskernel::backend::{ops::*, OptimStep};
 use sskernel::data::{self, DatasetName, Split};
 use sskernel::model::{Activations, Mode, Net, NetSpec};
 use sskernel::train::{metrics, Inputs};

@@ -16,13 +16,14 @@
 //! (libtest-mimic, `harness = false` in Cargo.toml); it takes the same arguments
 //! (filters, `--nocapture`, `--test-threads`, `--list`).
 
+#[macro_use]
 #[path = "common/parity.rs"]
 mod parity;
 
 use libtest_mimic::{Arguments, Completion, Trial};
 use sskernel::backend::cuda::Cuda;
 use sskernel::backend::kernels::KERNELS;
-use sskernel::backend::Backend;
+use sskernel::backend::ops::*;
 
 fn gpu_required() -> bool {
     std::env::var("SSKERNEL_REQUIRE_GPU").is_ok_and(|v| v == "1")
@@ -49,27 +50,14 @@ fn on_cuda(name: &'static str, body: fn(&Cuda)) -> Trial {
 
 fn main() {
     let args = Arguments::from_args();
-    let tests = vec![
-        // One test per shared parity body.
-        on_cuda(
-            "conv2d_forward_and_backward",
-            parity::conv2d_forward_and_backward,
-        ),
-        on_cuda(
-            "batchnorm_train_eval_backward",
-            parity::batchnorm_train_eval_backward,
-        ),
-        on_cuda("relu_and_maxpool_exact", parity::relu_and_maxpool_exact),
-        on_cuda(
-            "linear_branch_batched_forward_and_backward",
-            parity::linear_branch_batched_forward_and_backward,
-        ),
-        on_cuda("losses", parity::losses),
-        on_cuda("optimiser_steps_and_axpy", parity::optimiser_steps_and_axpy),
-        on_cuda(
-            "mnist_mtl_training_step_matches_cpu",
-            parity::mnist_mtl_training_step_matches_cpu,
-        ),
+    /// One test per parity body.
+    macro_rules! on_cuda_each {
+        ($($body:ident),*) => {
+            vec![$(on_cuda(stringify!($body), parity::$body)),*]
+        };
+    }
+    let mut tests = parity_bodies!(on_cuda_each);
+    tests.extend([
         on_cuda(
             "results_are_bitwise_reproducible",
             results_are_bitwise_reproducible,
@@ -79,7 +67,7 @@ fn main() {
             every_kernel_is_loaded_and_the_device_is_named,
         ),
         on_cuda("memory_ops_and_scratch_reuse", memory_ops_and_scratch_reuse),
-    ];
+    ]);
     libtest_mimic::run(&args, tests).exit();
 }
 

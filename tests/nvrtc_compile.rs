@@ -8,7 +8,7 @@ mod common;
 
 use sskernel::backend::cuda::{nvrtc, Cuda};
 use sskernel::backend::kernels::KERNELS;
-use sskernel::backend::Backend;
+use sskernel::backend::ops::*;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -8,7 +8,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
-use sskernel::backend::{Backend, OptimStep};
+use sskernel::backend::{ops::*, OptimStep};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::{Activations, Mode, Net, NetSpec};
 use sskernel::sharing::criteria::{self, Criterion};

@@ -8,39 +8,28 @@
 //! with tests/cuda_parity.rs; this file runs them on the simulator and adds the
 //! simulator's own checks.
 
+#[macro_use]
 #[path = "common/parity.rs"]
 mod parity;
 
 use parity::{rand_vec, rng};
 use sskernel::backend::launch::{Arg, Launch, Plan};
+use sskernel::backend::ops::*;
 use sskernel::backend::sim::Sim;
-use sskernel::backend::Backend;
 
-/// One body per kernel family, shared with tests/cuda_parity.rs.
+/// One test per parity body, on a fresh simulator.
 macro_rules! on_sim {
-    ($($name:ident),* $(,)?) => {
+    ($($body:ident),*) => {
         $(
             #[test]
-            fn $name() {
-                parity::$name(&Sim::new().unwrap());
+            fn $body() {
+                parity::$body(&Sim::new().unwrap());
             }
         )*
     };
 }
 
-on_sim!(
-    conv2d_forward_and_backward,
-    batchnorm_train_eval_backward,
-    relu_and_maxpool_exact,
-    linear_branch_batched_forward_and_backward,
-    losses,
-    optimiser_steps_and_axpy,
-    // One full training step of the paper's MNIST MTL net at batch 64 (forward,
-    // sigmoid BCE, backward, SGD) on sim and on cpu from the same seed and batch:
-    // every parameter after the step and its update agree to 1e-4 relative
-    // (the update: after − before, i.e. −lr·grad; measured ≤ 2.3e-5).
-    mnist_mtl_training_step_matches_cpu,
-);
+parity_bodies!(on_sim);
 
 /// Reductions have a fixed order (no float atomics): the simulator's results are
 /// bitwise the same whatever order it resumes fibers in.

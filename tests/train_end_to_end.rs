@@ -5,7 +5,7 @@
 //! never overwritten, and `checkpoint::load` on bad files.
 
 use sskernel::backend::cpu::Cpu;
-use sskernel::backend::Backend;
+use sskernel::backend::ops::*;
 use sskernel::data::{self, DatasetName};
 use sskernel::model::Mode;
 use sskernel::train::{self, TrainConfig};

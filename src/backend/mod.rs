@@ -125,14 +125,85 @@ pub enum OptimStep {
     },
 }
 
-/// The op surface. `Buf` is a device buffer of f32.
-pub trait Backend: Send + Sync {
+impl OptimStep {
+    /// Buffers of optimiser state per parameter: SGD `[velocity]`, Adam `[m, v]`.
+    pub fn state_len(&self) -> usize {
+        match self {
+            OptimStep::Sgd { .. } => 1,
+            OptimStep::Adam { .. } => 2,
+        }
+    }
+
+    /// Panics unless `state` holds this optimiser's buffers (a caller's bug).
+    pub fn check_state<B>(&self, state: &[B]) {
+        assert!(
+            state.len() >= self.state_len(),
+            "{self:?} needs {} state buffers per parameter, got {}",
+            self.state_len(),
+            state.len()
+        );
+    }
+}
+
+/// A layer's two parameter tensors — weight and bias (for batchnorm γ and β, as
+/// PyTorch names them) — or their gradients (`R = &mut Buf`).
+#[derive(Debug)]
+pub struct WeightBias<R> {
+    pub w: R,
+    pub b: R,
+}
+
+/// What a backward writes: the gradient of the layer's input, when asked for (the
+/// first layer has no use for it), and of its weight and bias.
+#[derive(Debug)]
+pub struct Grads<'a, B> {
+    pub dx: Option<&'a mut B>,
+    pub dw: &'a mut B,
+    pub db: &'a mut B,
+}
+
+/// A batchnorm's per-channel batch statistics `[C]`, saved by the training forward
+/// for the backward: the mean and `1/sqrt(var_biased + eps)`.
+#[derive(Debug)]
+pub struct BatchStats<R> {
+    pub mean: R,
+    pub inv_std: R,
+}
+
+/// A batchnorm's running statistics `[C]` (mean and unbiased variance), updated by
+/// the training forward and used by the evaluation forward.
+#[derive(Debug)]
+pub struct RunningStats<R> {
+    pub mean: R,
+    pub var: R,
+}
+
+/// What a loss reads (the logits and the targets) and writes (the loss and its
+/// gradient w.r.t. the logits).
+#[derive(Debug)]
+pub struct LossIo<'a, B> {
+    pub logits: &'a B,
+    pub targets: &'a B,
+    pub loss: &'a mut B,
+    pub dlogits: &'a mut B,
+}
+
+/// A 2-D batchnorm (per channel over N·H·W): its input shape and constants.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm2d {
+    pub shape: Nchw,
+    /// Weight of the batch statistic in the running average (PyTorch: 0.1).
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+/// Memory: what every device does without a kernel of its own.
+pub trait Memory: Send + Sync {
+    /// A device buffer of f32 (the CPU reference in f64 stores f64).
     type Buf: Send + Sync;
 
     /// Short device name for logs: "cpu", "sim", "cuda:0 (NVIDIA H100)".
     fn name(&self) -> String;
-
-    // ---- memory ----
     fn zeros(&self, len: usize) -> Self::Buf;
     fn upload(&self, host: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
@@ -142,8 +213,6 @@ pub trait Backend: Send + Sync {
     /// Waits until every op issued so far has finished (for timing per op); a
     /// device whose ops complete before they return has nothing to wait for.
     fn synchronize(&self) {}
-    /// `y[..x.len()] += alpha * x` (gradient capture accumulates with this).
-    fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
 
     /// Keeps rows `keep` (strictly increasing) of a `[rows, row_len]` buffer:
     /// row `keep[i]` moves to row `i` and the buffer shrinks to `keep.len()` rows.
@@ -158,149 +227,116 @@ pub trait Backend: Send + Sync {
             .collect();
         *buf = self.upload(&kept);
     }
+}
 
-    // ---- convolution ----
-    /// x: `[N, C, H, W]`, w: `[K, C, R, R]`, b: `[K]` → y: `[N, K, H-R+1, W-R+1]`.
+/// Valid, stride-1 2-D convolution (kernels/conv.cu, cpu/conv.rs).
+pub trait ConvOps: Memory {
+    /// x: `[N, C, H, W]`, p.w: `[K, C, R, R]`, p.b: `[K]` → y: `[N, K, H-R+1, W-R+1]`.
     fn conv2d_forward(
         &self,
         s: &Conv2dShape,
         x: &Self::Buf,
-        w: &Self::Buf,
-        b: &Self::Buf,
+        p: WeightBias<&Self::Buf>,
         y: &mut Self::Buf,
     );
-    /// Given dy: `[N, K, OH, OW]`, writes dw: `[K, C, R, R]`, db: `[K]`, and dx:
-    /// `[N, C, H, W]` when asked for (the first layer has no use for it).
-    #[allow(clippy::too_many_arguments)]
+    /// Given dy: `[N, K, OH, OW]`, writes dw: `[K, C, R, R]`, db: `[K]` and, when
+    /// asked for, dx: `[N, C, H, W]`.
     fn conv2d_backward(
         &self,
         s: &Conv2dShape,
         x: &Self::Buf,
         w: &Self::Buf,
         dy: &Self::Buf,
-        dx: Option<&mut Self::Buf>,
-        dw: &mut Self::Buf,
-        db: &mut Self::Buf,
+        g: Grads<Self::Buf>,
     );
+}
 
-    // ---- batchnorm (per channel over N·H·W) ----
-    /// Training mode: normalises with the batch statistics, writes y, the batch
-    /// `mean[C]` and `inv_std[C] = 1/sqrt(var_biased + eps)` for the backward, and
-    /// updates the running statistics as PyTorch does:
+/// Batchnorm per channel over N·H·W (kernels/batchnorm.cu, cpu/batchnorm.rs).
+pub trait NormOps: Memory {
+    /// Training mode: normalises with the batch statistics, writes y and `batch`
+    /// (for the backward), and updates the running statistics as PyTorch does:
     /// `running = (1-momentum)·running + momentum·stat`, with the *unbiased* variance.
-    #[allow(clippy::too_many_arguments)]
     fn batchnorm2d_forward_train(
         &self,
-        s: &Nchw,
+        bn: &BatchNorm2d,
         x: &Self::Buf,
-        gamma: &Self::Buf,
-        beta: &Self::Buf,
+        p: WeightBias<&Self::Buf>,
         y: &mut Self::Buf,
-        mean: &mut Self::Buf,
-        inv_std: &mut Self::Buf,
-        running_mean: &mut Self::Buf,
-        running_var: &mut Self::Buf,
-        momentum: f32,
-        eps: f32,
+        batch: BatchStats<&mut Self::Buf>,
+        running: RunningStats<&mut Self::Buf>,
     );
     /// Evaluation mode: normalises with the running statistics.
-    #[allow(clippy::too_many_arguments)]
     fn batchnorm2d_forward_eval(
         &self,
-        s: &Nchw,
+        bn: &BatchNorm2d,
         x: &Self::Buf,
-        gamma: &Self::Buf,
-        beta: &Self::Buf,
-        running_mean: &Self::Buf,
-        running_var: &Self::Buf,
-        eps: f32,
+        p: WeightBias<&Self::Buf>,
+        running: RunningStats<&Self::Buf>,
         y: &mut Self::Buf,
     );
-    /// Backward of the training-mode forward: writes dx, dgamma, dbeta.
-    #[allow(clippy::too_many_arguments)]
+    /// Backward of the training-mode forward (γ = `gamma`): writes dx (always),
+    /// dγ into `g.dw` and dβ into `g.db`.
     fn batchnorm2d_backward(
         &self,
         s: &Nchw,
         x: &Self::Buf,
         gamma: &Self::Buf,
-        mean: &Self::Buf,
-        inv_std: &Self::Buf,
+        batch: BatchStats<&Self::Buf>,
         dy: &Self::Buf,
-        dx: &mut Self::Buf,
-        dgamma: &mut Self::Buf,
-        dbeta: &mut Self::Buf,
+        g: Grads<Self::Buf>,
     );
+}
 
-    // ---- elementwise and pooling ----
+/// ReLU and 2×2 max-pooling (kernels/pool.cu, cpu/pool.rs).
+pub trait PoolOps: Memory {
     /// y = max(x, 0) over the first `len` elements.
     fn relu_forward(&self, len: usize, x: &Self::Buf, y: &mut Self::Buf);
     /// dx = dy where y > 0, else 0 (y is the forward's output).
     fn relu_backward(&self, len: usize, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
     /// 2×2 max-pool, stride 2: x `[N, C, H, W]` → y `[N, C, H/2, W/2]` (H, W even).
     fn maxpool2x2_forward(&self, s: &Nchw, x: &Self::Buf, y: &mut Self::Buf);
-    /// Routes dy to the first element of each window that equals the maximum (as
-    /// PyTorch's CPU kernel does); writes every element of dx.
-    fn maxpool2x2_backward(
-        &self,
-        s: &Nchw,
-        x: &Self::Buf,
-        y: &Self::Buf,
-        dy: &Self::Buf,
-        dx: &mut Self::Buf,
-    );
+    /// Routes dy to the first element of each window that equals the maximum of x
+    /// (as PyTorch's CPU kernel does); writes every element of dx.
+    fn maxpool2x2_backward(&self, s: &Nchw, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
+}
 
-    // ---- linear, batched across branches (see LinearShape) ----
+/// Linear layers batched across branches, see [`LinearShape`] (kernels/linear.cu,
+/// cpu/linear.rs).
+pub trait LinearOps: Memory {
     fn linear_forward(
         &self,
         s: &LinearShape,
         x: &Self::Buf,
-        w: &Self::Buf,
-        b: &Self::Buf,
+        p: WeightBias<&Self::Buf>,
         y: &mut Self::Buf,
     );
     /// Writes dw `[branches, out, in]` and db `[branches, out]`; when dx is asked
     /// for, writes dx `[x_branches, batch, in]` as the *sum* over every branch that
     /// reads that input (a shared trunk output gets the gradients of all branches).
-    #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,
         s: &LinearShape,
         x: &Self::Buf,
         w: &Self::Buf,
         dy: &Self::Buf,
-        dx: Option<&mut Self::Buf>,
-        dw: &mut Self::Buf,
-        db: &mut Self::Buf,
+        g: Grads<Self::Buf>,
     );
+}
 
-    // ---- losses (each writes its gradient w.r.t. the logits) ----
+/// Losses, each writing its gradient w.r.t. the logits (kernels/loss.cu, cpu/loss.rs).
+pub trait LossOps: Memory {
     /// Softmax cross-entropy, mean over the batch.
     /// logits: `[N, C]`, targets: `[N, C]` (one-hot rows) → loss: `[1]`, dlogits: `[N, C]`.
-    fn softmax_cross_entropy(
-        &self,
-        batch: usize,
-        classes: usize,
-        logits: &Self::Buf,
-        targets: &Self::Buf,
-        loss: &mut Self::Buf,
-        dlogits: &mut Self::Buf,
-    );
+    fn softmax_cross_entropy(&self, batch: usize, classes: usize, io: LossIo<Self::Buf>);
     /// Sigmoid binary cross-entropy per task in the stable form
     /// `max(z,0) − z·t + log(1 + exp(−|z|))`, mean over the batch for each task.
     /// logits: `[T, N]` (task-major, as the heads write them), targets: `[N, T]`
     /// → loss: `[T]`, dlogits: `[T, N]`. The training loss is the sum over tasks.
-    #[allow(clippy::too_many_arguments)]
-    fn sigmoid_bce(
-        &self,
-        tasks: usize,
-        batch: usize,
-        logits: &Self::Buf,
-        targets: &Self::Buf,
-        loss: &mut Self::Buf,
-        dlogits: &mut Self::Buf,
-    );
+    fn sigmoid_bce(&self, tasks: usize, batch: usize, io: LossIo<Self::Buf>);
+}
 
-    // ---- optimiser ----
+/// Parameter updates (kernels/optim.cu and memory.cu, cpu/optim.rs).
+pub trait OptimOps: Memory {
     /// One update of `param` from `grad`; `state` holds the optimiser's buffers of the
     /// same length (SGD: `[velocity]`, Adam: `[m, v]`).
     fn optim_step(
@@ -311,6 +347,20 @@ pub trait Backend: Send + Sync {
         grad: &Self::Buf,
         state: &mut [Self::Buf],
     );
+    /// `y[..len] += alpha · x` (the gradient capture accumulates with this).
+    fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
+}
+
+/// The op surface the model is written against: every family above. A device
+/// implements the families; `Backend` follows.
+pub trait Backend: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps {}
+
+impl<D: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps> Backend for D {}
+
+/// The op traits, for code that calls ops on a concrete device (`Cpu`, `Sim`):
+/// `use sskernel::backend::ops::*`. Code generic over `B: Backend` needs none of it.
+pub mod ops {
+    pub use super::{Backend, ConvOps, LinearOps, LossOps, Memory, NormOps, OptimOps, PoolOps};
 }
 
 /// The `--device` flag.

@@ -220,6 +220,7 @@ impl<B: Backend> Param<B> {
 mod tests {
     use super::*;
     use crate::backend::cpu::Cpu;
+    use crate::backend::Memory;
     use rand::SeedableRng;
 
     fn count(mode: Mode) -> usize {

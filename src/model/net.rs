@@ -11,14 +11,19 @@
 //! ```
 
 use super::{Loss, NetSpec, Param};
-use crate::backend::{Backend, Conv2dShape, LinearShape, Nchw, OptimStep};
+use crate::backend::{
+    Backend, BatchNorm2d, BatchStats, Conv2dShape, Grads, LinearShape, LossIo, Nchw, OptimStep,
+    RunningStats, WeightBias,
+};
 use rand_chacha::ChaCha8Rng;
 
 /// BatchNorm momentum and eps, PyTorch defaults.
 pub const BN_MOMENTUM: f32 = 0.1;
 pub const BN_EPS: f32 = 1e-5;
 
-struct Conv<B: Backend> {
+/// A layer with a weight and a bias: a convolution, or a linear layer batched
+/// across `branches` (1 for the trunk's FC).
+struct Layer<B: Backend> {
     w: Param<B>,
     b: Param<B>,
 }
@@ -30,22 +35,16 @@ struct BatchNorm<B: Backend> {
     running_var: B::Buf,
 }
 
-/// A linear layer batched across `branches` (1 for the trunk's FC).
-struct Linear<B: Backend> {
-    w: Param<B>,
-    b: Param<B>,
-}
-
 pub struct Net<B: Backend> {
     pub spec: NetSpec,
-    conv1: Conv<B>,
+    conv1: Layer<B>,
     bn1: BatchNorm<B>,
-    conv2: Conv<B>,
+    conv2: Layer<B>,
     bn2: BatchNorm<B>,
-    fc: Linear<B>,
-    fc1: Linear<B>,
-    fc2: Linear<B>,
-    head: Linear<B>,
+    fc: Layer<B>,
+    fc1: Layer<B>,
+    fc2: Layer<B>,
+    head: Layer<B>,
     /// Head t reads the hidden layer of branch `task_branch[t]`.
     pub task_branch: Vec<usize>,
     /// The task each branch was created for: a stable name for a branch in logs,
@@ -185,8 +184,8 @@ impl Shapes {
     }
 }
 
-impl<B: Backend> Conv<B> {
-    fn new(be: &B, name: &str, cin: usize, cout: usize, k: usize, rng: &mut ChaCha8Rng) -> Self {
+impl<B: Backend> Layer<B> {
+    fn conv(be: &B, name: &str, cin: usize, cout: usize, k: usize, rng: &mut ChaCha8Rng) -> Self {
         let fan_in = cin * k * k;
         Self {
             w: Param::uniform(
@@ -199,22 +198,9 @@ impl<B: Backend> Conv<B> {
             b: Param::uniform(be, &format!("{name}.bias"), &[cout], fan_in, rng),
         }
     }
-}
 
-impl<B: Backend> BatchNorm<B> {
-    fn new(be: &B, name: &str, channels: usize) -> Self {
-        Self {
-            gamma: Param::constant(be, &format!("{name}.weight"), &[channels], 1.0),
-            beta: Param::constant(be, &format!("{name}.bias"), &[channels], 0.0),
-            running_mean: be.upload(&vec![0.0; channels]),
-            running_var: be.upload(&vec![1.0; channels]),
-        }
-    }
-}
-
-impl<B: Backend> Linear<B> {
     /// `[branches, out, in]` weights, each branch initialised like its own nn.Linear.
-    fn new(
+    fn linear(
         be: &B,
         name: &str,
         branches: usize,
@@ -233,6 +219,89 @@ impl<B: Backend> Linear<B> {
             b: Param::uniform(be, &format!("{name}.bias"), &[branches, out], fan_in, rng),
         }
     }
+
+    fn params(&self) -> WeightBias<&B::Buf> {
+        WeightBias {
+            w: &self.w.value,
+            b: &self.b.value,
+        }
+    }
+
+    /// What the backward reads (the weight) and where it writes (the parameters'
+    /// gradients and `dx`).
+    fn for_backward<'a>(
+        &'a mut self,
+        dx: Option<&'a mut B::Buf>,
+    ) -> (&'a B::Buf, Grads<'a, B::Buf>) {
+        let g = Grads {
+            dx,
+            dw: &mut self.w.grad,
+            db: &mut self.b.grad,
+        };
+        (&self.w.value, g)
+    }
+}
+
+impl<B: Backend> BatchNorm<B> {
+    fn new(be: &B, name: &str, channels: usize) -> Self {
+        Self {
+            gamma: Param::constant(be, &format!("{name}.weight"), &[channels], 1.0),
+            beta: Param::constant(be, &format!("{name}.bias"), &[channels], 0.0),
+            running_mean: be.upload(&vec![0.0; channels]),
+            running_var: be.upload(&vec![1.0; channels]),
+        }
+    }
+
+    /// Batch statistics (and the running ones) in training, running ones otherwise.
+    fn forward(
+        &mut self,
+        be: &B,
+        s: &Nchw,
+        x: &B::Buf,
+        y: &mut B::Buf,
+        batch: BatchStats<&mut B::Buf>,
+        train: bool,
+    ) {
+        let bn = BatchNorm2d {
+            shape: *s,
+            momentum: BN_MOMENTUM,
+            eps: BN_EPS,
+        };
+        let p = WeightBias {
+            w: &self.gamma.value,
+            b: &self.beta.value,
+        };
+        if train {
+            let running = RunningStats {
+                mean: &mut self.running_mean,
+                var: &mut self.running_var,
+            };
+            be.batchnorm2d_forward_train(&bn, x, p, y, batch, running);
+        } else {
+            let running = RunningStats {
+                mean: &self.running_mean,
+                var: &self.running_var,
+            };
+            be.batchnorm2d_forward_eval(&bn, x, p, running, y);
+        }
+    }
+
+    fn backward(
+        &mut self,
+        be: &B,
+        s: &Nchw,
+        x: &B::Buf,
+        batch: BatchStats<&B::Buf>,
+        dy: &B::Buf,
+        dx: &mut B::Buf,
+    ) {
+        let g = Grads {
+            dx: Some(dx),
+            dw: &mut self.gamma.grad,
+            db: &mut self.beta.grad,
+        };
+        be.batchnorm2d_backward(s, x, &self.gamma.value, batch, dy, g);
+    }
 }
 
 impl<B: Backend> Net<B> {
@@ -242,9 +311,9 @@ impl<B: Backend> Net<B> {
         let k = spec.kernel;
         let [hid1, hid2] = spec.branch_hidden;
         let b = spec.branches;
-        let conv1 = Conv::new(be, "trunk.conv1", 1, spec.conv1_channels, k, rng);
+        let conv1 = Layer::conv(be, "trunk.conv1", 1, spec.conv1_channels, k, rng);
         let bn1 = BatchNorm::new(be, "trunk.bn1", spec.conv1_channels);
-        let conv2 = Conv::new(
+        let conv2 = Layer::conv(
             be,
             "trunk.conv2",
             spec.conv1_channels,
@@ -253,10 +322,10 @@ impl<B: Backend> Net<B> {
             rng,
         );
         let bn2 = BatchNorm::new(be, "trunk.bn2", spec.conv2_channels);
-        let fc = Linear::new(be, "trunk.fc", 1, spec.flat_features(), spec.shared, rng);
-        let fc1 = Linear::new(be, "branches.fc1", b, spec.shared, hid1, rng);
-        let fc2 = Linear::new(be, "branches.fc2", b, hid1, hid2, rng);
-        let mut head = Linear::new(be, "heads", spec.tasks, hid2, spec.head_out, rng);
+        let fc = Layer::linear(be, "trunk.fc", 1, spec.flat_features(), spec.shared, rng);
+        let fc1 = Layer::linear(be, "branches.fc1", b, spec.shared, hid1, rng);
+        let fc2 = Layer::linear(be, "branches.fc2", b, hid1, hid2, rng);
+        let mut head = Layer::linear(be, "heads", spec.tasks, hid2, spec.head_out, rng);
         let (mut fc1, mut fc2) = (fc1, fc2);
         if spec.identical_branches {
             for p in [
@@ -417,94 +486,48 @@ impl<B: Backend> Net<B> {
         let s = Shapes::new(&self.spec, &self.task_branch, n);
         let a = act;
         // Trunk.
-        be.conv2d_forward(
-            &s.conv1,
-            &a.x,
-            &self.conv1.w.value,
-            &self.conv1.b.value,
-            &mut a.c1,
-        );
-        batchnorm_forward(
-            be,
-            &mut self.bn1,
-            &s.act1,
-            &a.c1,
-            &mut a.n1,
-            &mut a.mean1,
-            &mut a.inv_std1,
-            train,
-        );
+        be.conv2d_forward(&s.conv1, &a.x, self.conv1.params(), &mut a.c1);
+        let stats1 = BatchStats {
+            mean: &mut a.mean1,
+            inv_std: &mut a.inv_std1,
+        };
+        self.bn1
+            .forward(be, &s.act1, &a.c1, &mut a.n1, stats1, train);
         be.relu_forward(s.act1.len(), &a.n1, &mut a.r1);
         be.maxpool2x2_forward(&s.act1, &a.r1, &mut a.p1);
-        be.conv2d_forward(
-            &s.conv2,
-            &a.p1,
-            &self.conv2.w.value,
-            &self.conv2.b.value,
-            &mut a.c2,
-        );
-        batchnorm_forward(
-            be,
-            &mut self.bn2,
-            &s.act2,
-            &a.c2,
-            &mut a.n2,
-            &mut a.mean2,
-            &mut a.inv_std2,
-            train,
-        );
+        be.conv2d_forward(&s.conv2, &a.p1, self.conv2.params(), &mut a.c2);
+        let stats2 = BatchStats {
+            mean: &mut a.mean2,
+            inv_std: &mut a.inv_std2,
+        };
+        self.bn2
+            .forward(be, &s.act2, &a.c2, &mut a.n2, stats2, train);
         be.relu_forward(s.act2.len(), &a.n2, &mut a.r2);
         be.maxpool2x2_forward(&s.act2, &a.r2, &mut a.p2);
-        be.linear_forward(&s.fc, &a.p2, &self.fc.w.value, &self.fc.b.value, &mut a.f);
+        be.linear_forward(&s.fc, &a.p2, self.fc.params(), &mut a.f);
         be.relu_forward(s.fc.y_len(), &a.f, &mut a.fr);
         // Branches: every branch in one call per layer.
-        be.linear_forward(
-            &s.fc1,
-            &a.fr,
-            &self.fc1.w.value,
-            &self.fc1.b.value,
-            &mut a.h1,
-        );
+        be.linear_forward(&s.fc1, &a.fr, self.fc1.params(), &mut a.h1);
         be.relu_forward(s.fc1.y_len(), &a.h1, &mut a.h1r);
-        be.linear_forward(
-            &s.fc2,
-            &a.h1r,
-            &self.fc2.w.value,
-            &self.fc2.b.value,
-            &mut a.h2,
-        );
+        be.linear_forward(&s.fc2, &a.h1r, self.fc2.params(), &mut a.h2);
         be.relu_forward(s.fc2.y_len(), &a.h2, &mut a.h2r);
         // Heads: task t reads branch task_branch[t].
-        be.linear_forward(
-            &s.head,
-            &a.h2r,
-            &self.head.w.value,
-            &self.head.b.value,
-            &mut a.logits,
-        );
+        be.linear_forward(&s.head, &a.h2r, self.head.params(), &mut a.logits);
     }
 
     /// Loss of the last forward against `act.targets`; writes `act.loss` and the
     /// gradient of the loss with respect to the logits.
     pub fn loss(&self, be: &B, act: &mut Activations<B>, n: usize) {
         let spec = &self.spec;
+        let io = LossIo {
+            logits: &act.logits,
+            targets: &act.targets,
+            loss: &mut act.loss,
+            dlogits: &mut act.dlogits,
+        };
         match spec.loss {
-            Loss::SoftmaxCrossEntropy => be.softmax_cross_entropy(
-                n,
-                spec.head_out,
-                &act.logits,
-                &act.targets,
-                &mut act.loss,
-                &mut act.dlogits,
-            ),
-            Loss::SigmoidBce => be.sigmoid_bce(
-                spec.tasks,
-                n,
-                &act.logits,
-                &act.targets,
-                &mut act.loss,
-                &mut act.dlogits,
-            ),
+            Loss::SoftmaxCrossEntropy => be.softmax_cross_entropy(n, spec.head_out, io),
+            Loss::SigmoidBce => be.sigmoid_bce(spec.tasks, n, io),
         }
     }
 
@@ -514,35 +537,14 @@ impl<B: Backend> Net<B> {
         let s = Shapes::new(&self.spec, &self.task_branch, n);
         let a = act;
         // Heads and branches.
-        be.linear_backward(
-            &s.head,
-            &a.h2r,
-            &self.head.w.value,
-            &a.dlogits,
-            Some(&mut a.dh2r),
-            &mut self.head.w.grad,
-            &mut self.head.b.grad,
-        );
+        let (w, g) = self.head.for_backward(Some(&mut a.dh2r));
+        be.linear_backward(&s.head, &a.h2r, w, &a.dlogits, g);
         be.relu_backward(s.fc2.y_len(), &a.h2r, &a.dh2r, &mut a.dh2);
-        be.linear_backward(
-            &s.fc2,
-            &a.h1r,
-            &self.fc2.w.value,
-            &a.dh2,
-            Some(&mut a.dh1r),
-            &mut self.fc2.w.grad,
-            &mut self.fc2.b.grad,
-        );
+        let (w, g) = self.fc2.for_backward(Some(&mut a.dh1r));
+        be.linear_backward(&s.fc2, &a.h1r, w, &a.dh2, g);
         be.relu_backward(s.fc1.y_len(), &a.h1r, &a.dh1r, &mut a.dh1);
-        be.linear_backward(
-            &s.fc1,
-            &a.fr,
-            &self.fc1.w.value,
-            &a.dh1,
-            Some(&mut a.dfr),
-            &mut self.fc1.w.grad,
-            &mut self.fc1.b.grad,
-        );
+        let (w, g) = self.fc1.for_backward(Some(&mut a.dfr));
+        be.linear_backward(&s.fc1, &a.fr, w, &a.dh1, g);
         // Selective Sharing's signal (DESIGN.md §5.1): this step's ∂L/∂W1, added
         // the moment it exists. Only a training step runs backward, so evaluation
         // never reaches the capture.
@@ -551,59 +553,28 @@ impl<B: Backend> Net<B> {
         }
         // Trunk.
         be.relu_backward(s.fc.y_len(), &a.fr, &a.dfr, &mut a.df);
-        be.linear_backward(
-            &s.fc,
-            &a.p2,
-            &self.fc.w.value,
-            &a.df,
-            Some(&mut a.dp2),
-            &mut self.fc.w.grad,
-            &mut self.fc.b.grad,
-        );
-        be.maxpool2x2_backward(&s.act2, &a.r2, &a.p2, &a.dp2, &mut a.dr2);
+        let (w, g) = self.fc.for_backward(Some(&mut a.dp2));
+        be.linear_backward(&s.fc, &a.p2, w, &a.df, g);
+        be.maxpool2x2_backward(&s.act2, &a.r2, &a.dp2, &mut a.dr2);
         be.relu_backward(s.act2.len(), &a.r2, &a.dr2, &mut a.dn2);
-        be.batchnorm2d_backward(
-            &s.act2,
-            &a.c2,
-            &self.bn2.gamma.value,
-            &a.mean2,
-            &a.inv_std2,
-            &a.dn2,
-            &mut a.dc2,
-            &mut self.bn2.gamma.grad,
-            &mut self.bn2.beta.grad,
-        );
-        be.conv2d_backward(
-            &s.conv2,
-            &a.p1,
-            &self.conv2.w.value,
-            &a.dc2,
-            Some(&mut a.dp1),
-            &mut self.conv2.w.grad,
-            &mut self.conv2.b.grad,
-        );
-        be.maxpool2x2_backward(&s.act1, &a.r1, &a.p1, &a.dp1, &mut a.dr1);
+        let stats2 = BatchStats {
+            mean: &a.mean2,
+            inv_std: &a.inv_std2,
+        };
+        self.bn2
+            .backward(be, &s.act2, &a.c2, stats2, &a.dn2, &mut a.dc2);
+        let (w, g) = self.conv2.for_backward(Some(&mut a.dp1));
+        be.conv2d_backward(&s.conv2, &a.p1, w, &a.dc2, g);
+        be.maxpool2x2_backward(&s.act1, &a.r1, &a.dp1, &mut a.dr1);
         be.relu_backward(s.act1.len(), &a.r1, &a.dr1, &mut a.dn1);
-        be.batchnorm2d_backward(
-            &s.act1,
-            &a.c1,
-            &self.bn1.gamma.value,
-            &a.mean1,
-            &a.inv_std1,
-            &a.dn1,
-            &mut a.dc1,
-            &mut self.bn1.gamma.grad,
-            &mut self.bn1.beta.grad,
-        );
-        be.conv2d_backward(
-            &s.conv1,
-            &a.x,
-            &self.conv1.w.value,
-            &a.dc1,
-            None,
-            &mut self.conv1.w.grad,
-            &mut self.conv1.b.grad,
-        );
+        let stats1 = BatchStats {
+            mean: &a.mean1,
+            inv_std: &a.inv_std1,
+        };
+        self.bn1
+            .backward(be, &s.act1, &a.c1, stats1, &a.dn1, &mut a.dc1);
+        let (w, g) = self.conv1.for_backward(None);
+        be.conv2d_backward(&s.conv1, &a.x, w, &a.dc1, g);
     }
 
     /// One training step on the first `n` samples already in `act.x` and
@@ -629,45 +600,6 @@ impl<B: Backend> Net<B> {
             }
             be.optim_step(step, len, &mut p.value, &p.grad, &mut p.state);
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn batchnorm_forward<B: Backend>(
-    be: &B,
-    bn: &mut BatchNorm<B>,
-    s: &Nchw,
-    x: &B::Buf,
-    y: &mut B::Buf,
-    mean: &mut B::Buf,
-    inv_std: &mut B::Buf,
-    train: bool,
-) {
-    if train {
-        be.batchnorm2d_forward_train(
-            s,
-            x,
-            &bn.gamma.value,
-            &bn.beta.value,
-            y,
-            mean,
-            inv_std,
-            &mut bn.running_mean,
-            &mut bn.running_var,
-            BN_MOMENTUM,
-            BN_EPS,
-        );
-    } else {
-        be.batchnorm2d_forward_eval(
-            s,
-            x,
-            &bn.gamma.value,
-            &bn.beta.value,
-            &bn.running_mean,
-            &bn.running_var,
-            BN_EPS,
-            y,
-        );
     }
 }
 

@@ -5,7 +5,8 @@
 //! Then every (n, c) plane is written by its own task.
 
 use super::real::Real;
-use crate::backend::Nchw;
+use super::CpuOf;
+use crate::backend::{BatchNorm2d, BatchStats, Grads, Nchw, NormOps, RunningStats, WeightBias};
 use rayon::prelude::*;
 
 /// Independent partial sums per channel reduction. One running f64 sum is a chain of
@@ -47,80 +48,156 @@ fn channel_sum<T: Real, const K: usize>(
     lanes.map(|l| l.iter().sum())
 }
 
-/// Training mode. x: `[N, C, H, W]`, gamma, beta: `[C]` → y: `[N, C, H, W]`,
-/// mean: `[C]`, inv_std: `[C]` = 1/sqrt(var_biased + eps); updates running_mean and
-/// running_var `[C]`: `running = (1−momentum)·running + momentum·stat`, with the
-/// unbiased variance var·M/(M−1).
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_forward_train<T: Real>(
-    s: &Nchw,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    y: &mut [T],
-    mean: &mut [T],
-    inv_std: &mut [T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
-    momentum: T,
-    eps: T,
-) {
-    let c_n = s.channels;
-    debug_assert!(x.len() >= s.len() && y.len() >= s.len());
-    debug_assert!(gamma.len() >= c_n && beta.len() >= c_n && mean.len() >= c_n);
-    debug_assert!(inv_std.len() >= c_n && running_mean.len() >= c_n && running_var.len() >= c_n);
-    let m = (s.batch * s.height * s.width) as f64;
-    let (mom, eps) = (momentum.to_f64(), eps.to_f64());
-    // (mean, biased var) per channel; two passes for accuracy.
-    let stats: Vec<(f64, f64)> = (0..c_n)
-        .into_par_iter()
-        .map(|c| {
-            let [sum] = channel_sum(s, c, x, x, |u, _| [u.to_f64()]);
-            let mu = sum / m;
-            let [sq] = channel_sum(s, c, x, x, |u, _| {
-                let d = u.to_f64() - mu;
-                [d * d]
-            });
-            (mu, sq / m)
-        })
-        .collect();
-    for c in 0..c_n {
-        let (mu, var) = stats[c];
-        mean[c] = T::from_f64(mu);
-        inv_std[c] = T::from_f64(1.0 / (var + eps).sqrt());
-        let unbiased = if m > 1.0 { var * m / (m - 1.0) } else { var };
-        running_mean[c] = T::from_f64((1.0 - mom) * running_mean[c].to_f64() + mom * mu);
-        running_var[c] = T::from_f64((1.0 - mom) * running_var[c].to_f64() + mom * unbiased);
+impl<T: Real> NormOps for CpuOf<T> {
+    /// Training mode. x: `[N, C, H, W]`, γ = p.w, β = p.b: `[C]` → y: `[N, C, H, W]`,
+    /// batch mean `[C]` and inv_std `[C]` = 1/sqrt(var_biased + eps); updates the
+    /// running mean and var `[C]`: `running = (1−momentum)·running + momentum·stat`,
+    /// with the unbiased variance var·M/(M−1).
+    fn batchnorm2d_forward_train(
+        &self,
+        bn: &BatchNorm2d,
+        x: &Vec<T>,
+        p: WeightBias<&Vec<T>>,
+        y: &mut Vec<T>,
+        batch: BatchStats<&mut Vec<T>>,
+        running: RunningStats<&mut Vec<T>>,
+    ) {
+        let s = &bn.shape;
+        let (gamma, beta) = (p.w, p.b);
+        let (mean, inv_std) = (batch.mean, batch.inv_std);
+        let (running_mean, running_var) = (running.mean, running.var);
+        let c_n = s.channels;
+        debug_assert!(x.len() >= s.len() && y.len() >= s.len());
+        debug_assert!(gamma.len() >= c_n && beta.len() >= c_n && mean.len() >= c_n);
+        debug_assert!(
+            inv_std.len() >= c_n && running_mean.len() >= c_n && running_var.len() >= c_n
+        );
+        let m = (s.batch * s.height * s.width) as f64;
+        let (mom, eps) = (bn.momentum as f64, bn.eps as f64);
+        // (mean, biased var) per channel; two passes for accuracy.
+        let stats: Vec<(f64, f64)> = (0..c_n)
+            .into_par_iter()
+            .map(|c| {
+                let [sum] = channel_sum(s, c, x, x, |u, _| [u.to_f64()]);
+                let mu = sum / m;
+                let [sq] = channel_sum(s, c, x, x, |u, _| {
+                    let d = u.to_f64() - mu;
+                    [d * d]
+                });
+                (mu, sq / m)
+            })
+            .collect();
+        for c in 0..c_n {
+            let (mu, var) = stats[c];
+            mean[c] = T::from_f64(mu);
+            inv_std[c] = T::from_f64(1.0 / (var + eps).sqrt());
+            let unbiased = if m > 1.0 { var * m / (m - 1.0) } else { var };
+            running_mean[c] = T::from_f64((1.0 - mom) * running_mean[c].to_f64() + mom * mu);
+            running_var[c] = T::from_f64((1.0 - mom) * running_var[c].to_f64() + mom * unbiased);
+        }
+        let (mean, inv_std) = (&mean[..c_n], &inv_std[..c_n]);
+        normalise(s, x, y, |c| {
+            let scale = gamma[c] * inv_std[c];
+            (scale, beta[c] - mean[c] * scale)
+        });
     }
-    let (mean, inv_std) = (&mean[..c_n], &inv_std[..c_n]);
-    normalise(s, x, y, |c| {
-        let scale = gamma[c] * inv_std[c];
-        (scale, beta[c] - mean[c] * scale)
-    });
-}
 
-/// Evaluation mode: `y = (x − running_mean)/sqrt(running_var + eps)·γ + β`.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_forward_eval<T: Real>(
-    s: &Nchw,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &[T],
-    running_var: &[T],
-    eps: T,
-    y: &mut [T],
-) {
-    let c_n = s.channels;
-    debug_assert!(x.len() >= s.len() && y.len() >= s.len());
-    debug_assert!(gamma.len() >= c_n && beta.len() >= c_n);
-    debug_assert!(running_mean.len() >= c_n && running_var.len() >= c_n);
-    let eps = eps.to_f64();
-    normalise(s, x, y, |c| {
-        let scale = gamma[c].to_f64() / (running_var[c].to_f64() + eps).sqrt();
-        let shift = beta[c].to_f64() - running_mean[c].to_f64() * scale;
-        (T::from_f64(scale), T::from_f64(shift))
-    });
+    /// Evaluation mode: `y = (x − running_mean)/sqrt(running_var + eps)·γ + β`.
+    fn batchnorm2d_forward_eval(
+        &self,
+        bn: &BatchNorm2d,
+        x: &Vec<T>,
+        p: WeightBias<&Vec<T>>,
+        running: RunningStats<&Vec<T>>,
+        y: &mut Vec<T>,
+    ) {
+        let s = &bn.shape;
+        let (gamma, beta) = (p.w, p.b);
+        let (running_mean, running_var) = (running.mean, running.var);
+        let c_n = s.channels;
+        debug_assert!(x.len() >= s.len() && y.len() >= s.len());
+        debug_assert!(gamma.len() >= c_n && beta.len() >= c_n);
+        debug_assert!(running_mean.len() >= c_n && running_var.len() >= c_n);
+        let eps = bn.eps as f64;
+        normalise(s, x, y, |c| {
+            let scale = gamma[c].to_f64() / (running_var[c].to_f64() + eps).sqrt();
+            let shift = beta[c].to_f64() - running_mean[c].to_f64() * scale;
+            (T::from_f64(scale), T::from_f64(shift))
+        });
+    }
+
+    /// Backward of the training-mode forward. With x̂ = (x − mean)·inv_std, M = N·H·W:
+    /// `dβ = Σ dy`, `dγ = Σ dy·x̂`, `dx = γ·inv_std·(dy − dβ/M − x̂·dγ/M)`.
+    /// x, dy, dx: `[N, C, H, W]`; gamma, mean, inv_std, dγ (g.dw), dβ (g.db): `[C]`.
+    /// Without `g.dx` the input gradient is computed into scratch (the kernel always
+    /// writes one).
+    fn batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        x: &Vec<T>,
+        gamma: &Vec<T>,
+        batch: BatchStats<&Vec<T>>,
+        dy: &Vec<T>,
+        g: Grads<Vec<T>>,
+    ) {
+        let (mean, inv_std) = (batch.mean, batch.inv_std);
+        let (dgamma, dbeta) = (g.dw, g.db);
+        let mut scratch = Vec::new();
+        let dx = match g.dx {
+            Some(dx) => dx,
+            None => {
+                scratch.resize(s.len(), T::ZERO);
+                &mut scratch
+            }
+        };
+        let c_n = s.channels;
+        let hw = s.height * s.width;
+        debug_assert!(x.len() >= s.len() && dy.len() >= s.len() && dx.len() >= s.len());
+        debug_assert!(gamma.len() >= c_n && mean.len() >= c_n && inv_std.len() >= c_n);
+        debug_assert!(dgamma.len() >= c_n && dbeta.len() >= c_n);
+        let m = (s.batch * hw) as f64;
+        let sums: Vec<[f64; 2]> = (0..c_n)
+            .into_par_iter()
+            .map(|c| {
+                let (mu, is) = (mean[c].to_f64(), inv_std[c].to_f64());
+                channel_sum(s, c, dy, x, |g, u| {
+                    let g = g.to_f64();
+                    [g, g * (u.to_f64() - mu) * is]
+                })
+            })
+            .collect();
+        // Per channel: dx = a·dy + b·x + c, folded from the formula above.
+        let coef: Vec<[T; 3]> = (0..c_n)
+            .map(|c| {
+                let [sdy, sdyxh] = sums[c];
+                dbeta[c] = T::from_f64(sdy);
+                dgamma[c] = T::from_f64(sdyxh);
+                let (mu, is) = (mean[c].to_f64(), inv_std[c].to_f64());
+                let k = gamma[c].to_f64() * is;
+                // dx = k·dy − k·sdy/M − k·is·(x − mu)·sdyxh/M
+                let bx = -k * is * sdyxh / m;
+                let c0 = -k * sdy / m - bx * mu;
+                [T::from_f64(k), T::from_f64(bx), T::from_f64(c0)]
+            })
+            .collect();
+        if hw == 0 {
+            return;
+        }
+        dx[..s.len()]
+            .par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(plane, dx_p)| {
+                let [a, b, c0] = coef[plane % c_n];
+                let off = plane * hw;
+                for ((d, &g), &u) in dx_p
+                    .iter_mut()
+                    .zip(&dy[off..off + hw])
+                    .zip(&x[off..off + hw])
+                {
+                    *d = a * g + b * u + c0;
+                }
+            });
+    }
 }
 
 /// `y = x·scale_c + shift_c` per (n, c) plane; `affine(c)` gives (scale, shift).
@@ -142,113 +219,81 @@ fn normalise<T: Real>(s: &Nchw, x: &[T], y: &mut [T], affine: impl Fn(usize) -> 
         });
 }
 
-/// Backward of the training-mode forward. With x̂ = (x − mean)·inv_std, M = N·H·W:
-/// `dβ = Σ dy`, `dγ = Σ dy·x̂`, `dx = γ·inv_std·(dy − dβ/M − x̂·dγ/M)`.
-/// x, dy, dx: `[N, C, H, W]`; gamma, mean, inv_std, dgamma, dbeta: `[C]`.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm2d_backward<T: Real>(
-    s: &Nchw,
-    x: &[T],
-    gamma: &[T],
-    mean: &[T],
-    inv_std: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
-) {
-    let c_n = s.channels;
-    let hw = s.height * s.width;
-    debug_assert!(x.len() >= s.len() && dy.len() >= s.len() && dx.len() >= s.len());
-    debug_assert!(gamma.len() >= c_n && mean.len() >= c_n && inv_std.len() >= c_n);
-    debug_assert!(dgamma.len() >= c_n && dbeta.len() >= c_n);
-    let m = (s.batch * hw) as f64;
-    let sums: Vec<[f64; 2]> = (0..c_n)
-        .into_par_iter()
-        .map(|c| {
-            let (mu, is) = (mean[c].to_f64(), inv_std[c].to_f64());
-            channel_sum(s, c, dy, x, |g, u| {
-                let g = g.to_f64();
-                [g, g * (u.to_f64() - mu) * is]
-            })
-        })
-        .collect();
-    // Per channel: dx = a·dy + b·x + c, folded from the formula above.
-    let coef: Vec<[T; 3]> = (0..c_n)
-        .map(|c| {
-            let [sdy, sdyxh] = sums[c];
-            dbeta[c] = T::from_f64(sdy);
-            dgamma[c] = T::from_f64(sdyxh);
-            let (mu, is) = (mean[c].to_f64(), inv_std[c].to_f64());
-            let k = gamma[c].to_f64() * is;
-            // dx = k·dy − k·sdy/M − k·is·(x − mu)·sdyxh/M
-            let bx = -k * is * sdyxh / m;
-            let c0 = -k * sdy / m - bx * mu;
-            [T::from_f64(k), T::from_f64(bx), T::from_f64(c0)]
-        })
-        .collect();
-    if hw == 0 {
-        return;
-    }
-    dx[..s.len()]
-        .par_chunks_mut(hw)
-        .enumerate()
-        .for_each(|(plane, dx_p)| {
-            let [a, b, c0] = coef[plane % c_n];
-            let off = plane * hw;
-            for ((d, &g), &u) in dx_p
-                .iter_mut()
-                .zip(&dy[off..off + hw])
-                .zip(&x[off..off + hw])
-            {
-                *d = a * g + b * u + c0;
-            }
-        });
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
+    use super::super::{Cpu, Cpu64};
     use super::*;
 
-    const EPS: f64 = 1e-5;
+    const BN: fn(Nchw) -> BatchNorm2d = |shape| BatchNorm2d {
+        shape,
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    /// The constants as the f64 path sees them (f32 values widened).
+    const MOMENTUM: f64 = 0.1f32 as f64;
+    const EPS: f64 = 1e-5f32 as f64;
 
-    fn shape(batch: usize, channels: usize, height: usize, width: usize) -> Nchw {
-        Nchw {
-            batch,
-            channels,
-            height,
-            width,
-        }
+    /// Training forward then backward on `cpu`: `[y, mean, inv_std, running_mean,
+    /// running_var, dx, dγ, dβ]`, every output poisoned first; the running
+    /// statistics start at `running0` (default: mean 0, var 1).
+    fn train_and_backward<T: Real>(
+        cpu: CpuOf<T>,
+        s: &Nchw,
+        [x, gamma, beta, dy]: [&Vec<T>; 4],
+        running0: Option<[&Vec<T>; 2]>,
+    ) -> [Vec<T>; 8] {
+        let c_n = s.channels;
+        let mut y = poisoned(s.len());
+        let (mut mean, mut is) = (poisoned(c_n), poisoned(c_n));
+        let [mut rm, mut rv] = match running0 {
+            Some([m, v]) => [m.clone(), v.clone()],
+            None => [vec![T::ZERO; c_n], vec![T::ONE; c_n]],
+        };
+        let p = WeightBias { w: gamma, b: beta };
+        let batch = BatchStats {
+            mean: &mut mean,
+            inv_std: &mut is,
+        };
+        let running = RunningStats {
+            mean: &mut rm,
+            var: &mut rv,
+        };
+        cpu.batchnorm2d_forward_train(&BN(*s), x, p, &mut y, batch, running);
+        let (mut dx, mut dg, mut db) = (poisoned(s.len()), poisoned(c_n), poisoned(c_n));
+        let stats = BatchStats {
+            mean: &mean,
+            inv_std: &is,
+        };
+        let g = Grads {
+            dx: Some(&mut dx),
+            dw: &mut dg,
+            db: &mut db,
+        };
+        cpu.batchnorm2d_backward(s, x, gamma, stats, dy, g);
+        [y, mean, is, rm, rv, dx, dg, db]
     }
 
-    /// Training forward in f64 (discarding stats).
+    /// Training forward in f64 (discarding the rest).
     fn forward(s: &Nchw, x: &[f64], g: &[f64], b: &[f64]) -> Vec<f64> {
-        let c = s.channels;
-        let mut y = vec![0.0; s.len()];
-        let (mut m, mut is) = (vec![0.0; c], vec![0.0; c]);
-        let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
-        batchnorm2d_forward_train(
-            s, x, g, b, &mut y, &mut m, &mut is, &mut rm, &mut rv, 0.1, EPS,
-        );
+        let dy = vec![0.0; s.len()];
+        let [y, ..] =
+            train_and_backward(Cpu64, s, [&x.to_vec(), &g.to_vec(), &b.to_vec(), &dy], None);
         y
     }
 
     #[test]
     fn train_forward_stats_running_stats_and_eval() {
-        for s in [shape(3, 2, 5, 7), shape(4, 3, 1, 1)] {
+        for s in [nchw(3, 2, 5, 7), nchw(4, 3, 1, 1)] {
             let mut g = rng(5);
             let c_n = s.channels;
             let x: Vec<f64> = rand_range(&mut g, s.len(), -1.0, 3.0);
             let (gamma, beta) = (rand_vec(&mut g, c_n), rand_vec(&mut g, c_n));
             let rm0 = rand_vec(&mut g, c_n);
             let rv0 = rand_range(&mut g, c_n, 0.5, 2.0);
-            let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
-            let mut y = poisoned(s.len());
-            let (mut mean, mut is) = (poisoned(c_n), poisoned(c_n));
-            batchnorm2d_forward_train(
-                &s, &x, &gamma, &beta, &mut y, &mut mean, &mut is, &mut rm, &mut rv, 0.1, EPS,
-            );
+            let dy = rand_vec(&mut g, s.len());
+            let [y, mean, is, rm, rv, ..] =
+                train_and_backward(Cpu64, &s, [&x, &gamma, &beta, &dy], Some([&rm0, &rv0]));
             let hw = s.height * s.width;
             let m = (s.batch * hw) as f64;
             let mut want_y = vec![0.0; s.len()];
@@ -261,8 +306,11 @@ mod tests {
                 let var = vals.iter().map(|v| (v.1 - mu).powi(2)).sum::<f64>() / m;
                 assert!((mean[c] - mu).abs() < 1e-12);
                 assert!((is[c] - 1.0 / (var + EPS).sqrt()).abs() < 1e-10);
-                assert!((rm[c] - (0.9 * rm0[c] + 0.1 * mu)).abs() < 1e-12);
-                assert!((rv[c] - (0.9 * rv0[c] + 0.1 * var * m / (m - 1.0))).abs() < 1e-12);
+                assert!((rm[c] - ((1.0 - MOMENTUM) * rm0[c] + MOMENTUM * mu)).abs() < 1e-12);
+                assert!(
+                    (rv[c] - ((1.0 - MOMENTUM) * rv0[c] + MOMENTUM * var * m / (m - 1.0))).abs()
+                        < 1e-12
+                );
                 for (i, v) in vals {
                     want_y[i] = (v - mu) / (var + EPS).sqrt() * gamma[c] + beta[c];
                 }
@@ -270,7 +318,15 @@ mod tests {
             assert!(rel_err(&y, &want_y) < 1e-12);
 
             let mut ye = poisoned(s.len());
-            batchnorm2d_forward_eval(&s, &x, &gamma, &beta, &rm, &rv, EPS, &mut ye);
+            let p = WeightBias {
+                w: &gamma,
+                b: &beta,
+            };
+            let running = RunningStats {
+                mean: &rm,
+                var: &rv,
+            };
+            Cpu64.batchnorm2d_forward_eval(&BN(s), &x, p, running, &mut ye);
             let want_e: Vec<f64> = (0..s.len())
                 .map(|i| {
                     let c = (i / hw) % c_n;
@@ -284,20 +340,14 @@ mod tests {
     /// L = Σ r·bn(x, γ, β) (training mode, stats depend on x).
     #[test]
     fn backward_matches_finite_differences() {
-        for s in [shape(3, 2, 5, 7), shape(5, 3, 1, 1), shape(2, 4, 3, 3)] {
+        for s in [nchw(3, 2, 5, 7), nchw(5, 3, 1, 1), nchw(2, 4, 3, 3)] {
             let mut g = rng(9);
             let c_n = s.channels;
             let x = rand_vec(&mut g, s.len());
             let (gamma, beta) = (rand_vec(&mut g, c_n), rand_vec(&mut g, c_n));
             let r = rand_vec(&mut g, s.len());
-            let mut y = vec![0.0; s.len()];
-            let (mut mean, mut is) = (vec![0.0; c_n], vec![0.0; c_n]);
-            let (mut rm, mut rv) = (vec![0.0; c_n], vec![1.0; c_n]);
-            batchnorm2d_forward_train(
-                &s, &x, &gamma, &beta, &mut y, &mut mean, &mut is, &mut rm, &mut rv, 0.1, EPS,
-            );
-            let (mut dx, mut dg, mut db) = (poisoned(s.len()), poisoned(c_n), poisoned(c_n));
-            batchnorm2d_backward(&s, &x, &gamma, &mean, &is, &r, &mut dx, &mut dg, &mut db);
+            let [y, _, _, _, _, dx, dg, db] =
+                train_and_backward(Cpu64, &s, [&x, &gamma, &beta, &r], None);
             let fx = fd_grad(&x, FD_H, |x| dot(&r, &forward(&s, x, &gamma, &beta)));
             let fg = fd_grad(&gamma, FD_H, |gm| dot(&r, &forward(&s, &x, gm, &beta)));
             let fb = fd_grad(&beta, FD_H, |bt| dot(&r, &forward(&s, &x, &gamma, bt)));
@@ -312,27 +362,42 @@ mod tests {
             // f32 path vs f64 path (forward and backward).
             let f = to_f32;
             let (x32, g32, b32, r32) = (f(&x), f(&gamma), f(&beta), f(&r));
-            let mut y32 = poisoned(s.len());
-            let (mut m32, mut is32) = (poisoned(c_n), poisoned(c_n));
-            let (mut rm32, mut rv32) = (vec![0f32; c_n], vec![1f32; c_n]);
-            batchnorm2d_forward_train(
-                &s, &x32, &g32, &b32, &mut y32, &mut m32, &mut is32, &mut rm32, &mut rv32, 0.1,
-                1e-5,
-            );
+            let [y32, _, _, _, _, dx32, dg32, db32] =
+                train_and_backward(Cpu, &s, [&x32, &g32, &b32, &r32], None);
             assert!(rel_err(&y32, &y) < 1e-5);
-            let (mut dx32, mut dg32, mut db32) = (poisoned(s.len()), poisoned(c_n), poisoned(c_n));
-            batchnorm2d_backward(
-                &s, &x32, &g32, &m32, &is32, &r32, &mut dx32, &mut dg32, &mut db32,
-            );
             assert!(rel_err(&dx32, &dx) < 1e-5);
             assert!(rel_err(&dg32, &dg) < 1e-5);
             assert!(rel_err(&db32, &db) < 1e-5);
         }
     }
 
+    /// Without `dx` the parameter gradients are the same.
+    #[test]
+    fn backward_without_dx() {
+        let s = nchw(3, 2, 5, 7);
+        let mut g = rng(4);
+        let c_n = s.channels;
+        let [x, gamma, beta, dy] =
+            [s.len(), c_n, c_n, s.len()].map(|n| to_f32(&rand_vec(&mut g, n)));
+        let [_, mean, is, _, _, _, dg, db] =
+            train_and_backward(Cpu, &s, [&x, &gamma, &beta, &dy], None);
+        let (mut dg2, mut db2) = (poisoned(c_n), poisoned(c_n));
+        let stats = BatchStats {
+            mean: &mean,
+            inv_std: &is,
+        };
+        let grads = Grads {
+            dx: None,
+            dw: &mut dg2,
+            db: &mut db2,
+        };
+        Cpu.batchnorm2d_backward(&s, &x, &gamma, stats, &dy, grads);
+        assert!(same_bits(&dg, &dg2) && same_bits(&db, &db2));
+    }
+
     #[test]
     fn deterministic_across_runs_and_thread_counts() {
-        let s = shape(17, 6, 9, 11);
+        let s = nchw(17, 6, 9, 11);
         let mut g = rng(2);
         let c_n = s.channels;
         let x = to_f32(&rand_vec(&mut g, s.len()));
@@ -341,17 +406,7 @@ mod tests {
             to_f32(&rand_vec(&mut g, c_n)),
             to_f32(&rand_vec(&mut g, c_n)),
         );
-        let run = || {
-            let mut y = poisoned(s.len());
-            let (mut mean, mut is) = (poisoned(c_n), poisoned(c_n));
-            let (mut rm, mut rv) = (vec![0f32; c_n], vec![1f32; c_n]);
-            batchnorm2d_forward_train(
-                &s, &x, &gamma, &beta, &mut y, &mut mean, &mut is, &mut rm, &mut rv, 0.1, 1e-5,
-            );
-            let (mut dx, mut dg, mut db) = (poisoned(s.len()), poisoned(c_n), poisoned(c_n));
-            batchnorm2d_backward(&s, &x, &gamma, &mean, &is, &dy, &mut dx, &mut dg, &mut db);
-            [y, mean, is, rm, rv, dx, dg, db]
-        };
+        let run = || train_and_backward(Cpu, &s, [&x, &gamma, &beta, &dy], None);
         let first = run();
         for other in [run(), in_pool(1, run), in_pool(3, run)] {
             for (a, b) in first.iter().zip(&other) {

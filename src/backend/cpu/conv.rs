@@ -16,9 +16,10 @@
 //! column-major, B row-major; see `gemm`): the forward reads W through a transposed
 //! copy `Wᵀ[CRR, K]`, the weight gradient uses `colᵀ[P, CRR]` and `dyᵀ[P, K]`.
 
-use super::gemm::{gemm_serial, transpose, Mat};
+use super::gemm::{gemm, transpose, Mat, Split};
 use super::real::Real;
-use crate::backend::Conv2dShape;
+use super::CpuOf;
+use crate::backend::{Conv2dShape, ConvOps, Grads, WeightBias};
 use rayon::prelude::*;
 
 /// Images per partial sum of the weight gradient.
@@ -83,8 +84,7 @@ fn col2im<T: Real>(s: &Conv2dShape, col: &[T], dx_n: &mut [T]) {
     }
 }
 
-/// x: `[N, C, H, W]`, w: `[K, C, R, R]`, b: `[K]` → y: `[N, K, H-R+1, W-R+1]`.
-pub fn conv2d_forward<T: Real>(s: &Conv2dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+fn forward<T: Real>(s: &Conv2dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len() && y.len() >= s.y_len());
     debug_assert!(b.len() >= s.out_channels);
     let (k, crr) = (s.out_channels, s.in_channels * s.kernel * s.kernel);
@@ -107,13 +107,21 @@ pub fn conv2d_forward<T: Real>(s: &Conv2dShape, x: &[T], w: &[T], b: &[T], y: &m
                 for (y_k, &b_k) in y_n.chunks_mut(p).zip(b) {
                     y_k.fill(b_k);
                 }
-                gemm_serial(T::ONE, w, Mat::row_major(col, crr, p), T::ONE, y_n, p);
+                gemm(
+                    T::ONE,
+                    w,
+                    Mat::row_major(col, crr, p),
+                    T::ONE,
+                    y_n,
+                    p,
+                    Split::Serial,
+                );
             },
         );
 }
 
 /// Backward-data. w: `[K, C, R, R]`, dy: `[N, K, OH, OW]` → dx: `[N, C, H, W]`.
-pub fn conv2d_backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mut [T]) {
+fn backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mut [T]) {
     debug_assert!(w.len() >= s.w_len() && dy.len() >= s.y_len() && dx.len() >= s.x_len());
     let (k, crr) = (s.out_channels, s.in_channels * s.kernel * s.kernel);
     let p = s.out_height() * s.out_width();
@@ -129,20 +137,14 @@ pub fn conv2d_backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mu
             || vec![T::ZERO; crr * p],
             |dcol, (n, dx_n)| {
                 let dy_n = Mat::row_major(&dy[n * k * p..(n + 1) * k * p], k, p);
-                gemm_serial(T::ONE, wt, dy_n, T::ZERO, dcol, p);
+                gemm(T::ONE, wt, dy_n, T::ZERO, dcol, p, Split::Serial);
                 col2im(s, dcol, dx_n);
             },
         );
 }
 
 /// Backward-weights. x: `[N, C, H, W]`, dy: `[N, K, OH, OW]` → dw: `[K, C, R, R]`, db: `[K]`.
-pub fn conv2d_backward_weights<T: Real>(
-    s: &Conv2dShape,
-    x: &[T],
-    dy: &[T],
-    dw: &mut [T],
-    db: &mut [T],
-) {
+fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
     debug_assert!(x.len() >= s.x_len() && dy.len() >= s.y_len());
     debug_assert!(dw.len() >= s.w_len() && db.len() >= s.out_channels);
     let (k, crr) = (s.out_channels, s.in_channels * s.kernel * s.kernel);
@@ -175,7 +177,7 @@ pub fn conv2d_backward_weights<T: Real>(
             // dW_chunk (K×CRR) = [dy_n…] (K × rows) · [colᵀ_n…] (rows × CRR)
             let a = Mat::row_major(&dy_t[..rows * k], rows, k).t();
             let b = Mat::row_major(&col_t[..rows * crr], rows, crr);
-            gemm_serial(T::ONE, a, b, T::ZERO, pdw, crr);
+            gemm(T::ONE, a, b, T::ZERO, pdw, crr, Split::Serial);
         },
     );
     let (dw, db) = (&mut dw[..w_len], &mut db[..k]);
@@ -188,20 +190,24 @@ pub fn conv2d_backward_weights<T: Real>(
     }
 }
 
-/// Both halves of the backward; dx only when asked for.
-pub fn conv2d_backward<T: Real>(
-    s: &Conv2dShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: Option<&mut [T]>,
-    dw: &mut [T],
-    db: &mut [T],
-) {
-    if let Some(dx) = dx {
-        conv2d_backward_data(s, w, dy, dx);
+impl<T: Real> ConvOps for CpuOf<T> {
+    fn conv2d_forward(&self, s: &Conv2dShape, x: &Vec<T>, p: WeightBias<&Vec<T>>, y: &mut Vec<T>) {
+        forward(s, x, p.w, p.b, y);
     }
-    conv2d_backward_weights(s, x, dy, dw, db);
+
+    fn conv2d_backward(
+        &self,
+        s: &Conv2dShape,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        dy: &Vec<T>,
+        g: Grads<Vec<T>>,
+    ) {
+        if let Some(dx) = g.dx {
+            backward_data(s, w, dy, dx);
+        }
+        backward_weights(s, x, dy, g.dw, g.db);
+    }
 }
 
 #[cfg(test)]
@@ -246,95 +252,45 @@ mod tests {
         y
     }
 
-    fn inputs(s: &Conv2dShape, seed: u64) -> [Vec<f64>; 4] {
-        let mut g = rng(seed);
+    impl WeightBiasLayer for Conv2dShape {
+        fn run_forward<T: Real>(&self, x: &V<T>, p: WeightBias<&V<T>>, y: &mut V<T>) {
+            CpuOf::<T>::default().conv2d_forward(self, x, p, y)
+        }
+        fn lens(&self) -> [usize; 4] {
+            [self.x_len(), self.w_len(), self.out_channels, self.y_len()]
+        }
+        fn run_backward<T: Real>(&self, x: &V<T>, w: &V<T>, dy: &V<T>, g: Grads<V<T>>) {
+            CpuOf::<T>::default().conv2d_backward(self, x, w, dy, g)
+        }
+    }
+
+    /// Odd sizes; batch 10 > IMG_CHUNK exercises several partial sums.
+    fn small_shapes() -> [Conv2dShape; 3] {
         [
-            rand_vec(&mut g, s.x_len()),
-            rand_vec(&mut g, s.w_len()),
-            rand_vec(&mut g, s.out_channels),
-            rand_vec(&mut g, s.y_len()),
+            shape(3, 2, 3, 5, 7, 3),
+            shape(10, 2, 2, 4, 5, 2),
+            shape(2, 3, 2, 6, 5, 1),
         ]
     }
 
     #[test]
     fn forward_matches_direct_loops_f64_and_f32() {
-        for s in [
-            shape(3, 2, 3, 5, 7, 3),
-            shape(2, 1, 4, 6, 6, 1),
-            shape(4, 3, 5, 9, 8, 5),
-            shape(2, 20, 40, 12, 12, 5),
-        ] {
-            let [x, w, b, _] = inputs(&s, 7);
-            let want = naive_forward(&s, &x, &w, &b);
-            // Buffers longer than the shape: only the prefix is read / written.
-            let mut y = poisoned::<f64>(s.y_len() + 5);
-            conv2d_forward(&s, &x, &w, &b, &mut y);
-            assert!(rel_err(&y[..s.y_len()], &want) < 1e-13, "{s:?}");
-            assert!(y[s.y_len()..].iter().all(|v| v.is_nan()));
-            let mut y32 = poisoned::<f32>(s.y_len());
-            conv2d_forward(&s, &to_f32(&x), &to_f32(&w), &to_f32(&b), &mut y32);
-            // f32 vs f64: sums of ≤ 500 products, tolerance 1e-5 relative.
-            assert!(rel_err(&y32, &want) < 1e-5, "{s:?}");
+        let larger = [shape(4, 3, 5, 9, 8, 5), shape(2, 20, 40, 12, 12, 5)];
+        for s in small_shapes().into_iter().chain(larger) {
+            // f32 vs f64: sums of ≤ 500 products, within the 1e-5 of check_forward.
+            check_forward(&s, |x, w, b| naive_forward(&s, x, w, b));
         }
     }
 
-    /// L = Σ r·conv(x, w, b): dL/dy = r; every gradient against central differences.
     #[test]
     fn backward_matches_finite_differences() {
-        // Odd sizes; batch 10 > IMG_CHUNK exercises several partial sums.
-        for s in [
-            shape(3, 2, 3, 5, 7, 3),
-            shape(10, 2, 2, 4, 5, 2),
-            shape(2, 3, 2, 6, 5, 1),
-        ] {
-            let [x, w, b, r] = inputs(&s, 11);
-            let loss = |x: &[f64], w: &[f64], b: &[f64]| {
-                let mut y = vec![0.0; s.y_len()];
-                conv2d_forward(&s, x, w, b, &mut y);
-                dot(&r, &y)
-            };
-            let mut dx = poisoned(s.x_len());
-            let mut dw = poisoned(s.w_len());
-            let mut db = poisoned(s.out_channels);
-            conv2d_backward(&s, &x, &w, &r, Some(&mut dx), &mut dw, &mut db);
-            let fx = fd_grad(&x, FD_H, |x| loss(x, &w, &b));
-            let fw = fd_grad(&w, FD_H, |w| loss(&x, w, &b));
-            let fb = fd_grad(&b, FD_H, |b| loss(&x, &w, b));
-            assert!(rel_err(&dx, &fx) < GRAD_TOL, "dx {s:?}");
-            assert!(rel_err(&dw, &fw) < GRAD_TOL, "dw {s:?}");
-            assert!(rel_err(&db, &fb) < GRAD_TOL, "db {s:?}");
-
-            // f32 path vs f64 path.
-            let mut dx32 = poisoned(s.x_len());
-            let mut dw32 = poisoned(s.w_len());
-            let mut db32 = poisoned(s.out_channels);
-            let (x32, w32, r32) = (to_f32(&x), to_f32(&w), to_f32(&r));
-            conv2d_backward(&s, &x32, &w32, &r32, Some(&mut dx32), &mut dw32, &mut db32);
-            assert!(rel_err(&dx32, &dx) < 1e-5);
-            assert!(rel_err(&dw32, &dw) < 1e-5);
-            assert!(rel_err(&db32, &db) < 1e-5);
+        for s in small_shapes() {
+            check_backward(&s);
         }
     }
 
     #[test]
     fn deterministic_across_runs_and_thread_counts() {
-        let s = shape(19, 3, 8, 14, 13, 5);
-        let [x, w, b, dy] = inputs(&s, 3);
-        let (x, w, b, dy) = (to_f32(&x), to_f32(&w), to_f32(&b), to_f32(&dy));
-        let run = || {
-            let mut y = poisoned(s.y_len());
-            let mut dx = poisoned(s.x_len());
-            let mut dw = poisoned(s.w_len());
-            let mut db = poisoned(s.out_channels);
-            conv2d_forward(&s, &x, &w, &b, &mut y);
-            conv2d_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, &mut db);
-            [y, dx, dw, db]
-        };
-        let first = run();
-        for other in [run(), in_pool(1, run), in_pool(3, run)] {
-            for (a, b) in first.iter().zip(&other) {
-                assert!(same_bits(a, b));
-            }
-        }
+        check_deterministic(&shape(19, 3, 8, 14, 13, 5));
     }
 }

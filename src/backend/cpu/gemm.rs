@@ -11,7 +11,7 @@
 //! and every element of C is computed by one call whose k-loop order is fixed
 //! (matrixmultiply's KC blocking), so the bits do not depend on scheduling.
 
-use super::real::Real;
+use super::real::{RawMat, Real};
 use rayon::prelude::*;
 
 /// Work per rayon task, in multiply-adds (≈ 0.1 ms on one core).
@@ -57,41 +57,45 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-/// `C ← α·A·B + β·C`, A: `[m, k]`, B: `[k, n]`, C: `[m, n]` row-major with row
-/// stride `ldc` (the prefix of `c`). With β = 0, C is not read (it may hold NaN).
-/// Splits C into fixed blocks run as rayon tasks when it is big enough.
-pub fn gemm<T: Real>(alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, c: &mut [T], ldc: usize) {
-    gemm_impl(alpha, a, b, beta, c, ldc, true);
+/// How a GEMM uses rayon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// C in fixed blocks run as rayon tasks, when it is big enough.
+    Blocks,
+    /// On the calling thread only, for callers that already run one task per image
+    /// or branch (splitting again would only repeat the packing). Same bits as
+    /// `Blocks`.
+    Serial,
 }
 
-/// [`gemm`] on the calling thread only, for callers that already run one task per
-/// image or branch (splitting again would only repeat the packing).
-pub fn gemm_serial<T: Real>(
-    alpha: T,
-    a: Mat<'_, T>,
-    b: Mat<'_, T>,
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-) {
-    gemm_impl(alpha, a, b, beta, c, ldc, false);
+impl Split {
+    /// For the GEMM of one of `tasks` parallel tasks: blocks only when it is the sole one.
+    pub fn for_tasks(tasks: usize) -> Self {
+        if tasks > 1 {
+            Split::Serial
+        } else {
+            Split::Blocks
+        }
+    }
 }
 
 /// A raw pointer to C shared by tasks that write disjoint blocks of it.
 #[derive(Clone, Copy)]
 struct CPtr<T>(*mut T);
-// SAFETY: tasks write disjoint column ranges of C (see `gemm_impl`).
+// SAFETY: tasks write disjoint column ranges of C (see `gemm`).
 unsafe impl<T: Send> Send for CPtr<T> {}
 unsafe impl<T: Send> Sync for CPtr<T> {}
 
-fn gemm_impl<T: Real>(
+/// `C ← α·A·B + β·C`, A: `[m, k]`, B: `[k, n]`, C: `[m, n]` row-major with row
+/// stride `ldc` (the prefix of `c`). With β = 0, C is not read (it may hold NaN).
+pub fn gemm<T: Real>(
     alpha: T,
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     beta: T,
     c: &mut [T],
     ldc: usize,
-    parallel: bool,
+    split: Split,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(a.cols, b.rows, "gemm: A is {m}x{k} but B is {}x{n}", b.rows);
@@ -122,27 +126,27 @@ fn gemm_impl<T: Real>(
     // SAFETY (for callers): the block must lie inside C, and concurrent calls must
     // write disjoint blocks; A and B are shared reads and do not alias C (&mut).
     let block = |r0: usize, rows: usize, j0: usize, cols: usize, cp: CPtr<T>| unsafe {
-        T::gemm_raw(
-            rows,
-            k,
-            cols,
-            alpha,
-            a.data.as_ptr().add(r0 * a.rs),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr().add(j0 * b.cs),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
-            cp.0.add(r0 * ldc + j0),
-            ldc as isize,
-            1,
-        )
+        let a = RawMat {
+            ptr: a.data.as_ptr().add(r0 * a.rs),
+            rs: a.rs as isize,
+            cs: a.cs as isize,
+        };
+        let b = RawMat {
+            ptr: b.data.as_ptr().add(j0 * b.cs),
+            rs: b.rs as isize,
+            cs: b.cs as isize,
+        };
+        let c = RawMat {
+            ptr: cp.0.add(r0 * ldc + j0),
+            rs: ldc as isize,
+            cs: 1,
+        };
+        T::gemm_raw([rows, k, cols], alpha, a, b, beta, c)
     };
     let cp = CPtr(c.as_mut_ptr());
     // Number of blocks: from the shape only. Split the longer side of C: each block
     // repacks the whole of the operand along the other side.
-    let tasks = if parallel {
+    let tasks = if split == Split::Blocks {
         (m * n * k) / MIN_TASK_MACS
     } else {
         1
@@ -228,17 +232,25 @@ mod tests {
             let want = naive(am, bm);
             // A given transposed in memory: [k, m] viewed through .t().
             let mut c = poisoned(m * n);
-            gemm(1.0, Mat::row_major(&at, k, m).t(), bm, 0.0, &mut c, n);
+            gemm(
+                1.0,
+                Mat::row_major(&at, k, m).t(),
+                bm,
+                0.0,
+                &mut c,
+                n,
+                Split::Blocks,
+            );
             assert!(rel_err(&c, &want) < 1e-13, "m{m} k{k} n{n}");
             // β = 1 accumulates, α scales.
-            gemm(2.0, am, bm, 1.0, &mut c, n);
+            gemm(2.0, am, bm, 1.0, &mut c, n, Split::Blocks);
             let want3: Vec<f64> = want.iter().map(|v| 3.0 * v).collect();
             assert!(rel_err(&c, &want3) < 1e-13);
             // The serial path gives the same bits as the split one.
             let mut c1 = poisoned(m * n);
             let mut c2 = poisoned(m * n);
-            gemm(1.0, am, bm, 0.0, &mut c1, n);
-            gemm_serial(1.0, am, bm, 0.0, &mut c2, n);
+            gemm(1.0, am, bm, 0.0, &mut c1, n, Split::Blocks);
+            gemm(1.0, am, bm, 0.0, &mut c2, n, Split::Serial);
             assert!(c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()));
             let mut t = poisoned(m * k);
             transpose(&a, m, k, &mut t);

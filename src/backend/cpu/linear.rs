@@ -12,9 +12,10 @@
 //! packs slowest (a gather) when they are the A of `x·wᵀ` / `dy·w` or the B of `x·wᵀ`;
 //! a blocked transpose into scratch (`xᵀ`, `wᵀ`, `dyᵀ`) first is about twice as fast.
 
-use super::gemm::{gemm, gemm_serial, transpose, Mat};
+use super::gemm::{gemm, transpose, Mat, Split};
 use super::real::Real;
-use crate::backend::LinearShape;
+use super::CpuOf;
+use crate::backend::{Grads, LinearOps, LinearShape, WeightBias};
 use rayon::prelude::*;
 
 fn check(s: &LinearShape) {
@@ -23,44 +24,6 @@ fn check(s: &LinearShape) {
         s.x_of.iter().all(|&i| i < s.x_branches),
         "x_of[o] < x_branches"
     );
-}
-
-/// x: `[x_branches, N, in]`, w: `[branches, out, in]`, b: `[branches, out]`
-/// → y: `[branches, N, out]`.
-pub fn linear_forward<T: Real>(s: &LinearShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
-    check(s);
-    debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len());
-    debug_assert!(b.len() >= s.b_len() && y.len() >= s.y_len());
-    let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
-    if n * fout == 0 {
-        return;
-    }
-    let x_t = transposed(&x[..s.x_len()], n, fin); // [x_branches, in, N]
-    let w_t = transposed(&w[..s.w_len()], fout, fin); // [branches, in, out]
-    y[..s.y_len()]
-        .par_chunks_mut(n * fout)
-        .enumerate()
-        .for_each(|(o, y_o)| {
-            let x_o = Mat::row_major(&x_t[s.x_of[o] * n * fin..][..n * fin], fin, n).t();
-            let w_o = Mat::row_major(&w_t[o * fout * fin..][..fout * fin], fin, fout);
-            for row in y_o.chunks_mut(fout) {
-                row.copy_from_slice(&b[o * fout..][..fout]);
-            }
-            gemm_in_task(s.branches)(T::ONE, x_o, w_o, T::ONE, y_o, fout);
-        });
-}
-
-type GemmFn<T> = fn(T, Mat<'_, T>, Mat<'_, T>, T, &mut [T], usize);
-
-/// The GEMM for one of `tasks` parallel per-branch tasks: split into blocks only
-/// when it is the sole task (splitting inside parallel branches only repeats the
-/// packing; split and serial give the same bits).
-fn gemm_in_task<T: Real>(tasks: usize) -> GemmFn<T> {
-    if tasks > 1 {
-        gemm_serial
-    } else {
-        gemm
-    }
 }
 
 /// Each `[rows, cols]` matrix of a stack, transposed to `[cols, rows]`.
@@ -74,72 +37,123 @@ fn transposed<T: Real>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
     t
 }
 
-/// x: `[x_branches, N, in]`, w: `[branches, out, in]`, dy: `[branches, N, out]`
-/// → dw: `[branches, out, in]`, db: `[branches, out]`, and when asked for
-/// dx: `[x_branches, N, in]`, summed over the branches reading each input
-/// (0 for an input no branch reads).
-#[allow(clippy::too_many_arguments)]
-pub fn linear_backward<T: Real>(
-    s: &LinearShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: Option<&mut [T]>,
-    dw: &mut [T],
-    db: &mut [T],
-) {
-    check(s);
-    debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len() && dy.len() >= s.y_len());
-    debug_assert!(dw.len() >= s.w_len() && db.len() >= s.b_len());
-    let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
-    let dy_of = |o: usize| &dy[o * n * fout..][..n * fout];
-    if let Some(dx) = dx {
-        debug_assert!(dx.len() >= s.x_len());
-        if n * fin > 0 {
-            let dy_t = transposed(&dy[..s.y_len()], n, fout); // [branches, out, N]
-            dx[..s.x_len()]
-                .par_chunks_mut(n * fin)
-                .enumerate()
-                .for_each(|(i, dx_i)| {
-                    let mut beta = T::ZERO;
-                    for o in (0..s.branches).filter(|&o| s.x_of[o] == i) {
-                        let dy_o = Mat::row_major(&dy_t[o * n * fout..][..n * fout], fout, n);
-                        let w_o = Mat::row_major(&w[o * fout * fin..][..fout * fin], fout, fin);
-                        gemm_in_task(s.x_branches)(T::ONE, dy_o.t(), w_o, beta, dx_i, fin);
-                        beta = T::ONE;
-                    }
-                    if beta == T::ZERO {
-                        dx_i.fill(T::ZERO);
-                    }
-                });
+impl<T: Real> LinearOps for CpuOf<T> {
+    /// x: `[x_branches, N, in]`, w: `[branches, out, in]`, b: `[branches, out]`
+    /// → y: `[branches, N, out]`.
+    fn linear_forward(&self, s: &LinearShape, x: &Vec<T>, p: WeightBias<&Vec<T>>, y: &mut Vec<T>) {
+        let (w, b) = (p.w, p.b);
+        check(s);
+        debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len());
+        debug_assert!(b.len() >= s.b_len() && y.len() >= s.y_len());
+        let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+        if n * fout == 0 {
+            return;
         }
-    }
-    if fout == 0 {
-        return;
-    }
-    db[..s.b_len()]
-        .par_chunks_mut(fout)
-        .enumerate()
-        .for_each(|(o, db_o)| {
-            db_o.fill(T::ZERO);
-            for row in dy_of(o).chunks(fout) {
-                for (d, &g) in db_o.iter_mut().zip(row) {
-                    *d += g;
+        let x_t = transposed(&x[..s.x_len()], n, fin); // [x_branches, in, N]
+        let w_t = transposed(&w[..s.w_len()], fout, fin); // [branches, in, out]
+        y[..s.y_len()]
+            .par_chunks_mut(n * fout)
+            .enumerate()
+            .for_each(|(o, y_o)| {
+                let x_o = Mat::row_major(&x_t[s.x_of[o] * n * fin..][..n * fin], fin, n).t();
+                let w_o = Mat::row_major(&w_t[o * fout * fin..][..fout * fin], fin, fout);
+                for row in y_o.chunks_mut(fout) {
+                    row.copy_from_slice(&b[o * fout..][..fout]);
                 }
-            }
-        });
-    if fin == 0 {
-        return;
+                gemm(
+                    T::ONE,
+                    x_o,
+                    w_o,
+                    T::ONE,
+                    y_o,
+                    fout,
+                    Split::for_tasks(s.branches),
+                );
+            });
     }
-    dw[..s.w_len()]
-        .par_chunks_mut(fout * fin)
-        .enumerate()
-        .for_each(|(o, dw_o)| {
-            let x_o = &x[s.x_of[o] * n * fin..][..n * fin];
-            let dyt = Mat::row_major(dy_of(o), n, fout).t();
-            let x_o = Mat::row_major(x_o, n, fin);
-            gemm_in_task(s.branches)(T::ONE, dyt, x_o, T::ZERO, dw_o, fin);
-        });
+
+    /// x: `[x_branches, N, in]`, w: `[branches, out, in]`, dy: `[branches, N, out]`
+    /// → dw: `[branches, out, in]`, db: `[branches, out]`, and when asked for
+    /// dx: `[x_branches, N, in]`, summed over the branches reading each input
+    /// (0 for an input no branch reads).
+    fn linear_backward(
+        &self,
+        s: &LinearShape,
+        x: &Vec<T>,
+        w: &Vec<T>,
+        dy: &Vec<T>,
+        g: Grads<Vec<T>>,
+    ) {
+        let (dx, dw, db) = (g.dx, g.dw, g.db);
+        check(s);
+        debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len() && dy.len() >= s.y_len());
+        debug_assert!(dw.len() >= s.w_len() && db.len() >= s.b_len());
+        let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+        let dy_of = |o: usize| &dy[o * n * fout..][..n * fout];
+        if let Some(dx) = dx {
+            debug_assert!(dx.len() >= s.x_len());
+            if n * fin > 0 {
+                let dy_t = transposed(&dy[..s.y_len()], n, fout); // [branches, out, N]
+                dx[..s.x_len()]
+                    .par_chunks_mut(n * fin)
+                    .enumerate()
+                    .for_each(|(i, dx_i)| {
+                        let mut beta = T::ZERO;
+                        for o in (0..s.branches).filter(|&o| s.x_of[o] == i) {
+                            let dy_o = Mat::row_major(&dy_t[o * n * fout..][..n * fout], fout, n);
+                            let w_o = Mat::row_major(&w[o * fout * fin..][..fout * fin], fout, fin);
+                            gemm(
+                                T::ONE,
+                                dy_o.t(),
+                                w_o,
+                                beta,
+                                dx_i,
+                                fin,
+                                Split::for_tasks(s.x_branches),
+                            );
+                            beta = T::ONE;
+                        }
+                        if beta == T::ZERO {
+                            dx_i.fill(T::ZERO);
+                        }
+                    });
+            }
+        }
+        if fout == 0 {
+            return;
+        }
+        db[..s.b_len()]
+            .par_chunks_mut(fout)
+            .enumerate()
+            .for_each(|(o, db_o)| {
+                db_o.fill(T::ZERO);
+                for row in dy_of(o).chunks(fout) {
+                    for (d, &g) in db_o.iter_mut().zip(row) {
+                        *d += g;
+                    }
+                }
+            });
+        if fin == 0 {
+            return;
+        }
+        dw[..s.w_len()]
+            .par_chunks_mut(fout * fin)
+            .enumerate()
+            .for_each(|(o, dw_o)| {
+                let x_o = &x[s.x_of[o] * n * fin..][..n * fin];
+                let dyt = Mat::row_major(dy_of(o), n, fout).t();
+                let x_o = Mat::row_major(x_o, n, fin);
+                gemm(
+                    T::ONE,
+                    dyt,
+                    x_o,
+                    T::ZERO,
+                    dw_o,
+                    fin,
+                    Split::for_tasks(s.branches),
+                );
+            });
+    }
 }
 
 #[cfg(test)]
@@ -192,93 +206,35 @@ mod tests {
         y
     }
 
-    fn inputs(s: &LinearShape, seed: u64) -> [Vec<f64>; 4] {
-        let mut g = rng(seed);
-        [
-            rand_vec(&mut g, s.x_len()),
-            rand_vec(&mut g, s.w_len()),
-            rand_vec(&mut g, s.b_len()),
-            rand_vec(&mut g, s.y_len()),
-        ]
+    impl WeightBiasLayer for LinearShape {
+        fn run_forward<T: Real>(&self, x: &V<T>, p: WeightBias<&V<T>>, y: &mut V<T>) {
+            CpuOf::<T>::default().linear_forward(self, x, p, y)
+        }
+        fn lens(&self) -> [usize; 4] {
+            [self.x_len(), self.w_len(), self.b_len(), self.y_len()]
+        }
+        fn run_backward<T: Real>(&self, x: &V<T>, w: &V<T>, dy: &V<T>, g: Grads<V<T>>) {
+            CpuOf::<T>::default().linear_backward(self, x, w, dy, g)
+        }
     }
 
     #[test]
     fn forward_matches_direct_loops_f64_and_f32() {
         for s in shapes() {
-            let [x, w, b, _] = inputs(&s, 1);
-            let want = naive_forward(&s, &x, &w, &b);
-            let mut y = poisoned::<f64>(s.y_len() + 4);
-            linear_forward(&s, &x, &w, &b, &mut y);
-            assert!(rel_err(&y[..s.y_len()], &want) < 1e-13, "{s:?}");
-            assert!(y[s.y_len()..].iter().all(|v| v.is_nan()));
-            let mut y32 = poisoned::<f32>(s.y_len());
-            linear_forward(&s, &to_f32(&x), &to_f32(&w), &to_f32(&b), &mut y32);
-            assert!(rel_err(&y32, &want) < 1e-5, "{s:?}");
+            check_forward(&s, |x, w, b| naive_forward(&s, x, w, b));
         }
     }
 
-    /// L = Σ r·linear(x, w, b).
     #[test]
     fn backward_matches_finite_differences() {
         for s in shapes() {
-            let [x, w, b, r] = inputs(&s, 2);
-            let loss = |x: &[f64], w: &[f64], b: &[f64]| {
-                let mut y = vec![0.0; s.y_len()];
-                linear_forward(&s, x, w, b, &mut y);
-                dot(&r, &y)
-            };
-            let (mut dx, mut dw, mut db) = (
-                poisoned(s.x_len()),
-                poisoned(s.w_len()),
-                poisoned(s.b_len()),
-            );
-            linear_backward(&s, &x, &w, &r, Some(&mut dx), &mut dw, &mut db);
-            let fx = fd_grad(&x, FD_H, |x| loss(x, &w, &b));
-            let fw = fd_grad(&w, FD_H, |w| loss(&x, w, &b));
-            let fb = fd_grad(&b, FD_H, |b| loss(&x, &w, b));
-            assert!(rel_err(&dx, &fx) < GRAD_TOL, "dx {s:?}");
-            assert!(rel_err(&dw, &fw) < GRAD_TOL, "dw {s:?}");
-            assert!(rel_err(&db, &fb) < GRAD_TOL, "db {s:?}");
-
-            let (x32, w32, r32) = (to_f32(&x), to_f32(&w), to_f32(&r));
-            let (mut dx32, mut dw32, mut db32) = (
-                poisoned(s.x_len()),
-                poisoned(s.w_len()),
-                poisoned(s.b_len()),
-            );
-            linear_backward(&s, &x32, &w32, &r32, Some(&mut dx32), &mut dw32, &mut db32);
-            assert!(rel_err(&dx32, &dx) < 1e-5);
-            assert!(rel_err(&dw32, &dw) < 1e-5);
-            assert!(rel_err(&db32, &db) < 1e-5);
-            // Without dx, dw and db are unchanged.
-            let (mut dw2, mut db2) = (poisoned(s.w_len()), poisoned(s.b_len()));
-            linear_backward(&s, &x32, &w32, &r32, None, &mut dw2, &mut db2);
-            assert!(same_bits(&dw2, &dw32) && same_bits(&db2, &db32));
+            check_backward(&s);
         }
     }
 
     #[test]
     fn deterministic_across_runs_and_thread_counts() {
         // The MNIST heads' shapes: ten branches on one shared 640-wide input.
-        let s = shape(1, &[0; 10], 64, 640, 100);
-        let [x, w, b, dy] = inputs(&s, 3);
-        let (x, w, b, dy) = (to_f32(&x), to_f32(&w), to_f32(&b), to_f32(&dy));
-        let run = || {
-            let mut y = poisoned(s.y_len());
-            linear_forward(&s, &x, &w, &b, &mut y);
-            let (mut dx, mut dw, mut db) = (
-                poisoned(s.x_len()),
-                poisoned(s.w_len()),
-                poisoned(s.b_len()),
-            );
-            linear_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, &mut db);
-            [y, dx, dw, db]
-        };
-        let first = run();
-        for other in [run(), in_pool(1, run), in_pool(3, run)] {
-            for (a, b) in first.iter().zip(&other) {
-                assert!(same_bits(a, b));
-            }
-        }
+        check_deterministic(&shape(1, &[0; 10], 64, 640, 100));
     }
 }

@@ -2,6 +2,8 @@
 //! chunks; scalars (bias corrections) in f64 as PyTorch computes them in Python floats.
 
 use super::real::Real;
+use super::CpuOf;
+use crate::backend::{OptimOps, OptimStep};
 use rayon::prelude::*;
 
 const ELEM_CHUNK: usize = 1 << 14;
@@ -9,7 +11,7 @@ const ELEM_CHUNK: usize = 1 << 14;
 /// SGD with momentum (dampening 0, no Nesterov): `v = μ·v + g; p −= lr·v`.
 /// PyTorch sets v = g on the first step, which is μ·0 + g: zero-initialised v matches.
 /// param, grad, velocity: `[len]`.
-pub fn sgd_step<T: Real>(
+fn sgd_step<T: Real>(
     len: usize,
     lr: T,
     momentum: T,
@@ -34,19 +36,21 @@ pub fn sgd_step<T: Real>(
 /// `m = lerp(m, g, 1−β1)` (= β1·m + (1−β1)·g), `v = β2·v + (1−β2)·g²`,
 /// `p −= (lr/(1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)`.
 /// param, grad, m, v: `[len]`.
-#[allow(clippy::too_many_arguments)]
-pub fn adam_step<T: Real>(
+fn adam_step<T: Real>(
     len: usize,
-    lr: T,
-    beta1: T,
-    beta2: T,
-    eps: T,
+    h: &AdamScalars<T>,
     step: u32,
     param: &mut [T],
     grad: &[T],
     m: &mut [T],
     v: &mut [T],
 ) {
+    let AdamScalars {
+        lr,
+        beta1,
+        beta2,
+        eps,
+    } = *h;
     debug_assert!(param.len() >= len && grad.len() >= len && m.len() >= len && v.len() >= len);
     debug_assert!(step >= 1, "Adam steps count from 1");
     let t = step.max(1) as i32;
@@ -68,6 +72,57 @@ pub fn adam_step<T: Real>(
                 *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
             }
         });
+}
+
+/// Adam's hyper-parameters in the op's float type.
+#[derive(Clone, Copy)]
+struct AdamScalars<T> {
+    lr: T,
+    beta1: T,
+    beta2: T,
+    eps: T,
+}
+
+impl<T: Real> OptimOps for CpuOf<T> {
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        len: usize,
+        param: &mut Vec<T>,
+        grad: &Vec<T>,
+        state: &mut [Vec<T>],
+    ) {
+        step.check_state(state);
+        let real = |v: f32| T::from_f64(v as f64);
+        match *step {
+            OptimStep::Sgd { lr, momentum } => {
+                sgd_step(len, real(lr), real(momentum), param, grad, &mut state[0]);
+            }
+            OptimStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                step,
+            } => {
+                let (m, v) = state.split_at_mut(1);
+                let h = AdamScalars {
+                    lr: real(lr),
+                    beta1: real(beta1),
+                    beta2: real(beta2),
+                    eps: real(eps),
+                };
+                adam_step(len, &h, step, param, grad, &mut m[0], &mut v[0]);
+            }
+        }
+    }
+
+    fn axpy(&self, alpha: f32, x: &Vec<T>, y: &mut Vec<T>, len: usize) {
+        let alpha = T::from_f64(alpha as f64);
+        for (y, &x) in y[..len].iter_mut().zip(&x[..len]) {
+            *y += alpha * x;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,12 +151,24 @@ mod tests {
 
     #[test]
     fn adam_steps_by_hand() {
-        let (lr, b1, b2, eps) = (0.1, 0.9, 0.999, 1e-8);
+        let (lr, eps) = (0.1, 1e-8);
+        let h = AdamScalars {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps,
+        };
+        let h32 = AdamScalars {
+            lr: 0.1f32,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
         // Constant g: m̂ = g and v̂ = g² exactly, so each step moves p by
         // lr·g/(|g| + eps) = 0.1·0.5/(0.5 + 1e-8).
         let (mut p, mut m, mut v) = (vec![1.0f64], vec![0.0], vec![0.0]);
         for t in 1..=3u32 {
-            adam_step(1, lr, b1, b2, eps, t, &mut p, &[0.5], &mut m, &mut v);
+            adam_step(1, &h, t, &mut p, &[0.5], &mut m, &mut v);
             let want = 1.0 - t as f64 * 0.1 * 0.5 / (0.5 + 1e-8);
             assert!((p[0] - want).abs() < 1e-14, "step {t}: {} vs {want}", p[0]);
         }
@@ -121,19 +188,8 @@ mod tests {
         let mut want = 1.0;
         for (t, (g, mh, vh)) in steps.into_iter().enumerate() {
             let t = t as u32 + 1;
-            adam_step(1, lr, b1, b2, eps, t, &mut p, &[g], &mut m, &mut v);
-            adam_step(
-                1,
-                0.1f32,
-                0.9,
-                0.999,
-                1e-8,
-                t,
-                &mut p32,
-                &[g as f32],
-                &mut m32,
-                &mut v32,
-            );
+            adam_step(1, &h, t, &mut p, &[g], &mut m, &mut v);
+            adam_step(1, &h32, t, &mut p32, &[g as f32], &mut m32, &mut v32);
             want -= lr * mh / (f64::sqrt(vh) + eps);
             assert!((p[0] - want).abs() < 1e-12, "step {t}: {} vs {want}", p[0]);
             assert!((p32[0] as f64 - want).abs() < 1e-6);

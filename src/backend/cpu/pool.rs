@@ -1,41 +1,12 @@
 //! ReLU and 2×2 max-pooling (stride 2), PyTorch semantics.
 
 use super::real::Real;
-use crate::backend::Nchw;
+use super::CpuOf;
+use crate::backend::{Nchw, PoolOps};
 use rayon::prelude::*;
 
 /// Elements per rayon task for elementwise ops.
 const ELEM_CHUNK: usize = 1 << 14;
-
-/// x, y: `[len]`; `y = max(x, 0)`.
-pub fn relu_forward<T: Real>(len: usize, x: &[T], y: &mut [T]) {
-    debug_assert!(x.len() >= len && y.len() >= len);
-    y[..len]
-        .par_chunks_mut(ELEM_CHUNK)
-        .zip(x[..len].par_chunks(ELEM_CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = if x > T::ZERO { x } else { T::ZERO };
-            }
-        });
-}
-
-/// y, dy, dx: `[len]`; `dx = dy` where the forward output y > 0, else 0.
-pub fn relu_backward<T: Real>(len: usize, y: &[T], dy: &[T], dx: &mut [T]) {
-    debug_assert!(y.len() >= len && dy.len() >= len && dx.len() >= len);
-    dx[..len]
-        .par_chunks_mut(ELEM_CHUNK)
-        .zip(
-            y[..len]
-                .par_chunks(ELEM_CHUNK)
-                .zip(dy[..len].par_chunks(ELEM_CHUNK)),
-        )
-        .for_each(|(dx, (y, dy))| {
-            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
-                *d = if y > T::ZERO { g } else { T::ZERO };
-            }
-        });
-}
 
 /// Position (0..4, row-major) of the first maximum of a window `[a b / c d]`:
 /// a later element wins only if strictly greater, or NaN (as PyTorch's CPU kernel).
@@ -77,64 +48,96 @@ fn window_max<T: Real>(v: [T; 4]) -> T {
     best
 }
 
-/// x: `[N, C, H, W]` → y: `[N, C, H/2, W/2]` (an odd last row/column is dropped, as
-/// PyTorch's floor mode does).
-pub fn maxpool2x2_forward<T: Real>(s: &Nchw, x: &[T], y: &mut [T]) {
-    let (h, w) = (s.height, s.width);
-    let (oh, ow) = (h / 2, w / 2);
-    let planes = s.batch * s.channels;
-    debug_assert!(x.len() >= s.len() && y.len() >= planes * oh * ow);
-    if oh * ow == 0 {
-        return;
-    }
-    y[..planes * oh * ow]
-        .par_chunks_mut(oh * ow)
-        .zip(x[..s.len()].par_chunks(h * w))
-        .for_each(|(y_p, x_p)| {
-            // Row pairs of x against rows of y, all as slices: no index arithmetic
-            // or bounds checks in the inner loop.
-            for (y_r, x_rr) in y_p.chunks_exact_mut(ow).zip(x_p.chunks_exact(2 * w)) {
-                let (r0, r1) = x_rr.split_at(w);
-                for ((y, a), b) in y_r
-                    .iter_mut()
-                    .zip(r0.chunks_exact(2))
-                    .zip(r1.chunks_exact(2))
-                {
-                    *y = window_max([a[0], a[1], b[0], b[1]]);
+impl<T: Real> PoolOps for CpuOf<T> {
+    /// x, y: `[len]`; `y = max(x, 0)`.
+    fn relu_forward(&self, len: usize, x: &Vec<T>, y: &mut Vec<T>) {
+        debug_assert!(x.len() >= len && y.len() >= len);
+        y[..len]
+            .par_chunks_mut(ELEM_CHUNK)
+            .zip(x[..len].par_chunks(ELEM_CHUNK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = if x > T::ZERO { x } else { T::ZERO };
                 }
-            }
-        });
-}
-
-/// x, dx: `[N, C, H, W]`; y, dy: `[N, C, H/2, W/2]`. Routes each dy to the first
-/// element of its window that holds the maximum; every other dx element is 0.
-/// (`y` is the forward's output; the argmax is recomputed from x, which gives the
-/// same element.)
-pub fn maxpool2x2_backward<T: Real>(s: &Nchw, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
-    let (h, w) = (s.height, s.width);
-    let (oh, ow) = (h / 2, w / 2);
-    let planes = s.batch * s.channels;
-    debug_assert!(x.len() >= s.len() && dx.len() >= s.len());
-    debug_assert!(y.len() >= planes * oh * ow && dy.len() >= planes * oh * ow);
-    if h * w == 0 {
-        return;
-    }
-    dx[..s.len()]
-        .par_chunks_mut(h * w)
-        .zip(x[..s.len()].par_chunks(h * w))
-        .enumerate()
-        .for_each(|(p, (dx_p, x_p))| {
-            dx_p.fill(T::ZERO);
-            let dy_p = &dy[p * oh * ow..(p + 1) * oh * ow];
-            for_each_window(x_p, h, w, |oy, ox, at| {
-                dx_p[(2 * oy + at / 2) * w + 2 * ox + at % 2] = dy_p[oy * ow + ox];
             });
-        });
+    }
+
+    /// y, dy, dx: `[len]`; `dx = dy` where the forward output y > 0, else 0.
+    fn relu_backward(&self, len: usize, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) {
+        debug_assert!(y.len() >= len && dy.len() >= len && dx.len() >= len);
+        dx[..len]
+            .par_chunks_mut(ELEM_CHUNK)
+            .zip(
+                y[..len]
+                    .par_chunks(ELEM_CHUNK)
+                    .zip(dy[..len].par_chunks(ELEM_CHUNK)),
+            )
+            .for_each(|(dx, (y, dy))| {
+                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+                    *d = if y > T::ZERO { g } else { T::ZERO };
+                }
+            });
+    }
+
+    /// x: `[N, C, H, W]` → y: `[N, C, H/2, W/2]` (an odd last row/column is dropped, as
+    /// PyTorch's floor mode does).
+    fn maxpool2x2_forward(&self, s: &Nchw, x: &Vec<T>, y: &mut Vec<T>) {
+        let (h, w) = (s.height, s.width);
+        let (oh, ow) = (h / 2, w / 2);
+        let planes = s.batch * s.channels;
+        debug_assert!(x.len() >= s.len() && y.len() >= planes * oh * ow);
+        if oh * ow == 0 {
+            return;
+        }
+        y[..planes * oh * ow]
+            .par_chunks_mut(oh * ow)
+            .zip(x[..s.len()].par_chunks(h * w))
+            .for_each(|(y_p, x_p)| {
+                // Row pairs of x against rows of y, all as slices: no index arithmetic
+                // or bounds checks in the inner loop.
+                for (y_r, x_rr) in y_p.chunks_exact_mut(ow).zip(x_p.chunks_exact(2 * w)) {
+                    let (r0, r1) = x_rr.split_at(w);
+                    for ((y, a), b) in y_r
+                        .iter_mut()
+                        .zip(r0.chunks_exact(2))
+                        .zip(r1.chunks_exact(2))
+                    {
+                        *y = window_max([a[0], a[1], b[0], b[1]]);
+                    }
+                }
+            });
+    }
+
+    /// x, dx: `[N, C, H, W]`; dy: `[N, C, H/2, W/2]`. Routes each dy to the first
+    /// element of its window that holds the maximum (recomputed from x); every other
+    /// dx element is 0.
+    fn maxpool2x2_backward(&self, s: &Nchw, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) {
+        let (h, w) = (s.height, s.width);
+        let (oh, ow) = (h / 2, w / 2);
+        let planes = s.batch * s.channels;
+        debug_assert!(x.len() >= s.len() && dx.len() >= s.len());
+        debug_assert!(dy.len() >= planes * oh * ow);
+        if h * w == 0 {
+            return;
+        }
+        dx[..s.len()]
+            .par_chunks_mut(h * w)
+            .zip(x[..s.len()].par_chunks(h * w))
+            .enumerate()
+            .for_each(|(p, (dx_p, x_p))| {
+                dx_p.fill(T::ZERO);
+                let dy_p = &dy[p * oh * ow..(p + 1) * oh * ow];
+                for_each_window(x_p, h, w, |oy, ox, at| {
+                    dx_p[(2 * oy + at / 2) * w + 2 * ox + at % 2] = dy_p[oy * ow + ox];
+                });
+            });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
+    use super::super::{Cpu, Cpu64};
     use super::*;
 
     #[test]
@@ -144,41 +147,32 @@ mod tests {
         let x = rand_vec(&mut g, len); // |x| ≥ 0.1: no kink within FD_H
         let r = rand_vec(&mut g, len);
         let mut y = poisoned(len + 3);
-        relu_forward(len, &x, &mut y);
+        Cpu64.relu_forward(len, &x, &mut y);
         assert!(y[..len].iter().zip(&x).all(|(&y, &x)| y == x.max(0.0)));
         assert!(y[len..].iter().all(|v| v.is_nan()));
         let mut dx = poisoned(len);
-        relu_backward(len, &y, &r, &mut dx);
+        Cpu64.relu_backward(len, &y, &r, &mut dx);
         // FD on a prefix (the op is elementwise).
         let n = 300;
         let fx = fd_grad(&x[..n], FD_H, |x| {
             let mut y = vec![0.0; n];
-            relu_forward(n, x, &mut y);
+            Cpu64.relu_forward(n, &x.to_vec(), &mut y);
             dot(&r[..n], &y)
         });
         assert!(rel_err(&dx[..n], &fx) < GRAD_TOL);
         assert!(dx.iter().all(|v| !v.is_nan()));
     }
 
-    fn shape(batch: usize, channels: usize, height: usize, width: usize) -> Nchw {
-        Nchw {
-            batch,
-            channels,
-            height,
-            width,
-        }
-    }
-
     #[test]
     fn maxpool_forward_and_finite_differences() {
-        for s in [shape(3, 2, 6, 8), shape(2, 3, 5, 7), shape(1, 1, 2, 2)] {
+        for s in [nchw(3, 2, 6, 8), nchw(2, 3, 5, 7), nchw(1, 1, 2, 2)] {
             let mut g = rng(8);
             let x = rand_vec(&mut g, s.len());
             let (oh, ow) = (s.height / 2, s.width / 2);
             let ylen = s.batch * s.channels * oh * ow;
             let r = rand_vec(&mut g, ylen);
             let mut y = poisoned(ylen);
-            maxpool2x2_forward(&s, &x, &mut y);
+            Cpu64.maxpool2x2_forward(&s, &x, &mut y);
             for p in 0..s.batch * s.channels {
                 for oy in 0..oh {
                     for ox in 0..ow {
@@ -191,10 +185,10 @@ mod tests {
                 }
             }
             let mut dx = poisoned(s.len());
-            maxpool2x2_backward(&s, &x, &y, &r, &mut dx);
+            Cpu64.maxpool2x2_backward(&s, &x, &r, &mut dx);
             let fx = fd_grad(&x, FD_H, |x| {
                 let mut y = vec![0.0; ylen];
-                maxpool2x2_forward(&s, x, &mut y);
+                Cpu64.maxpool2x2_forward(&s, &x.to_vec(), &mut y);
                 dot(&r, &y)
             });
             assert!(rel_err(&dx, &fx) < GRAD_TOL, "{s:?}");
@@ -203,16 +197,16 @@ mod tests {
 
     #[test]
     fn maxpool_ties_go_to_the_first_maximum() {
-        let s = shape(1, 1, 2, 6);
+        let s = nchw(1, 1, 2, 6);
         // Windows (row-major): [1 3 / 3 2], [5 5 / 5 5], [0 -1 / 2 2].
-        let x = [
+        let x = vec![
             1.0f32, 3.0, 5.0, 5.0, 0.0, -1.0, 3.0, 2.0, 5.0, 5.0, 2.0, 2.0,
         ];
         let mut y = poisoned(3);
-        maxpool2x2_forward(&s, &x, &mut y);
+        Cpu.maxpool2x2_forward(&s, &x, &mut y);
         assert_eq!(y, [3.0, 5.0, 2.0]);
         let mut dx = poisoned(12);
-        maxpool2x2_backward(&s, &x, &y, &[10.0, 20.0, 30.0], &mut dx);
+        Cpu.maxpool2x2_backward(&s, &x, &vec![10.0, 20.0, 30.0], &mut dx);
         let want = [
             0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 30.0, 0.0,
         ];

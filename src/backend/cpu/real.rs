@@ -37,29 +37,30 @@ pub trait Real:
     fn max(self, other: Self) -> Self;
     fn is_nan(self) -> bool;
 
-    /// `C ← α·A·B + β·C` through `matrixmultiply` (`sgemm` / `dgemm`).
+    /// `C ← α·A·B + β·C` through `matrixmultiply` (`sgemm` / `dgemm`), with
+    /// `[m, k, n]` = `mkn`.
     ///
     /// # Safety
     /// The pointers and strides must describe valid, in-bounds matrices
     /// (A: m×k, B: k×n, C: m×n) and C must not alias A or B. C need not be
     /// initialised when β = 0.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
+        mkn: [usize; 3],
         alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
+        a: RawMat<*const Self>,
+        b: RawMat<*const Self>,
         beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
+        c: RawMat<*mut Self>,
     );
+}
+
+/// A raw strided matrix as matrixmultiply takes it: element (i, j) is at
+/// `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct RawMat<P> {
+    pub ptr: P,
+    pub rs: isize,
+    pub cs: isize,
 }
 
 macro_rules! impl_real {
@@ -104,23 +105,20 @@ macro_rules! impl_real {
                 <$t>::is_nan(self)
             }
             unsafe fn gemm_raw(
-                m: usize,
-                k: usize,
-                n: usize,
+                [m, k, n]: [usize; 3],
                 alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
+                a: RawMat<*const Self>,
+                b: RawMat<*const Self>,
                 beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
+                c: RawMat<*mut Self>,
             ) {
                 // SAFETY: forwarded from the caller's contract.
-                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+                unsafe {
+                    $gemm(
+                        m, k, n, alpha, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c.ptr, c.rs,
+                        c.cs,
+                    )
+                }
             }
         }
     };

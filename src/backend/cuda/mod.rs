@@ -22,6 +22,7 @@ pub mod nvrtc;
 
 use super::kernels::{KernelInfo, KERNELS};
 use super::launch::{self, Arg, KernelDevice, Launch, Plan};
+use super::Memory;
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{
     result as dres, sys as dsys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
@@ -322,7 +323,7 @@ impl Cuda {
     }
 }
 
-impl KernelDevice for Cuda {
+impl Memory for Cuda {
     type Buf = CudaBuf;
 
     fn name(&self) -> String {
@@ -367,11 +368,14 @@ impl KernelDevice for Cuda {
     fn buf_len(&self, buf: &CudaBuf) -> usize {
         buf.len
     }
-    fn execute(&self, plan: &Plan<'_, CudaBuf>) {
-        Cuda::execute(self, plan)
-    }
     fn synchronize(&self) {
         Cuda::synchronize(self)
+    }
+}
+
+impl KernelDevice for Cuda {
+    fn execute(&self, plan: &Plan<'_, CudaBuf>) {
+        Cuda::execute(self, plan)
     }
 }
 

@@ -12,6 +12,7 @@
 
 use super::kernels::{KernelInfo, KERNELS};
 use super::launch::{self, Arg, KernelDevice, Launch, Plan};
+use super::Memory;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void};
@@ -26,17 +27,25 @@ mod trampolines {
     include!(concat!(env!("OUT_DIR"), "/sim_trampolines.rs"));
 }
 
+/// One launch as kernels/sim_runtime.cpp takes it (`ssk_sim_launch`, same layout).
+#[repr(C)]
+struct SimLaunch {
+    entry: Trampoline,
+    args: *const *mut c_void,
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared_bytes: u32,
+    seed: u64,
+}
+
 extern "C" {
-    #[allow(clippy::too_many_arguments)]
+    /// Runs blocks `block_begin..block_end` of `launch` on this OS thread; on a
+    /// failure returns non-zero with the block in `failed_block` and a
+    /// NUL-terminated message in `err`.
     fn ssk_sim_run_blocks(
-        entry: Trampoline,
-        args: *const *mut c_void,
-        grid: *const u32,
-        block: *const u32,
-        shared_bytes: u32,
+        launch: *const SimLaunch,
         block_begin: u64,
         block_end: u64,
-        seed: u64,
         failed_block: *mut u64,
         err: *mut c_char,
         err_len: usize,
@@ -225,16 +234,19 @@ impl Sim {
                 // SAFETY: the trampoline matches the kernel's signature (checked
                 // above against the parsed parameter list) and every argument
                 // pointer is alive until this call returns.
+                let launch = SimLaunch {
+                    entry,
+                    args: args.as_ptr(),
+                    grid: l.grid,
+                    block: l.block,
+                    shared_bytes: l.shared_bytes,
+                    seed,
+                };
                 let rc = unsafe {
                     ssk_sim_run_blocks(
-                        entry,
-                        args.as_ptr(),
-                        l.grid.as_ptr(),
-                        l.block.as_ptr(),
-                        l.shared_bytes,
+                        &launch,
                         begin,
                         end,
-                        seed,
                         &mut failed,
                         err.as_mut_ptr(),
                         err.len(),
@@ -281,7 +293,7 @@ impl Sim {
     }
 }
 
-impl KernelDevice for Sim {
+impl Memory for Sim {
     type Buf = SimBuf;
 
     fn name(&self) -> String {
@@ -305,6 +317,9 @@ impl KernelDevice for Sim {
     fn buf_len(&self, buf: &SimBuf) -> usize {
         buf.len
     }
+}
+
+impl KernelDevice for Sim {
     fn execute(&self, plan: &Plan<'_, SimBuf>) {
         Sim::execute(self, plan)
     }
@@ -364,7 +379,7 @@ mod tests {
         sim.write(&mut b, &[1.0, 2.0]);
         assert_eq!(sim.download(&b), [1.0, 2.0, 0.0, 0.0, 0.0]);
         let x = sim.upload(&[1.0; 5]);
-        crate::backend::Backend::axpy(&sim, 2.0, &x, &mut b, 4);
+        crate::backend::OptimOps::axpy(&sim, 2.0, &x, &mut b, 4);
         assert_eq!(sim.download(&b), [3.0, 4.0, 2.0, 2.0, 0.0]);
         let odd = sim.zeros(1000);
         sim.execute(&launch::fill(&odd, 7.0, 999));

@@ -1,0 +1,100 @@
+//! Plans of the batchnorm ops (kernels/batchnorm.cu).
+
+use super::{block_per, elementwise, i32_of, Arg, KernelDevice, Plan};
+use crate::backend::{BatchNorm2d, BatchStats, Grads, Nchw, NormOps, RunningStats, WeightBias};
+
+/// The shape arguments every batchnorm kernel takes: batch, channels, H·W.
+fn nchw_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
+    [
+        Arg::I32(i32_of(s.batch, "batch")),
+        Arg::I32(i32_of(s.channels, "channels")),
+        Arg::I32(i32_of(s.height * s.width, "height·width")),
+    ]
+}
+
+impl<D: KernelDevice> NormOps for D {
+    fn batchnorm2d_forward_train(
+        &self,
+        bn: &BatchNorm2d,
+        x: &D::Buf,
+        p: WeightBias<&D::Buf>,
+        y: &mut D::Buf,
+        batch: BatchStats<&mut D::Buf>,
+        running: RunningStats<&mut D::Buf>,
+    ) {
+        let mut args = vec![
+            Arg::Buf(x),
+            Arg::Buf(p.w),
+            Arg::Buf(p.b),
+            Arg::Buf(&*y),
+            Arg::Buf(&*batch.mean),
+            Arg::Buf(&*batch.inv_std),
+            Arg::Buf(&*running.mean),
+            Arg::Buf(&*running.var),
+        ];
+        args.extend(nchw_dims(&bn.shape));
+        args.extend([Arg::F32(bn.momentum), Arg::F32(bn.eps)]);
+        // The block-sum scratch: one float per warp, 32 at most.
+        let kernel = "batchnorm2d_forward_train";
+        self.execute(&Plan::one(block_per(
+            kernel,
+            bn.shape.channels,
+            32 * 4,
+            args,
+        )));
+    }
+
+    fn batchnorm2d_forward_eval(
+        &self,
+        bn: &BatchNorm2d,
+        x: &D::Buf,
+        p: WeightBias<&D::Buf>,
+        running: RunningStats<&D::Buf>,
+        y: &mut D::Buf,
+    ) {
+        let mut args = vec![
+            Arg::Buf(x),
+            Arg::Buf(p.w),
+            Arg::Buf(p.b),
+            Arg::Buf(running.mean),
+            Arg::Buf(running.var),
+            Arg::Buf(&*y),
+        ];
+        args.extend(nchw_dims(&bn.shape));
+        args.push(Arg::F32(bn.eps));
+        self.execute(&elementwise(
+            "batchnorm2d_forward_eval",
+            bn.shape.len(),
+            args,
+        ));
+    }
+
+    /// Without `g.dx`, the kernel writes the input gradient into scratch 0.
+    fn batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        x: &D::Buf,
+        gamma: &D::Buf,
+        batch: BatchStats<&D::Buf>,
+        dy: &D::Buf,
+        g: Grads<D::Buf>,
+    ) {
+        let dx = g.dx.as_deref().map_or(Arg::Scratch(0), Arg::Buf);
+        let mut args = vec![
+            Arg::Buf(x),
+            Arg::Buf(gamma),
+            Arg::Buf(batch.mean),
+            Arg::Buf(batch.inv_std),
+            Arg::Buf(dy),
+            dx,
+            Arg::Buf(&*g.dw),
+            Arg::Buf(&*g.db),
+        ];
+        args.extend(nchw_dims(s));
+        let mut plan = Plan::one(block_per("batchnorm2d_backward", s.channels, 0, args));
+        if g.dx.is_none() {
+            plan.scratch.push(s.len());
+        }
+        self.execute(&plan);
+    }
+}

@@ -1,0 +1,264 @@
+//! Launch plans: the one place that, for every op of the op-family traits
+//! (`ConvOps`, `NormOps`, …), names the kernels of kernels/*.cu and computes their
+//! grid, block, dynamic shared memory and argument list (in the kernel's parameter
+//! order). One file per family, as in kernels/ and cpu/; the geometry a kernel
+//! expects is documented above the kernel and matched here. The `sim` and `cuda`
+//! devices execute the same plans through [`KernelDevice::execute`].
+//!
+//! A plan is generic over the device's buffer type `B`; outputs are passed as
+//! shared references too, because a kernel writes through a device pointer (the
+//! executor holds the `&mut` the trait method received).
+
+use super::kernels::{KernelInfo, ParamKind};
+use super::Memory;
+use std::ffi::c_void;
+
+/// Block size of elementwise and per-channel kernels.
+pub const BLOCK: u32 = 256;
+/// Side of the output tile of the GEMM core (common.cuh: SSK_TILE), block 16×16.
+pub const TILE: usize = 32;
+/// Largest branch count of one branch-batched launch (common.cuh: SSK_MAX_BRANCHES).
+pub const MAX_BRANCHES: usize = 256;
+/// Images per partial sum of the conv weight gradient (split-K over the batch).
+pub const CONV_IMAGES_PER_PART: usize = 8;
+/// Upper bound on blocks of a grid-stride elementwise launch.
+const MAX_GRID_STRIDE_BLOCKS: usize = 1024;
+
+/// One kernel argument, in parameter order.
+#[derive(Debug)]
+pub enum Arg<'a, B> {
+    Buf(&'a B),
+    /// Scratch buffer `i` of the plan (`Plan::scratch[i]` floats).
+    Scratch(usize),
+    I32(i32),
+    F32(f32),
+    /// A struct by value, e.g. `BranchMap` (its bytes, in C layout).
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug)]
+pub struct Launch<'a, B> {
+    pub kernel: &'static str,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    pub args: Vec<Arg<'a, B>>,
+}
+
+impl<B> Launch<'_, B> {
+    pub fn blocks(&self) -> u64 {
+        self.grid.iter().map(|&g| g as u64).product()
+    }
+}
+
+/// The launches of one op, in order, and the scratch buffers (lengths in floats)
+/// they share; a launch with an empty grid is left out.
+#[derive(Debug)]
+pub struct Plan<'a, B> {
+    pub scratch: Vec<usize>,
+    pub launches: Vec<Launch<'a, B>>,
+}
+
+impl<'a, B> Plan<'a, B> {
+    fn new() -> Self {
+        Self {
+            scratch: Vec::new(),
+            launches: Vec::new(),
+        }
+    }
+    fn push(&mut self, l: Launch<'a, B>) {
+        if l.blocks() > 0 {
+            self.launches.push(l);
+        }
+    }
+    fn one(l: Launch<'a, B>) -> Self {
+        let mut p = Self::new();
+        p.push(l);
+        p
+    }
+}
+
+/// A launch's arguments as cuLaunchKernel takes them: `args()` is the `void**`
+/// array, one pointer per parameter to that argument's value. The values live in
+/// this struct (heap storage that moving it does not move) or, for structs passed
+/// by value, in the plan it borrows; the array is valid while both live.
+pub struct Packed<'p, 'a, B> {
+    args: Vec<*mut c_void>,
+    /// The buffer arguments (`Arg::Buf`, `Arg::Scratch`) with their parameter
+    /// names: the simulator checks their guard zones after the launch.
+    pub buffers: Vec<(&'static str, &'p Arg<'a, B>)>,
+    _pointers: Vec<u64>,
+    _scalars: Vec<u32>,
+}
+
+impl<B> Packed<'_, '_, B> {
+    pub fn args(&self) -> *const *mut c_void {
+        self.args.as_ptr()
+    }
+
+    /// The same array, for APIs that take it mutably (cudarc's `launch_kernel`).
+    pub fn args_mut(&mut self) -> &mut Vec<*mut c_void> {
+        &mut self.args
+    }
+}
+
+/// Packs launch `l` of kernel `info` on `device` ("sim", "cuda"): checks the
+/// argument count and each argument's kind against the kernel's parsed signature
+/// (panicking with the kernel's, file's and parameter's names) and lays the values
+/// out as cuLaunchKernel's `void**`. `address` gives a buffer argument's device
+/// address. The one packer of both kernel devices.
+pub fn pack<'p, 'a, B>(
+    device: &str,
+    l: &'p Launch<'a, B>,
+    info: &KernelInfo,
+    address: impl Fn(&Arg<'a, B>) -> u64,
+) -> Packed<'p, 'a, B> {
+    assert_eq!(
+        info.params.len(),
+        l.args.len(),
+        "{device}: kernel `{}` ({}) takes {} arguments, the plan passes {}",
+        info.name,
+        info.file,
+        info.params.len(),
+        l.args.len()
+    );
+    let mut pointers = Vec::new();
+    let mut scalars = Vec::new();
+    let mut buffers = Vec::new();
+    for (a, p) in l.args.iter().zip(info.params) {
+        let kind = match a {
+            Arg::Buf(_) | Arg::Scratch(_) => {
+                pointers.push(address(a));
+                buffers.push((p.name, a));
+                ParamKind::Ptr
+            }
+            Arg::I32(v) => {
+                scalars.push(*v as u32);
+                ParamKind::I32
+            }
+            Arg::F32(v) => {
+                scalars.push(v.to_bits());
+                ParamKind::F32
+            }
+            Arg::Bytes(_) => ParamKind::Bytes,
+        };
+        assert_eq!(
+            kind, p.kind,
+            "{device}: kernel `{}` parameter `{} {}` gets a {kind:?} argument",
+            info.name, p.ty, p.name
+        );
+    }
+    // The vectors are complete: pointers into their heap storage stay valid.
+    let (mut next_pointer, mut next_scalar) = (pointers.iter(), scalars.iter());
+    let args = l
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Buf(_) | Arg::Scratch(_) => {
+                next_pointer.next().expect("one per buffer") as *const u64 as *mut c_void
+            }
+            Arg::I32(_) | Arg::F32(_) => {
+                next_scalar.next().expect("one per scalar") as *const u32 as *mut c_void
+            }
+            Arg::Bytes(b) => b.as_ptr() as *mut c_void,
+        })
+        .collect();
+    Packed {
+        args,
+        buffers,
+        _pointers: pointers,
+        _scalars: scalars,
+    }
+}
+
+fn i32_of(v: usize, what: &str) -> i32 {
+    i32::try_from(v).unwrap_or_else(|_| panic!("{what} = {v} does not fit the kernels' int"))
+}
+
+fn dim(v: usize) -> u32 {
+    u32::try_from(v).expect("grid dimension fits u32")
+}
+
+/// Grid of a grid-stride loop over `n` elements.
+fn stride_grid(n: usize) -> [u32; 3] {
+    [
+        dim(n.div_ceil(BLOCK as usize).min(MAX_GRID_STRIDE_BLOCKS)),
+        1,
+        1,
+    ]
+}
+
+const GEMM_BLOCK: [u32; 3] = [16, 16, 1];
+
+fn gemm_grid(cols: usize, rows: usize, z: usize) -> [u32; 3] {
+    [dim(cols.div_ceil(TILE)), dim(rows.div_ceil(TILE)), dim(z)]
+}
+
+fn elementwise<'a, B>(kernel: &'static str, n: usize, args: Vec<Arg<'a, B>>) -> Plan<'a, B> {
+    Plan::one(Launch {
+        kernel,
+        grid: stride_grid(n),
+        block: [BLOCK, 1, 1],
+        shared_bytes: 0,
+        args,
+    })
+}
+
+/// One block of `BLOCK` threads per item (channel, task, …).
+fn block_per<'a, B>(
+    kernel: &'static str,
+    items: usize,
+    shared_bytes: u32,
+    args: Vec<Arg<'a, B>>,
+) -> Launch<'a, B> {
+    Launch {
+        kernel,
+        grid: [dim(items), 1, 1],
+        block: [BLOCK, 1, 1],
+        shared_bytes,
+        args,
+    }
+}
+
+/// `BranchMap` of common.cuh: `int of[256]`, entries past `x_of.len()` zero.
+fn branch_map<'a, B>(x_of: &[usize]) -> Arg<'a, B> {
+    assert!(
+        x_of.len() <= MAX_BRANCHES,
+        "{} branches: a branch-batched launch takes at most {MAX_BRANCHES}",
+        x_of.len()
+    );
+    let mut bytes = vec![0u8; 4 * MAX_BRANCHES];
+    for (chunk, &i) in bytes.chunks_mut(4).zip(x_of) {
+        chunk.copy_from_slice(&i32_of(i, "x_of").to_ne_bytes());
+    }
+    Arg::Bytes(bytes)
+}
+
+// ---- memory ----
+
+/// `y[..len] = value` (memory.cu: ssk_fill).
+pub fn fill<'a, B>(y: &'a B, value: f32, len: usize) -> Plan<'a, B> {
+    let n = i32_of(len, "len");
+    elementwise(
+        "ssk_fill",
+        len,
+        vec![Arg::Buf(y), Arg::F32(value), Arg::I32(n)],
+    )
+}
+
+/// A device that runs kernels/*.cu: its [`Memory`] and the execution of a
+/// [`Plan`]. Every op family is then implemented once, for all such devices, by
+/// building its plan (conv.rs, batchnorm.rs, … in this folder); `sim` and `cuda`
+/// differ only in how they allocate and launch.
+pub trait KernelDevice: Memory {
+    /// Runs every launch of `plan` in order (outputs are written through device
+    /// pointers, so the plan holds shared references to them).
+    fn execute(&self, plan: &Plan<'_, Self::Buf>);
+}
+
+mod batchnorm;
+mod conv;
+mod linear;
+mod loss;
+mod optim;
+mod pool;

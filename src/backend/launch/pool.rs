@@ -1,0 +1,39 @@
+//! Plans of ReLU and max-pooling (kernels/pool.cu).
+
+use super::{elementwise, i32_of, Arg, KernelDevice};
+use crate::backend::{Nchw, PoolOps};
+
+/// The shape arguments of the pooling kernels: planes (N·C), H, W.
+fn pool_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
+    [
+        Arg::I32(i32_of(s.batch * s.channels, "planes")),
+        Arg::I32(i32_of(s.height, "height")),
+        Arg::I32(i32_of(s.width, "width")),
+    ]
+}
+
+impl<D: KernelDevice> PoolOps for D {
+    fn relu_forward(&self, len: usize, x: &D::Buf, y: &mut D::Buf) {
+        let args = vec![Arg::Buf(x), Arg::Buf(&*y), Arg::I32(i32_of(len, "len"))];
+        self.execute(&elementwise("relu_forward", len, args));
+    }
+
+    fn relu_backward(&self, len: usize, y: &D::Buf, dy: &D::Buf, dx: &mut D::Buf) {
+        let n = Arg::I32(i32_of(len, "len"));
+        let args = vec![Arg::Buf(y), Arg::Buf(dy), Arg::Buf(&*dx), n];
+        self.execute(&elementwise("relu_backward", len, args));
+    }
+
+    fn maxpool2x2_forward(&self, s: &Nchw, x: &D::Buf, y: &mut D::Buf) {
+        let out = s.batch * s.channels * (s.height / 2) * (s.width / 2);
+        let mut args = vec![Arg::Buf(x), Arg::Buf(&*y)];
+        args.extend(pool_dims(s));
+        self.execute(&elementwise("maxpool2x2_forward", out, args));
+    }
+
+    fn maxpool2x2_backward(&self, s: &Nchw, x: &D::Buf, dy: &D::Buf, dx: &mut D::Buf) {
+        let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Buf(&*dx)];
+        args.extend(pool_dims(s));
+        self.execute(&elementwise("maxpool2x2_backward", s.len(), args));
+    }
+}
