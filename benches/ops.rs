@@ -311,6 +311,35 @@ impl<B: Backend> LossOps for Timed<'_, B> {
             self.inner.sigmoid_bce(tasks, batch, io)
         });
     }
+    fn mse(&self, batch: usize, io: LossIo<B::Buf>) {
+        self.time("mse", batch.to_string(), || self.inner.mse(batch, io));
+    }
+    fn pairwise_rank(&self, batch: usize, io: LossIo<B::Buf>) {
+        self.time("pairwise_rank", batch.to_string(), || {
+            self.inner.pairwise_rank(batch, io)
+        });
+    }
+}
+
+impl<B: Backend> DropoutOps for Timed<'_, B> {
+    fn dropout_forward(
+        &self,
+        len: usize,
+        p: f32,
+        key: u32,
+        x: &B::Buf,
+        mask: &mut B::Buf,
+        y: &mut B::Buf,
+    ) {
+        self.time("dropout_forward", len.to_string(), || {
+            self.inner.dropout_forward(len, p, key, x, mask, y)
+        });
+    }
+    fn dropout_backward(&self, len: usize, mask: &B::Buf, dy: &B::Buf, dx: &mut B::Buf) {
+        self.time("dropout_backward", len.to_string(), || {
+            self.inner.dropout_backward(len, mask, dy, dx)
+        });
+    }
 }
 
 impl<B: Backend> OptimOps for Timed<'_, B> {

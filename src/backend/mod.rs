@@ -333,6 +333,50 @@ pub trait LossOps: Memory {
     /// logits: `[T, N]` (task-major, as the heads write them), targets: `[N, T]`
     /// → loss: `[T]`, dlogits: `[T, N]`. The training loss is the sum over tasks.
     fn sigmoid_bce(&self, tasks: usize, batch: usize, io: LossIo<Self::Buf>);
+    /// Squared error of one regression task, mean over the samples present:
+    /// logits, targets: `[N]` (a NaN target is missing) → loss `[1]`, dlogits `[N]`.
+    /// `loss = (1/n) Σ (z − t)²`, `dz = 2(z − t)/n`.
+    fn mse(&self, batch: usize, io: LossIo<Self::Buf>);
+    /// Pairwise logistic ranking loss of one ranking task: over the ordered pairs
+    /// (i, j) with `t_i > t_j` (NaN targets compare false: missing),
+    /// `loss = (1/P) Σ log(1 + exp(−(z_i − z_j)))`, P the number of pairs.
+    /// logits, targets: `[N]` → loss `[1]`, dlogits `[N]`.
+    fn pairwise_rank(&self, batch: usize, io: LossIo<Self::Buf>);
+}
+
+/// Dropout, inverted (kernels/dropout.cu, cpu/dropout.rs). The mask is a function
+/// of (`key`, element index) only — a counter-based hash, the same bits on every
+/// device — so a seeded run drops the same elements wherever it runs.
+pub trait DropoutOps: Memory {
+    /// Training: element i is kept when `dropout_hash(key, i) >= threshold(p)`;
+    /// `mask[i]` = 1/(1−p) if kept else 0, `y = x·mask`, over the first `len`.
+    fn dropout_forward(
+        &self,
+        len: usize,
+        p: f32,
+        key: u32,
+        x: &Self::Buf,
+        mask: &mut Self::Buf,
+        y: &mut Self::Buf,
+    );
+    /// `dx = dy·mask` (the forward's mask).
+    fn dropout_backward(&self, len: usize, mask: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
+}
+
+/// The hash behind dropout's mask (kernels/dropout.cu: ssk_dropout_hash, the same
+/// integer steps): a 32-bit finaliser of `key` and the element index.
+pub fn dropout_hash(key: u32, i: u32) -> u32 {
+    let mut x = i.wrapping_mul(0x9E37_79B9) ^ key;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7FEB_352D);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846C_A68B);
+    x ^ (x >> 16)
+}
+
+/// The hash value below which dropout drops an element: `p·2³²`, clamped.
+pub fn dropout_threshold(p: f32) -> u32 {
+    (p as f64 * 4_294_967_296.0).clamp(0.0, u32::MAX as f64) as u32
 }
 
 /// Parameter updates (kernels/optim.cu and memory.cu, cpu/optim.rs).
@@ -353,14 +397,22 @@ pub trait OptimOps: Memory {
 
 /// The op surface the model is written against: every family above. A device
 /// implements the families; `Backend` follows.
-pub trait Backend: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps {}
+pub trait Backend:
+    ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps
+{
+}
 
-impl<D: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps> Backend for D {}
+impl<D> Backend for D where
+    D: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps
+{
+}
 
 /// The op traits, for code that calls ops on a concrete device (`Cpu`, `Sim`):
 /// `use sskernel::backend::ops::*`. Code generic over `B: Backend` needs none of it.
 pub mod ops {
-    pub use super::{Backend, ConvOps, LinearOps, LossOps, Memory, NormOps, OptimOps, PoolOps};
+    pub use super::{
+        Backend, ConvOps, DropoutOps, LinearOps, LossOps, Memory, NormOps, OptimOps, PoolOps,
+    };
 }
 
 /// The `--device` flag.

@@ -31,6 +31,7 @@ macro_rules! parity_bodies {
             linear_branch_batched_forward_and_backward,
             losses,
             optimiser_steps_and_axpy,
+            dropout,
             // One full training step of the paper's MNIST MTL net at batch 64
             // (forward, sigmoid BCE, backward, SGD) on the device and on cpu from the
             // same seed and batch: every parameter after the step and its update
@@ -509,8 +510,29 @@ pub fn linear_branch_batched_forward_and_backward<B: Backend>(dev: &B) {
     }
 }
 
+/// A loss run on the device and on the CPU, each with its own buffers.
+type BothLoss<'r, B> = dyn Fn(&B, LossIo<<B as Memory>::Buf>, &Cpu, LossIo<Vec<f32>>) + 'r;
+
+/// Every loss on random logits, with some targets missing (an all-zero one-hot row,
+/// a NaN): the loss is the mean over the samples present and a missing sample's
+/// gradient is 0 on both devices.
 pub fn losses<B: Backend>(dev: &B) {
     let d = Both::new(dev);
+    // One loss on both devices; asserts loss and dlogits agree and returns dlogits.
+    let compare = |what: String, z: &[f32], t: &[f32], loss_len: usize, run: &BothLoss<B>| {
+        let ((zs, zc), (ts, tc)) = (d.up(z), d.up(t));
+        let (mut ls, mut lc) = d.poisoned(loss_len);
+        let (mut dzs, mut dzc) = d.poisoned(z.len());
+        run(
+            d.dev,
+            loss_io(&zs, &ts, &mut ls, &mut dzs),
+            &d.cpu,
+            loss_io(&zc, &tc, &mut lc, &mut dzc),
+        );
+        assert_close(&what, &d.dev.download(&ls), &lc, REDUCTION);
+        assert_close(&what, &d.dev.download(&dzs), &dzc, ELEMENTWISE);
+        dzc
+    };
     for (i, (batch, classes)) in [(7, 10), (300, 3), (1, 1)].into_iter().enumerate() {
         let mut g = rng(500 + i as u64);
         let z: Vec<f32> = rand_vec(&mut g, batch * classes)
@@ -518,19 +540,18 @@ pub fn losses<B: Backend>(dev: &B) {
             .map(|v| 4.0 * v)
             .collect();
         let mut t = vec![0.0f32; batch * classes];
-        for n in 0..batch {
+        // Every 5th row missing (all zeros), except in a batch of one.
+        for n in (0..batch).filter(|n| batch == 1 || n % 5 != 2) {
             t[n * classes + g.random_range(0..classes)] = 1.0;
         }
-        let ((zs, zc), (ts, tc)) = (d.up(&z), d.up(&t));
-        let (mut ls, mut lc) = d.poisoned(1);
-        let (mut dzs, mut dzc) = d.poisoned(batch * classes);
-        d.dev
-            .softmax_cross_entropy(batch, classes, loss_io(&zs, &ts, &mut ls, &mut dzs));
-        d.cpu
-            .softmax_cross_entropy(batch, classes, loss_io(&zc, &tc, &mut lc, &mut dzc));
         let what = format!("softmax CE batch {batch} classes {classes}");
-        assert_close(&what, &d.dev.download(&ls), &lc, REDUCTION);
-        assert_close(&what, &d.dev.download(&dzs), &dzc, ELEMENTWISE);
+        let dz = compare(what, &z, &t, 1, &|dev, io, cpu, io_c| {
+            dev.softmax_cross_entropy(batch, classes, io);
+            cpu.softmax_cross_entropy(batch, classes, io_c);
+        });
+        assert!((0..batch)
+            .filter(|n| n % 5 == 2 && batch > 1)
+            .all(|n| dz[n * classes..(n + 1) * classes].iter().all(|&v| v == 0.0)));
     }
     for (i, (tasks, batch)) in [(3, 7), (10, 300), (1, 1)].into_iter().enumerate() {
         let mut g = rng(600 + i as u64);
@@ -539,18 +560,82 @@ pub fn losses<B: Backend>(dev: &B) {
             .map(|v| 6.0 * v)
             .collect();
         let t: Vec<f32> = (0..tasks * batch)
-            .map(|_| if g.random_bool(0.3) { 1.0 } else { 0.0 })
+            .map(|k| match (k % 7 == 3 && batch > 1, g.random_bool(0.3)) {
+                (true, _) => f32::NAN,
+                (false, true) => 1.0,
+                (false, false) => 0.0,
+            })
             .collect();
-        let ((zs, zc), (ts, tc)) = (d.up(&z), d.up(&t));
-        let (mut ls, mut lc) = d.poisoned(tasks);
-        let (mut dzs, mut dzc) = d.poisoned(tasks * batch);
-        d.dev
-            .sigmoid_bce(tasks, batch, loss_io(&zs, &ts, &mut ls, &mut dzs));
-        d.cpu
-            .sigmoid_bce(tasks, batch, loss_io(&zc, &tc, &mut lc, &mut dzc));
         let what = format!("sigmoid BCE tasks {tasks} batch {batch}");
-        assert_close(&what, &d.dev.download(&ls), &lc, REDUCTION);
-        assert_close(&what, &d.dev.download(&dzs), &dzc, ELEMENTWISE);
+        compare(what, &z, &t, tasks, &|dev, io, cpu, io_c| {
+            dev.sigmoid_bce(tasks, batch, io);
+            cpu.sigmoid_bce(tasks, batch, io_c);
+        });
+    }
+    for (i, batch) in [7, 300, 1].into_iter().enumerate() {
+        let mut g = rng(650 + i as u64);
+        let z = rand_vec(&mut g, batch);
+        // Targets with ties (a ranking skips them) and every 6th missing.
+        let t: Vec<f32> = (0..batch)
+            .map(|n| {
+                if n % 6 == 4 {
+                    f32::NAN
+                } else {
+                    (g.random_range(0..5) as f32) * 0.5
+                }
+            })
+            .collect();
+        let dz = compare(
+            format!("mse batch {batch}"),
+            &z,
+            &t,
+            1,
+            &|dev, io, cpu, io_c| {
+                dev.mse(batch, io);
+                cpu.mse(batch, io_c);
+            },
+        );
+        assert!((0..batch).filter(|n| n % 6 == 4).all(|n| dz[n] == 0.0));
+        compare(
+            format!("pairwise rank batch {batch}"),
+            &z,
+            &t,
+            1,
+            &|dev, io, cpu, io_c| {
+                dev.pairwise_rank(batch, io);
+                cpu.pairwise_rank(batch, io_c);
+            },
+        );
+    }
+}
+
+/// The same masks on both devices (bitwise: an integer hash), outputs and
+/// gradients exact (one multiply each).
+pub fn dropout<B: Backend>(dev: &B) {
+    let d = Both::new(dev);
+    for (i, (len, p)) in [(1000, 0.2f32), (64 * 300 + 7, 0.5), (3, 0.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut g = rng(680 + i as u64);
+        let ((xs, xc), (dys, dyc)) = (d.up(&rand_vec(&mut g, len)), d.up(&rand_vec(&mut g, len)));
+        let ((mut ms, mut mc), (mut ys, mut yc)) = (d.poisoned(len), d.poisoned(len));
+        let key = 0x5EED_0000 + i as u32;
+        d.dev.dropout_forward(len, p, key, &xs, &mut ms, &mut ys);
+        d.cpu.dropout_forward(len, p, key, &xc, &mut mc, &mut yc);
+        assert_bitwise_equal(
+            &format!("dropout mask, y {len} p {p}"),
+            &[d.dev.download(&ms), d.dev.download(&ys)],
+            &[mc.clone(), yc],
+        );
+        let (mut dxs, mut dxc) = d.poisoned(len);
+        d.dev.dropout_backward(len, &ms, &dys, &mut dxs);
+        d.cpu.dropout_backward(len, &mc, &dyc, &mut dxc);
+        assert_bitwise_equal(
+            &format!("dropout dx {len}"),
+            &[d.dev.download(&dxs)],
+            &[dxc],
+        );
     }
 }
 

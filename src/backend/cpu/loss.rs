@@ -6,17 +6,23 @@ use super::CpuOf;
 use crate::backend::{LossIo, LossOps};
 
 impl<T: Real> LossOps for CpuOf<T> {
-    /// Softmax cross-entropy, mean over the batch.
+    /// Softmax cross-entropy, mean over the rows present (targets summing to non-0).
     /// logits, targets: `[N, C]` (targets one-hot rows) → loss: `[1]`, dlogits: `[N, C]`.
     ///
-    /// `loss = −(1/N) Σ_n Σ_c t·log softmax(z)`, `dz = (softmax(z)·Σ_c t − t)/N`
-    /// (= (p − t)/N for one-hot rows; the general form keeps the FD check exact).
+    /// `loss = −(1/n) Σ_n Σ_c t·log softmax(z)`, `dz = (softmax(z)·Σ_c t − t)/n`
+    /// (= (p − t)/n for one-hot rows; the general form keeps the FD check exact); an
+    /// all-zero row (a missing target) adds nothing and gets dz = 0.
     fn softmax_cross_entropy(&self, batch: usize, classes: usize, io: LossIo<Vec<T>>) {
         let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
         let len = batch * classes;
         debug_assert!(logits.len() >= len && targets.len() >= len && dlogits.len() >= len);
         debug_assert!(!loss.is_empty());
-        let inv_n = 1.0 / batch.max(1) as f64;
+        let row_sum = |n: usize| -> f64 {
+            let t = &targets[n * classes..(n + 1) * classes];
+            t.iter().map(|v| v.to_f64()).sum()
+        };
+        let present = (0..batch).filter(|&n| row_sum(n) != 0.0).count();
+        let inv_n = 1.0 / present.max(1) as f64;
         let mut total = 0.0f64;
         for n in 0..batch {
             let z = &logits[n * classes..(n + 1) * classes];
@@ -24,7 +30,7 @@ impl<T: Real> LossOps for CpuOf<T> {
             let zmax = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
             let sum_exp: f64 = z.iter().map(|&v| (v.to_f64() - zmax).exp()).sum();
             let lse = zmax + sum_exp.ln();
-            let t_sum: f64 = t.iter().map(|v| v.to_f64()).sum();
+            let t_sum = row_sum(n);
             total += z
                 .iter()
                 .zip(t)
@@ -39,21 +45,27 @@ impl<T: Real> LossOps for CpuOf<T> {
         loss[0] = T::from_f64(total * inv_n);
     }
 
-    /// Sigmoid binary cross-entropy per task, stable form, mean over the batch per task.
+    /// Sigmoid binary cross-entropy per task, stable form, mean over the samples
+    /// present (a NaN target is missing: no loss, dz = 0).
     /// logits: `[T, N]` (task-major), targets: `[N, T]` → loss: `[T]`, dlogits: `[T, N]`.
     ///
-    /// `loss[t] = (1/N) Σ_n max(z,0) − z·y + log(1 + exp(−|z|))`, `dz = (σ(z) − y)/N`.
+    /// `loss[t] = (1/n) Σ_n max(z,0) − z·y + log(1 + exp(−|z|))`, `dz = (σ(z) − y)/n`.
     fn sigmoid_bce(&self, tasks: usize, batch: usize, io: LossIo<Vec<T>>) {
         let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
         let len = tasks * batch;
         debug_assert!(logits.len() >= len && targets.len() >= len && dlogits.len() >= len);
         debug_assert!(loss.len() >= tasks);
-        let inv_n = 1.0 / batch.max(1) as f64;
         for t in 0..tasks {
+            let y_of = |n: usize| targets[n * tasks + t].to_f64();
+            let present = (0..batch).filter(|&n| !y_of(n).is_nan()).count();
+            let inv_n = 1.0 / present.max(1) as f64;
             let mut total = 0.0f64;
             for n in 0..batch {
-                let z = logits[t * batch + n].to_f64();
-                let y = targets[n * tasks + t].to_f64();
+                let (z, y) = (logits[t * batch + n].to_f64(), y_of(n));
+                if y.is_nan() {
+                    dlogits[t * batch + n] = T::ZERO;
+                    continue;
+                }
                 let e = (-z.abs()).exp();
                 total += z.max(0.0) - z * y + e.ln_1p();
                 // σ(z) without overflow: exp(−|z|) ≤ 1.
@@ -66,6 +78,73 @@ impl<T: Real> LossOps for CpuOf<T> {
             }
             loss[t] = T::from_f64(total * inv_n);
         }
+    }
+
+    /// Squared error, mean over the samples present (a NaN target is missing).
+    /// logits, targets, dlogits: `[N]` → loss `[1]`.
+    /// `loss = (1/n) Σ (z − t)²`, `dz = 2(z − t)/n`.
+    fn mse(&self, batch: usize, io: LossIo<Vec<T>>) {
+        let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
+        debug_assert!(logits.len() >= batch && targets.len() >= batch && dlogits.len() >= batch);
+        let present = targets[..batch].iter().filter(|t| !t.is_nan()).count();
+        let inv_n = 1.0 / present.max(1) as f64;
+        let mut total = 0.0f64;
+        for n in 0..batch {
+            let (z, t) = (logits[n].to_f64(), targets[n].to_f64());
+            if t.is_nan() {
+                dlogits[n] = T::ZERO;
+                continue;
+            }
+            total += (z - t) * (z - t);
+            dlogits[n] = T::from_f64(2.0 * (z - t) * inv_n);
+        }
+        loss[0] = T::from_f64(total * inv_n);
+    }
+
+    /// Pairwise logistic ranking loss over the ordered pairs (i, j) of present
+    /// samples with `t_i > t_j`: `loss = (1/P) Σ log(1 + exp(−(z_i − z_j)))`, P the
+    /// number of such pairs; each dz_i sums its pairs in index order.
+    /// logits, targets, dlogits: `[N]` → loss `[1]`.
+    fn pairwise_rank(&self, batch: usize, io: LossIo<Vec<T>>) {
+        let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
+        debug_assert!(logits.len() >= batch && targets.len() >= batch && dlogits.len() >= batch);
+        let t = |n: usize| targets[n].to_f64();
+        let z = |n: usize| logits[n].to_f64();
+        let pairs: usize = (0..batch)
+            .map(|i| (0..batch).filter(|&j| t(i) > t(j)).count())
+            .sum();
+        let inv_p = 1.0 / pairs.max(1) as f64;
+        let mut total = 0.0f64;
+        for (i, dz) in dlogits[..batch].iter_mut().enumerate() {
+            let mut d = 0.0f64;
+            for j in 0..batch {
+                if t(i) > t(j) {
+                    // i should score above j: softplus(−(z_i − z_j)).
+                    let m = z(i) - z(j);
+                    total += softplus(-m);
+                    d -= sigmoid(-m);
+                } else if t(j) > t(i) {
+                    d += sigmoid(-(z(j) - z(i)));
+                }
+            }
+            *dz = T::from_f64(d * inv_p);
+        }
+        loss[0] = T::from_f64(total * inv_p);
+    }
+}
+
+/// `log(1 + exp(x))` without overflow.
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + exp(−x))` without overflow.
+fn sigmoid(x: f64) -> f64 {
+    let e = (-x.abs()).exp();
+    if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
     }
 }
 
@@ -184,5 +263,91 @@ mod tests {
             (lb[0] - 1000.0).abs() < 1e-3 && db == [0.5, -0.5],
             "{lb:?} {db:?}"
         );
+    }
+
+    /// The per-sample losses of the heterogeneous tasks against central differences
+    /// in f64, with missing targets: the value is the mean over what is present and a
+    /// missing sample's gradient is exactly 0.
+    #[test]
+    fn masked_losses_value_and_gradient() {
+        let batch = 9;
+        let mut g = rng(14);
+        let z = rand_range(&mut g, batch, -3.0, 3.0);
+        // Targets with a tie (pairs that a ranking skips) and two missing.
+        let t = vec![0.5, -1.0, f64::NAN, 2.0, 0.5, -0.25, f64::NAN, 1.5, 0.0];
+        let present: Vec<usize> = (0..batch).filter(|&n| !t[n].is_nan()).collect();
+        type Op = fn(usize, LossIo<Vec<f64>>);
+        let ops: [(&str, Op); 3] = [
+            ("mse", |n, io| Cpu64.mse(n, io)),
+            ("pairwise_rank", |n, io| Cpu64.pairwise_rank(n, io)),
+            ("sigmoid_bce", |n, io| Cpu64.sigmoid_bce(1, n, io)),
+        ];
+        for (name, op) in ops {
+            // BCE takes 0/1 targets.
+            let t: Vec<f64> = if name == "sigmoid_bce" {
+                t.iter()
+                    .map(|&v| if v.is_nan() { v } else { f64::from(v > 0.4) })
+                    .collect()
+            } else {
+                t.clone()
+            };
+            let run = |z: &[f64]| {
+                let (mut l, mut d) = (poisoned(1), poisoned(batch));
+                op(batch, io(&z.to_vec(), &t, &mut l, &mut d));
+                (l[0], d)
+            };
+            let (loss, dz) = run(&z);
+            let want = match name {
+                "mse" => present.iter().map(|&n| (z[n] - t[n]).powi(2)).sum::<f64>() / 7.0,
+                "sigmoid_bce" => {
+                    present
+                        .iter()
+                        .map(|&n| {
+                            let p = 1.0 / (1.0 + (-z[n]).exp());
+                            -(t[n] * p.ln() + (1.0 - t[n]) * (1.0 - p).ln())
+                        })
+                        .sum::<f64>()
+                        / 7.0
+                }
+                _ => {
+                    let pairs: Vec<(usize, usize)> = present
+                        .iter()
+                        .flat_map(|&i| present.iter().map(move |&j| (i, j)))
+                        .filter(|&(i, j)| t[i] > t[j])
+                        .collect();
+                    assert_eq!(pairs.len(), 20, "7 present, one tie: 21 − 1 pairs");
+                    pairs
+                        .iter()
+                        .map(|&(i, j)| (1.0 + (z[j] - z[i]).exp()).ln())
+                        .sum::<f64>()
+                        / pairs.len() as f64
+                }
+            };
+            assert!((loss - want).abs() < 1e-12, "{name}: {loss} vs {want}");
+            let fz = fd_grad(&z, FD_H, |z| run(z).0);
+            assert!(rel_err(&dz, &fz) < GRAD_TOL, "{name}: {dz:?} vs {fz:?}");
+            assert!(
+                dz[2] == 0.0 && dz[6] == 0.0,
+                "{name}: missing samples get no gradient"
+            );
+        }
+        // Softmax CE: an all-zero target row is missing.
+        let (classes, z) = (4, rand_vec(&mut g, 3 * 4));
+        let mut t = vec![0.0; 12];
+        t[1] = 1.0;
+        t[8 + 3] = 1.0; // row 1 missing
+        let run = |z: &[f64]| {
+            let (mut l, mut d) = (poisoned(1), poisoned(12));
+            Cpu64.softmax_cross_entropy(3, classes, io(&z.to_vec(), &t, &mut l, &mut d));
+            (l[0], d)
+        };
+        let (loss, dz) = run(&z);
+        let ce = |row: usize, c: usize| {
+            let r = &z[row * 4..row * 4 + 4];
+            r.iter().map(|v| v.exp()).sum::<f64>().ln() - r[c]
+        };
+        assert!((loss - (ce(0, 1) + ce(2, 3)) / 2.0).abs() < 1e-12);
+        assert!(dz[4..8].iter().all(|&v| v == 0.0));
+        assert!(rel_err(&dz, &fd_grad(&z, FD_H, |z| run(z).0)) < GRAD_TOL);
     }
 }

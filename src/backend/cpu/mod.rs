@@ -12,6 +12,7 @@
 
 pub mod batchnorm;
 pub mod conv;
+pub mod dropout;
 pub mod gemm;
 pub mod linear;
 pub mod loss;

@@ -258,6 +258,7 @@ pub trait KernelDevice: Memory {
 
 mod batchnorm;
 mod conv;
+mod dropout;
 mod linear;
 mod loss;
 mod optim;
