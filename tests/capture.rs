@@ -50,7 +50,7 @@ fn capture_and_step_gradients<B: Backend>(
         lr: 0.02,
         momentum: 0.5,
     };
-    net.start_capture(be);
+    net.branches.start_capture(be);
     let (mut images, mut targets) = (Vec::new(), Vec::new());
     let mut grads = Vec::new();
     for k in 0..before + after {
@@ -67,7 +67,7 @@ fn capture_and_step_gradients<B: Backend>(
         let fc1 = net.params().into_iter().find(|p| p.name == FC1).unwrap();
         grads.push(be.download(&fc1.grad)[..fc1.len()].to_vec());
     }
-    let capture = net.take_capture(be).expect("the capture is on");
+    let capture = net.branches.take_capture(be).expect("the capture is on");
     (capture, grads)
 }
 
@@ -114,7 +114,7 @@ fn evaluation_alone_never_touches_the_capture() {
         &mut ChaCha8Rng::seed_from_u64(4),
     );
     let mut act = Activations::new(&Cpu, &net.spec, 8);
-    net.start_capture(&Cpu);
+    net.branches.start_capture(&Cpu);
     // Evaluation alone (forward without backward) leaves the capture at zero,
     // even with a non-zero gradient left in fc1 from an earlier backward.
     let fc1 = net
@@ -124,7 +124,7 @@ fn evaluation_alone_never_touches_the_capture() {
         .unwrap();
     fc1.grad = Cpu.upload(&vec![1.0; fc1.len()]);
     metrics::evaluate(&Cpu, &mut net, &mut act, &val, 8);
-    let capture = net.take_capture(&Cpu).unwrap();
+    let capture = net.branches.take_capture(&Cpu).unwrap();
     assert!(
         capture.iter().all(|&v| v == 0.0),
         "evaluation touched the capture"

@@ -139,7 +139,7 @@ fn mtl_gradient_of_the_summed_task_losses_matches_finite_differences() {
 fn merged_heads_sum_into_their_shared_branch() {
     let (mut net, mut act) = setup(Mode::Mtl, 2);
     // Tasks 0, 3, 7 on branch 3; 2 and 5 on branch 2; branches 0, 5, 7 unread.
-    net.task_branch = vec![3, 1, 2, 3, 4, 2, 6, 3, 8, 9];
+    net.branches.task_branch = vec![3, 1, 2, 3, 4, 2, 6, 3, 8, 9];
     let worst = check_gradient(&mut net, &mut act, 20);
     println!("MTL, merged heads: worst {worst:.1e}");
     let fc1 = &net.params()[10];

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::{ops::*, OptimStep};
 use sskernel::data::{self, DatasetName};
-use sskernel::model::{Activations, Mode, Net, NetSpec};
+use sskernel::model::{Branched, Activations, Mode, Net, NetSpec};
 use sskernel::sharing::criteria::{self, Criterion};
 use sskernel::sharing::merge;
 use sskernel::sharing::selective::{Decision, Sharing, SharingConfig};
@@ -65,7 +65,7 @@ fn after_a_merge_every_task_computes_with_the_kept_branch_and_its_own_head() {
         vec![8],
         vec![9],
     ];
-    let plan = merge::plan(&groups, &loss, &net.task_branch);
+    let plan = merge::plan(&groups, &loss, &net.branches.task_branch);
     assert_eq!(plan.keep, vec![1, 2, 3, 4, 6, 8, 9]);
 
     // Expected: the unpruned net with each task's head reading the kept branch.
@@ -74,9 +74,9 @@ fn after_a_merge_every_task_computes_with_the_kept_branch_and_its_own_head() {
         2 | 5 => 2,
         b => b,
     };
-    net.task_branch = (0..10).map(kept_of).collect();
+    net.branches.task_branch = (0..10).map(kept_of).collect();
     let expected = logits(&mut net, &mut act);
-    net.task_branch = (0..10).collect();
+    net.branches.task_branch = (0..10).collect();
     let before = logits(&mut net, &mut act);
     assert_ne!(
         expected, before,
@@ -89,7 +89,7 @@ fn after_a_merge_every_task_computes_with_the_kept_branch_and_its_own_head() {
         expected,
         "pruning changed the kept branches"
     );
-    assert_eq!(net.branch_origin, vec![1, 2, 3, 4, 6, 8, 9]);
+    assert_eq!(net.branches.branch_origin, vec![1, 2, 3, 4, 6, 8, 9]);
 
     // Parameters: trunk + branches × (640·100+100 + 100·50+50) + tasks × (50+1).
     let trunk = 520 + 40 + 20_040 + 80 + 410_240;
@@ -121,7 +121,7 @@ fn after_a_merge_every_task_computes_with_the_kept_branch_and_its_own_head() {
     // heads read the kept branches (its other branches, read by no head, get zero
     // gradients): the same step (weights, gradients, momentum) gives the same net.
     let (mut unpruned, mut act_u) = trained_net();
-    unpruned.task_branch = (0..10).map(kept_of).collect();
+    unpruned.branches.task_branch = (0..10).map(kept_of).collect();
     let step = OptimStep::Sgd {
         lr: 0.02,
         momentum: 0.5,
@@ -544,7 +544,7 @@ fn the_lock_comes_after_patience_epochs_without_a_change_counted_from_share_star
     }
     assert_eq!(s.sharing.lock_epoch, Some(4));
     // Locked: nothing is captured any more and no decision runs.
-    assert!(s.net.take_capture(&Cpu).is_none(), "still capturing");
+    assert!(s.net.branches.take_capture(&Cpu).is_none(), "still capturing");
     assert!(s.epoch(5).is_none() && s.epoch(6).is_none());
     assert_eq!(s.sharing.decisions.len(), 3);
     assert_eq!(s.net.spec.branches, 10);
@@ -576,7 +576,7 @@ fn a_change_restarts_the_patience_count() {
         "{d:?}"
     );
     assert_eq!(d.locked, None, "task 9 still has a branch of its own");
-    assert!(!merge::every_task_shares(&s.net.task_branch));
+    assert!(!merge::every_task_shares(&s.net.branches.task_branch));
     // Unchanged again: without the restart, epoch 3 would be the second unchanged
     // epoch and lock; with it, epoch 4 locks.
     s.sharing.cfg.criterion = Criterion::Similarity;
@@ -601,10 +601,10 @@ fn when_every_task_shares_its_branch_the_grouping_locks_at_once() {
     assert!(why.contains("every task shares"), "{why}");
     assert_eq!(s.sharing.lock_epoch, Some(1));
     assert_eq!(s.net.spec.branches, 1);
-    assert_eq!(s.net.branch_origin, vec![kept]);
+    assert_eq!(s.net.branches.branch_origin, vec![kept]);
     assert_eq!(s.net.param_count(), params_with(1));
     assert_eq!(d.params_after, params_with(1));
-    assert!(s.net.take_capture(&Cpu).is_none(), "still capturing");
+    assert!(s.net.branches.take_capture(&Cpu).is_none(), "still capturing");
     assert!(s.epoch(2).is_none());
 }
 
@@ -678,9 +678,9 @@ fn each_criterion_decides_from_the_logged_distances_and_the_net_follows() {
                 kept.iter().all(|&b| b == kept[0] && g.contains(&b)),
                 "{criterion:?}: tasks of {g:?} on branches {kept:?}"
             );
-            let b = s.net.task_branch[g[0]];
-            assert!(g.iter().all(|&t| s.net.task_branch[t] == b));
-            assert_eq!(s.net.branch_origin[b], kept[0]);
+            let b = s.net.branches.task_branch[g[0]];
+            assert!(g.iter().all(|&t| s.net.branches.task_branch[t] == b));
+            assert_eq!(s.net.branches.branch_origin[b], kept[0]);
         }
     }
 }

@@ -2,7 +2,12 @@
 //! default initialisation, and the explicit forward/backward of trunk, branches
 //! and heads in `net.rs`.
 
+mod branches;
+mod layer;
 mod net;
+
+pub use branches::Branches;
+pub use layer::Layer;
 
 pub use net::{Activations, Net};
 
@@ -10,6 +15,20 @@ use crate::backend::Backend;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+
+/// A net whose tasks sit on [`Branches`] that Selective Sharing can merge
+/// (`sharing::Sharing` works on any of them).
+pub trait Branched<B: Backend> {
+    fn branches(&self) -> &Branches<B>;
+    fn branches_mut(&mut self) -> &mut Branches<B>;
+    /// Trainable parameters of the whole net.
+    fn param_count(&self) -> usize;
+    /// Merges branches (see [`Branches::prune`]); a net that sizes anything else
+    /// by the branch count updates it too.
+    fn prune(&mut self, be: &B, keep: &[usize], task_branch: Vec<usize>) {
+        self.branches_mut().prune(be, keep, task_branch);
+    }
+}
 
 /// Which network: one classifier (single-task) or one branch per task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]

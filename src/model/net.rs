@@ -10,6 +10,8 @@
 //!   → head [T,out,50] reading branch task_branch[t] → logits [T,N,out]
 //! ```
 
+use super::layer::Layer;
+use super::{Branched, Branches};
 use super::{Loss, NetSpec, Param};
 use crate::backend::{
     Backend, BatchNorm2d, BatchStats, Conv2dShape, Grads, LinearShape, LossIo, Nchw, OptimStep,
@@ -20,13 +22,6 @@ use rand_chacha::ChaCha8Rng;
 /// BatchNorm momentum and eps, PyTorch defaults.
 pub const BN_MOMENTUM: f32 = 0.1;
 pub const BN_EPS: f32 = 1e-5;
-
-/// A layer with a weight and a bias: a convolution, or a linear layer batched
-/// across `branches` (1 for the trunk's FC).
-struct Layer<B: Backend> {
-    w: Param<B>,
-    b: Param<B>,
-}
 
 struct BatchNorm<B: Backend> {
     gamma: Param<B>,
@@ -42,17 +37,9 @@ pub struct Net<B: Backend> {
     conv2: Layer<B>,
     bn2: BatchNorm<B>,
     fc: Layer<B>,
-    fc1: Layer<B>,
-    fc2: Layer<B>,
+    /// The per-task branches (fc1, fc2), the task → branch map and the capture.
+    pub branches: Branches<B>,
     head: Layer<B>,
-    /// Head t reads the hidden layer of branch `task_branch[t]`.
-    pub task_branch: Vec<usize>,
-    /// The task each branch was created for: a stable name for a branch in logs,
-    /// while merges renumber the branches.
-    pub branch_origin: Vec<usize>,
-    /// Σ over the epoch's steps of ∂L/∂W of the branches' first layer,
-    /// `[branches, hidden1, shared]`, while Selective Sharing is capturing.
-    capture: Option<B::Buf>,
 }
 
 /// Every forward activation, backward gradient and saved statistic of one step,
@@ -184,64 +171,6 @@ impl Shapes {
     }
 }
 
-impl<B: Backend> Layer<B> {
-    fn conv(be: &B, name: &str, cin: usize, cout: usize, k: usize, rng: &mut ChaCha8Rng) -> Self {
-        let fan_in = cin * k * k;
-        Self {
-            w: Param::uniform(
-                be,
-                &format!("{name}.weight"),
-                &[cout, cin, k, k],
-                fan_in,
-                rng,
-            ),
-            b: Param::uniform(be, &format!("{name}.bias"), &[cout], fan_in, rng),
-        }
-    }
-
-    /// `[branches, out, in]` weights, each branch initialised like its own nn.Linear.
-    fn linear(
-        be: &B,
-        name: &str,
-        branches: usize,
-        fan_in: usize,
-        out: usize,
-        rng: &mut ChaCha8Rng,
-    ) -> Self {
-        Self {
-            w: Param::uniform(
-                be,
-                &format!("{name}.weight"),
-                &[branches, out, fan_in],
-                fan_in,
-                rng,
-            ),
-            b: Param::uniform(be, &format!("{name}.bias"), &[branches, out], fan_in, rng),
-        }
-    }
-
-    fn params(&self) -> WeightBias<&B::Buf> {
-        WeightBias {
-            w: &self.w.value,
-            b: &self.b.value,
-        }
-    }
-
-    /// What the backward reads (the weight) and where it writes (the parameters'
-    /// gradients and `dx`).
-    fn for_backward<'a>(
-        &'a mut self,
-        dx: Option<&'a mut B::Buf>,
-    ) -> (&'a B::Buf, Grads<'a, B::Buf>) {
-        let g = Grads {
-            dx,
-            dw: &mut self.w.grad,
-            db: &mut self.b.grad,
-        };
-        (&self.w.value, g)
-    }
-}
-
 impl<B: Backend> BatchNorm<B> {
     fn new(be: &B, name: &str, channels: usize) -> Self {
         Self {
@@ -309,7 +238,7 @@ impl<B: Backend> Net<B> {
     /// (STL: the single task on the single branch).
     pub fn new(be: &B, spec: NetSpec, rng: &mut ChaCha8Rng) -> Self {
         let k = spec.kernel;
-        let [hid1, hid2] = spec.branch_hidden;
+        let hid2 = spec.branch_hidden[1];
         let b = spec.branches;
         let conv1 = Layer::conv(be, "trunk.conv1", 1, spec.conv1_channels, k, rng);
         let bn1 = BatchNorm::new(be, "trunk.bn1", spec.conv1_channels);
@@ -323,24 +252,19 @@ impl<B: Backend> Net<B> {
         );
         let bn2 = BatchNorm::new(be, "trunk.bn2", spec.conv2_channels);
         let fc = Layer::linear(be, "trunk.fc", 1, spec.flat_features(), spec.shared, rng);
-        let fc1 = Layer::linear(be, "branches.fc1", b, spec.shared, hid1, rng);
-        let fc2 = Layer::linear(be, "branches.fc2", b, hid1, hid2, rng);
+        let branches = Branches::new(
+            be,
+            b,
+            spec.tasks,
+            (spec.shared, spec.branch_hidden),
+            spec.identical_branches,
+            rng,
+        );
         let mut head = Layer::linear(be, "heads", spec.tasks, hid2, spec.head_out, rng);
-        let (mut fc1, mut fc2) = (fc1, fc2);
         if spec.identical_branches {
-            for p in [
-                &mut fc1.w,
-                &mut fc1.b,
-                &mut fc2.w,
-                &mut fc2.b,
-                &mut head.w,
-                &mut head.b,
-            ] {
-                p.copy_first_branch(be);
-            }
+            head.w.copy_first_branch(be);
+            head.b.copy_first_branch(be);
         }
-        let task_branch = (0..spec.tasks).map(|t| t % b).collect();
-        let branch_origin = (0..b).collect();
         Self {
             spec,
             conv1,
@@ -348,67 +272,8 @@ impl<B: Backend> Net<B> {
             conv2,
             bn2,
             fc,
-            fc1,
-            fc2,
+            branches,
             head,
-            task_branch,
-            branch_origin,
-            capture: None,
-        }
-    }
-
-    /// Starts (or restarts) accumulating the branches' first-layer gradients.
-    pub fn start_capture(&mut self, be: &B) {
-        self.capture = Some(be.zeros(self.fc1.w.len()));
-    }
-
-    /// Stops capturing for good (the grouping is locked).
-    pub fn stop_capture(&mut self) {
-        self.capture = None;
-    }
-
-    /// The captured gradients `[branches, hidden1, shared]` on the host; the
-    /// capture restarts from zero.
-    pub fn take_capture(&mut self, be: &B) -> Option<Vec<f32>> {
-        let host = be.download(self.capture.as_ref()?);
-        self.start_capture(be);
-        Some(host[..self.fc1.w.len()].to_vec())
-    }
-
-    /// Merges branches: keeps the branches `keep` (strictly increasing old indices)
-    /// and points task t at new branch `task_branch[t]`. Every `[branches, …]`
-    /// buffer — weights, gradients, optimiser state, capture — is compacted in
-    /// place; each task keeps its own head.
-    pub fn prune(&mut self, be: &B, keep: &[usize], task_branch: Vec<usize>) {
-        assert!(task_branch.iter().all(|&b| b < keep.len()));
-        let capture_row = self.fc1.w.len() / self.spec.branches;
-        for p in self.branch_params_mut() {
-            p.compact_branches(be, keep);
-        }
-        if let Some(capture) = &mut self.capture {
-            be.compact_rows(capture, capture_row, keep);
-        }
-        self.branch_origin = keep.iter().map(|&k| self.branch_origin[k]).collect();
-        self.spec.branches = keep.len();
-        self.task_branch = task_branch;
-    }
-
-    /// The branches' hidden layers: every parameter whose first axis is the branch.
-    fn branch_params_mut(&mut self) -> [&mut Param<B>; 4] {
-        [
-            &mut self.fc1.w,
-            &mut self.fc1.b,
-            &mut self.fc2.w,
-            &mut self.fc2.b,
-        ]
-    }
-
-    /// `--merge mean-weights`: for every `(group, kept)` of old branch indices, the
-    /// kept branch's hidden layers become the element-wise mean of the group's
-    /// (weights and optimiser state); `prune` then drops the others.
-    pub fn average_branches(&mut self, be: &B, groups: &[(Vec<usize>, usize)]) {
-        for p in self.branch_params_mut() {
-            p.average_branches(be, groups);
         }
     }
 
@@ -425,10 +290,10 @@ impl<B: Backend> Net<B> {
             &self.bn2.beta,
             &self.fc.w,
             &self.fc.b,
-            &self.fc1.w,
-            &self.fc1.b,
-            &self.fc2.w,
-            &self.fc2.b,
+            &self.branches.fc1.w,
+            &self.branches.fc1.b,
+            &self.branches.fc2.w,
+            &self.branches.fc2.b,
             &self.head.w,
             &self.head.b,
         ]
@@ -446,10 +311,10 @@ impl<B: Backend> Net<B> {
             &mut self.bn2.beta,
             &mut self.fc.w,
             &mut self.fc.b,
-            &mut self.fc1.w,
-            &mut self.fc1.b,
-            &mut self.fc2.w,
-            &mut self.fc2.b,
+            &mut self.branches.fc1.w,
+            &mut self.branches.fc1.b,
+            &mut self.branches.fc2.w,
+            &mut self.branches.fc2.b,
             &mut self.head.w,
             &mut self.head.b,
         ]
@@ -483,7 +348,7 @@ impl<B: Backend> Net<B> {
     /// `train` selects batch statistics (and updates the running ones) over running ones.
     pub fn forward(&mut self, be: &B, act: &mut Activations<B>, n: usize, train: bool) {
         debug_assert!(n <= act.capacity);
-        let s = Shapes::new(&self.spec, &self.task_branch, n);
+        let s = Shapes::new(&self.spec, &self.branches.task_branch, n);
         let a = act;
         // Trunk.
         be.conv2d_forward(&s.conv1, &a.x, self.conv1.params(), &mut a.c1);
@@ -507,9 +372,9 @@ impl<B: Backend> Net<B> {
         be.linear_forward(&s.fc, &a.p2, self.fc.params(), &mut a.f);
         be.relu_forward(s.fc.y_len(), &a.f, &mut a.fr);
         // Branches: every branch in one call per layer.
-        be.linear_forward(&s.fc1, &a.fr, self.fc1.params(), &mut a.h1);
+        be.linear_forward(&s.fc1, &a.fr, self.branches.fc1.params(), &mut a.h1);
         be.relu_forward(s.fc1.y_len(), &a.h1, &mut a.h1r);
-        be.linear_forward(&s.fc2, &a.h1r, self.fc2.params(), &mut a.h2);
+        be.linear_forward(&s.fc2, &a.h1r, self.branches.fc2.params(), &mut a.h2);
         be.relu_forward(s.fc2.y_len(), &a.h2, &mut a.h2r);
         // Heads: task t reads branch task_branch[t].
         be.linear_forward(&s.head, &a.h2r, self.head.params(), &mut a.logits);
@@ -534,23 +399,21 @@ impl<B: Backend> Net<B> {
     /// Backward pass after `forward(train = true)` and `loss`: writes every
     /// parameter's `grad` (overwritten, not accumulated).
     pub fn backward(&mut self, be: &B, act: &mut Activations<B>, n: usize) {
-        let s = Shapes::new(&self.spec, &self.task_branch, n);
+        let s = Shapes::new(&self.spec, &self.branches.task_branch, n);
         let a = act;
         // Heads and branches.
         let (w, g) = self.head.for_backward(Some(&mut a.dh2r));
         be.linear_backward(&s.head, &a.h2r, w, &a.dlogits, g);
         be.relu_backward(s.fc2.y_len(), &a.h2r, &a.dh2r, &mut a.dh2);
-        let (w, g) = self.fc2.for_backward(Some(&mut a.dh1r));
+        let (w, g) = self.branches.fc2.for_backward(Some(&mut a.dh1r));
         be.linear_backward(&s.fc2, &a.h1r, w, &a.dh2, g);
         be.relu_backward(s.fc1.y_len(), &a.h1r, &a.dh1r, &mut a.dh1);
-        let (w, g) = self.fc1.for_backward(Some(&mut a.dfr));
+        let (w, g) = self.branches.fc1.for_backward(Some(&mut a.dfr));
         be.linear_backward(&s.fc1, &a.fr, w, &a.dh1, g);
         // Selective Sharing's signal (DESIGN.md §5.1): this step's ∂L/∂W1, added
         // the moment it exists. Only a training step runs backward, so evaluation
         // never reaches the capture.
-        if let Some(capture) = &mut self.capture {
-            be.axpy(1.0, &self.fc1.w.grad, capture, self.fc1.w.len());
-        }
+        self.branches.capture_step(be);
         // Trunk.
         be.relu_backward(s.fc.y_len(), &a.fr, &a.dfr, &mut a.df);
         let (w, g) = self.fc.for_backward(Some(&mut a.dp2));
@@ -600,6 +463,23 @@ impl<B: Backend> Net<B> {
             }
             be.optim_step(step, len, &mut p.value, &p.grad, &mut p.state);
         }
+    }
+}
+
+impl<B: Backend> Branched<B> for Net<B> {
+    fn branches(&self) -> &Branches<B> {
+        &self.branches
+    }
+    fn branches_mut(&mut self) -> &mut Branches<B> {
+        &mut self.branches
+    }
+    fn param_count(&self) -> usize {
+        Net::param_count(self)
+    }
+    /// Also the spec's branch count, which sizes the activations' shapes.
+    fn prune(&mut self, be: &B, keep: &[usize], task_branch: Vec<usize>) {
+        self.branches.prune(be, keep, task_branch);
+        self.spec.branches = keep.len();
     }
 }
 

@@ -7,7 +7,7 @@ use super::hdbscan::HdbscanParams;
 use super::merge::{self, MergePlan, MergeRule};
 use super::ttsvd;
 use crate::backend::Backend;
-use crate::model::Net;
+use crate::model::Branched;
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -99,8 +99,8 @@ pub struct Sharing {
 
 impl Sharing {
     /// Starts capturing on `net`.
-    pub fn start<B: Backend>(cfg: SharingConfig, seed: u64, be: &B, net: &mut Net<B>) -> Self {
-        net.start_capture(be);
+    pub fn start<B: Backend>(cfg: SharingConfig, seed: u64, be: &B, net: &mut impl Branched<B>) -> Self {
+        net.branches_mut().start_capture(be);
         Self {
             cfg,
             // Its own stream, so the random criterion does not disturb shuffling.
@@ -120,25 +120,25 @@ impl Sharing {
     pub fn end_epoch<B: Backend>(
         &mut self,
         be: &B,
-        net: &mut Net<B>,
+        net: &mut impl Branched<B>,
         epoch: usize,
         task_loss: &[f64],
     ) -> Result<Option<&Decision>> {
         if self.locked() {
             return Ok(None);
         }
-        let Some(grads) = net.take_capture(be) else {
+        let Some(grads) = net.branches_mut().take_capture(be) else {
             return Ok(None);
         };
         if epoch < self.cfg.share_start {
             return Ok(None);
         }
         let started = std::time::Instant::now();
-        let spec = &net.spec;
-        let (n, out, inp) = (spec.branches, spec.branch_hidden[0], spec.shared);
+        let n = net.branches().count();
+        let (out, inp) = net.branches().capture_shape();
         let descriptors = ttsvd::branch_descriptors(&grads, n, out, inp, self.cfg.tt_rank);
         let distances = ttsvd::descriptor_distances(&descriptors);
-        let branch_loss = merge::branch_loss(task_loss, &net.task_branch, n);
+        let branch_loss = merge::branch_loss(task_loss, &net.branches().task_branch, n);
         let grouping = criteria::group(
             self.cfg.criterion,
             &distances,
@@ -147,20 +147,20 @@ impl Sharing {
             self.cfg.variance_tau,
             &mut self.rng,
         )?;
-        let plan: MergePlan = merge::plan(&grouping.groups, &branch_loss, &net.task_branch);
+        let plan: MergePlan = merge::plan(&grouping.groups, &branch_loss, &net.branches().task_branch);
 
-        let origin = net.branch_origin.clone();
+        let origin = net.branches().branch_origin.clone();
         let params_before = net.param_count();
         if plan.changed() {
             if self.cfg.merge == MergeRule::MeanWeights {
-                net.average_branches(be, &plan.merged);
+                net.branches_mut().average(be, &plan.merged);
             }
             net.prune(be, &plan.keep, plan.task_branch.clone());
             self.unchanged_epochs = 0;
         } else {
             self.unchanged_epochs += 1;
         }
-        let locked = if merge::every_task_shares(&net.task_branch) {
+        let locked = if merge::every_task_shares(&net.branches().task_branch) {
             Some("every task shares its branch with another task".to_string())
         } else if self.unchanged_epochs >= self.cfg.patience {
             Some(format!("{} epochs without a change", self.cfg.patience))
@@ -169,7 +169,7 @@ impl Sharing {
         };
         if locked.is_some() {
             self.lock_epoch = Some(epoch);
-            net.stop_capture();
+            net.branches_mut().stop_capture();
         }
 
         let name = |b: usize| origin[b];
@@ -204,11 +204,12 @@ impl Sharing {
                 })
                 .collect(),
             task_branch: net
+                .branches()
                 .task_branch
                 .iter()
-                .map(|&b| net.branch_origin[b])
+                .map(|&b| net.branches().branch_origin[b])
                 .collect(),
-            task_groups: task_groups(&net.task_branch, net.spec.branches),
+            task_groups: task_groups(&net.branches().task_branch, net.branches().count()),
             params_before,
             params_after: net.param_count(),
             locked,

@@ -4,7 +4,7 @@
 //! the metadata.
 
 use crate::backend::Backend;
-use crate::model::Net;
+use crate::model::{Branched, Net};
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -45,8 +45,8 @@ pub fn serialize<B: Backend>(be: &B, net: &Net<B>, epoch: usize, steps: usize) -
         f32s(name, vec![host.len()], &host);
     }
     for (name, map) in [
-        (TASK_BRANCH, &net.task_branch),
-        (BRANCH_ORIGIN, &net.branch_origin),
+        (TASK_BRANCH, &net.branches.task_branch),
+        (BRANCH_ORIGIN, &net.branches.branch_origin),
     ] {
         let map: Vec<i64> = map.iter().map(|&b| b as i64).collect();
         let bytes = bytemuck::cast_slice(&map).to_vec();
@@ -124,9 +124,9 @@ pub fn load<B: Backend>(be: &B, net: &mut Net<B>, path: &Path) -> Result<()> {
     if branches < net.spec.branches {
         net.prune(be, &(0..branches).collect::<Vec<_>>(), task_branch);
     } else {
-        net.task_branch = task_branch;
+        net.branches.task_branch = task_branch;
     }
-    net.branch_origin = origin;
+    net.branches.branch_origin = origin;
     for p in net.params_mut() {
         let host = f32s(&p.name, &p.shape)?;
         p.value = be.upload(&host);

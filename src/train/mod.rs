@@ -168,7 +168,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             }
             write_json(&cfg.out.join("grouping.json"), &sharing.decisions)?;
         }
-        let groups = (net.spec.tasks > 1).then(|| task_groups(&net.task_branch, net.spec.branches));
+        let groups = (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 
         let val_eval = metrics::evaluate(be, &mut net, &mut act, &val, cfg.batch);
         let test_eval = metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch);
@@ -221,7 +221,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         final_params: net.param_count(),
         final_branches: net.spec.branches,
         final_task_groups: (net.spec.tasks > 1)
-            .then(|| task_groups(&net.task_branch, net.spec.branches)),
+            .then(|| task_groups(&net.branches.task_branch, net.spec.branches)),
         lock_epoch: sharing.as_ref().and_then(|s| s.lock_epoch),
         epochs_run: records.len(),
         steps,
