@@ -15,7 +15,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu64;
 use sskernel::backend::ops::*;
-use sskernel::model::{Activations, Mode, Net, NetSpec};
+use sskernel::data::TaskKind;
+use sskernel::model::{Activations, HeteroActs, HeteroNet, HeteroSpec, Mode, Net, NetSpec, Param};
 
 /// Batch size: small, the check is about wiring, not statistics (BN still sees
 /// N·H·W ≥ 128 values per channel).
@@ -32,6 +33,12 @@ const RANDOM: usize = 3;
 const LARGEST: usize = 3;
 
 /// A net of `mode` on a random batch (pixels in [0, 1), one label per sample).
+/// Biases whose gradient batchnorm cancels.
+const CONV_BIASES: [&str; 2] = ["trunk.conv1.bias", "trunk.conv2.bias"];
+
+/// Samples of the heterogeneous check: enough for pairs and missing targets.
+const N_HETERO: usize = 8;
+
 fn setup(mode: Mode, seed: u64) -> (Net<Cpu64>, Activations<Cpu64>) {
     let spec = NetSpec::mnist(mode, 10);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -49,26 +56,68 @@ fn setup(mode: Mode, seed: u64) -> (Net<Cpu64>, Activations<Cpu64>) {
     (net, act)
 }
 
-/// The training loss of the batch at the current parameters (training-mode
-/// forward, as `train_step` runs it): the sum of `act.loss`.
-fn total_loss(net: &mut Net<Cpu64>, act: &mut Activations<Cpu64>) -> f64 {
-    net.forward(&Cpu64, act, N, true);
-    net.loss(&Cpu64, act, N);
-    act.loss.iter().sum()
+/// A net with its activations, as the check drives it.
+trait Checked {
+    /// The training loss of the batch at the current parameters (training-mode
+    /// forward, as a training step runs it): the sum of the task losses.
+    fn total_loss(&mut self) -> f64;
+    /// Forward, loss and backward: every parameter's gradient.
+    fn backward(&mut self);
+    fn params(&self) -> Vec<&Param<Cpu64>>;
+    fn params_mut(&mut self) -> Vec<&mut Param<Cpu64>>;
+}
+
+impl Checked for (Net<Cpu64>, Activations<Cpu64>) {
+    fn total_loss(&mut self) -> f64 {
+        let (net, act) = self;
+        net.forward(&Cpu64, act, N, true);
+        net.loss(&Cpu64, act, N);
+        act.loss.iter().sum()
+    }
+    fn backward(&mut self) {
+        self.total_loss();
+        self.0.backward(&Cpu64, &mut self.1, N);
+    }
+    fn params(&self) -> Vec<&Param<Cpu64>> {
+        self.0.params().to_vec()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<Cpu64>> {
+        self.0.params_mut().into_iter().collect()
+    }
+}
+
+impl Checked for (HeteroNet<Cpu64>, HeteroActs<Cpu64>) {
+    fn total_loss(&mut self) -> f64 {
+        let (net, act) = self;
+        net.forward(&Cpu64, act, N_HETERO, true);
+        net.loss(&Cpu64, act, N_HETERO);
+        act.loss.iter().map(|l| l[0]).sum()
+    }
+    fn backward(&mut self) {
+        self.total_loss();
+        self.0.backward(&Cpu64, &mut self.1, N_HETERO);
+    }
+    fn params(&self) -> Vec<&Param<Cpu64>> {
+        self.0.params()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<Cpu64>> {
+        self.0.params_mut()
+    }
 }
 
 /// Checks ∂L/∂p of every parameter tensor against central differences; returns
 /// the worst relative error (for the log).
-fn check_gradient(net: &mut Net<Cpu64>, act: &mut Activations<Cpu64>, seed: u64) -> f64 {
-    net.forward(&Cpu64, act, N, true);
-    net.loss(&Cpu64, act, N);
-    net.backward(&Cpu64, act, N);
+/// `zero`: the tensors whose gradient is zero analytically — a conv bias followed
+/// by batchnorm (the mean subtraction cancels it), a ranking head's bias (the loss
+/// depends only on differences of scores).
+fn check_gradient(net: &mut impl Checked, tensors: usize, zero: &[&str], seed: u64) -> f64 {
+    net.backward();
     let grads: Vec<(String, Vec<f64>)> = net
         .params()
         .iter()
         .map(|p| (p.name.clone(), p.grad[..p.len()].to_vec()))
         .collect();
-    assert_eq!(grads.len(), 16);
+    assert_eq!(grads.len(), tensors);
     let scale = grads
         .iter()
         .flat_map(|(_, g)| g.iter())
@@ -87,13 +136,12 @@ fn check_gradient(net: &mut Net<Cpu64>, act: &mut Activations<Cpu64>, seed: u64)
         picks.dedup();
         let mut fd = Vec::with_capacity(picks.len());
         for &j in &picks {
-            let at = |net: &mut Net<Cpu64>, v: f64| net.params_mut()[i].value[j] = v;
             let p0 = net.params()[i].value[j];
-            at(net, p0 + H);
-            let plus = total_loss(net, act);
-            at(net, p0 - H);
-            let minus = total_loss(net, act);
-            at(net, p0);
+            net.params_mut()[i].value[j] = p0 + H;
+            let plus = net.total_loss();
+            net.params_mut()[i].value[j] = p0 - H;
+            let minus = net.total_loss();
+            net.params_mut()[i].value[j] = p0;
             fd.push((plus - minus) / (2.0 * H));
         }
         let analytic: Vec<f64> = picks.iter().map(|&j| grad[j]).collect();
@@ -103,9 +151,8 @@ fn check_gradient(net: &mut Net<Cpu64>, act: &mut Activations<Cpu64>, seed: u64)
             .iter()
             .chain(&fd)
             .fold(0.0f64, |m, v| m.max(v.abs()));
-        if name.starts_with("trunk.conv") && name.ends_with(".bias") {
-            // A bias followed by batchnorm: the mean subtraction cancels it, so the
-            // gradient is zero analytically; both sides are rounding noise.
+        if zero.contains(&name.as_str()) {
+            // Zero analytically; both sides are rounding noise.
             assert!(
                 largest <= 1e-6 * scale,
                 "{name}: |∂L/∂b| up to {largest:e} (scale {scale:e}); analytic {analytic:?}, fd {fd:?}"
@@ -128,8 +175,8 @@ fn check_gradient(net: &mut Net<Cpu64>, act: &mut Activations<Cpu64>, seed: u64)
 
 #[test]
 fn mtl_gradient_of_the_summed_task_losses_matches_finite_differences() {
-    let (mut net, mut act) = setup(Mode::Mtl, 1);
-    let worst = check_gradient(&mut net, &mut act, 10);
+    let mut net = setup(Mode::Mtl, 1);
+    let worst = check_gradient(&mut net, 16, &CONV_BIASES, 10);
     println!("MTL: worst {worst:.1e}");
 }
 
@@ -137,12 +184,12 @@ fn mtl_gradient_of_the_summed_task_losses_matches_finite_differences() {
 /// theirs, and the branches no head reads get none.
 #[test]
 fn merged_heads_sum_into_their_shared_branch() {
-    let (mut net, mut act) = setup(Mode::Mtl, 2);
+    let mut net = setup(Mode::Mtl, 2);
     // Tasks 0, 3, 7 on branch 3; 2 and 5 on branch 2; branches 0, 5, 7 unread.
-    net.branches.task_branch = vec![3, 1, 2, 3, 4, 2, 6, 3, 8, 9];
-    let worst = check_gradient(&mut net, &mut act, 20);
+    net.0.branches.task_branch = vec![3, 1, 2, 3, 4, 2, 6, 3, 8, 9];
+    let worst = check_gradient(&mut net, 16, &CONV_BIASES, 20);
     println!("MTL, merged heads: worst {worst:.1e}");
-    let fc1 = &net.params()[10];
+    let fc1 = &net.0.params()[10];
     assert_eq!(fc1.name, "branches.fc1.weight");
     let row = fc1.len() / fc1.shape[0];
     for b in 0..10 {
@@ -158,7 +205,69 @@ fn merged_heads_sum_into_their_shared_branch() {
 
 #[test]
 fn stl_gradient_of_the_cross_entropy_matches_finite_differences() {
-    let (mut net, mut act) = setup(Mode::Stl, 3);
-    let worst = check_gradient(&mut net, &mut act, 30);
+    let mut net = setup(Mode::Stl, 3);
+    let worst = check_gradient(&mut net, 16, &CONV_BIASES, 30);
     println!("STL: worst {worst:.1e}");
+}
+
+/// The heterogeneous net with one task of every kind — softmax, binary, regression,
+/// ranking — some targets missing, and two heads of different kinds on one branch
+/// (a merge): its gradient of the summed task losses against central differences.
+/// Dropout is off here (its mask changes every training forward); the dropout op
+/// has its own finite-difference check (cpu/dropout.rs).
+#[test]
+fn heterogeneous_gradient_of_every_task_kind_matches_finite_differences() {
+    let kinds = vec![
+        TaskKind::Class { classes: 3 },
+        TaskKind::Binary,
+        TaskKind::Regression,
+        TaskKind::Rank,
+    ];
+    let spec = HeteroSpec {
+        input: 7,
+        shared: 9,
+        branch_hidden: [6, 5],
+        dropout: 0.0,
+        branches: kinds.len(),
+        tasks: kinds.clone(),
+        identical_branches: false,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut net = HeteroNet::new(&Cpu64, spec.clone(), 4, &mut rng);
+    // The regression and the ranking head share branch 2; branch 3 is unread.
+    net.branches.task_branch = vec![0, 1, 2, 2];
+    let mut act = HeteroActs::new(&Cpu64, &spec, N_HETERO);
+    let x: Vec<f32> = (0..N_HETERO * 7)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    Cpu64.write(&mut act.x, &x);
+    let missing = |n: usize, t: usize| (n + t) % 4 == 3;
+    for (t, kind) in kinds.iter().enumerate() {
+        let host: Vec<f32> = match kind {
+            TaskKind::Class { classes } => (0..N_HETERO)
+                .flat_map(|n| {
+                    let c = rng.random_range(0..*classes);
+                    (0..*classes).map(move |k| f32::from(k == c && !missing(n, t)))
+                })
+                .collect(),
+            _ => (0..N_HETERO)
+                .map(|n| match (missing(n, t), kind) {
+                    (true, _) => f32::NAN,
+                    (false, TaskKind::Binary) => f32::from(rng.random_bool(0.5)),
+                    _ => rng.random_range(-2.0..2.0),
+                })
+                .collect(),
+        };
+        Cpu64.write(&mut act.targets[t], &host);
+    }
+    let mut both = (net, act);
+    let worst = check_gradient(&mut both, 2 + 4 + 2 * 4, &["heads.3.bias"], 40);
+    println!("heterogeneous: worst {worst:.1e}");
+    let fc1 = &both.0.params()[2];
+    assert_eq!(fc1.name, "branches.fc1.weight");
+    let row = fc1.len() / 4;
+    assert!(
+        fc1.grad[3 * row..].iter().all(|&v| v == 0.0),
+        "branch 3 is read by no head"
+    );
 }

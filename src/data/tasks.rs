@@ -71,7 +71,8 @@ impl fmt::Display for TaskType {
 }
 
 /// What a task predicts, and so its head, loss and metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TaskKind {
     /// One of `classes` labels: softmax, cross-entropy, accuracy.
     Class { classes: usize },

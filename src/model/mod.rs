@@ -3,10 +3,12 @@
 //! and heads in `net.rs`.
 
 mod branches;
+mod hetero;
 mod layer;
 mod net;
 
 pub use branches::Branches;
+pub use hetero::{HeteroActs, HeteroNet, HeteroSpec};
 pub use layer::Layer;
 
 pub use net::{Activations, Net};

@@ -99,7 +99,12 @@ pub struct Sharing {
 
 impl Sharing {
     /// Starts capturing on `net`.
-    pub fn start<B: Backend>(cfg: SharingConfig, seed: u64, be: &B, net: &mut impl Branched<B>) -> Self {
+    pub fn start<B: Backend>(
+        cfg: SharingConfig,
+        seed: u64,
+        be: &B,
+        net: &mut impl Branched<B>,
+    ) -> Self {
         net.branches_mut().start_capture(be);
         Self {
             cfg,
@@ -147,7 +152,8 @@ impl Sharing {
             self.cfg.variance_tau,
             &mut self.rng,
         )?;
-        let plan: MergePlan = merge::plan(&grouping.groups, &branch_loss, &net.branches().task_branch);
+        let plan: MergePlan =
+            merge::plan(&grouping.groups, &branch_loss, &net.branches().task_branch);
 
         let origin = net.branches().branch_origin.clone();
         let params_before = net.param_count();

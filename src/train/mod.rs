@@ -168,7 +168,8 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             }
             write_json(&cfg.out.join("grouping.json"), &sharing.decisions)?;
         }
-        let groups = (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
+        let groups =
+            (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 
         let val_eval = metrics::evaluate(be, &mut net, &mut act, &val, cfg.batch);
         let test_eval = metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch);
