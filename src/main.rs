@@ -10,6 +10,7 @@ use sskernel::sharing::criteria::Criterion;
 use sskernel::sharing::hdbscan::{HdbscanParams, Selection};
 use sskernel::sharing::merge::MergeRule;
 use sskernel::sharing::selective::SharingConfig;
+use sskernel::train::hetero::{train_hetero, HeteroConfig};
 use sskernel::train::{self, reproduce, TrainConfig};
 use std::path::PathBuf;
 
@@ -82,19 +83,55 @@ enum KernelsCommand {
     },
 }
 
+/// What `train` and `reproduce` learn: a digit data set (the CNN of §4, ten binary
+/// tasks) or a heterogeneous problem (the features net, one head per task kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Problem {
+    Mnist,
+    FashionMnist,
+    /// The embedded MNIST with six tasks of every kind (README: how each is computed).
+    MnistAttributes,
+    /// Your own: --features X.npy --targets Y.csv --task NAME:TYPE …
+    Features,
+}
+
+impl Problem {
+    /// The image data set, for the digit problems.
+    fn images(self) -> Option<DatasetName> {
+        match self {
+            Problem::Mnist => Some(DatasetName::Mnist),
+            Problem::FashionMnist => Some(DatasetName::FashionMnist),
+            Problem::MnistAttributes | Problem::Features => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Problem::Mnist => "mnist",
+            Problem::FashionMnist => "fashion-mnist",
+            Problem::MnistAttributes => "mnist-attributes",
+            Problem::Features => "features",
+        }
+    }
+}
+
 /// Settings every training run shares.
 #[derive(clap::Args)]
 struct RunArgs {
     #[arg(value_enum)]
-    dataset: DatasetName,
+    dataset: Problem,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     #[arg(long, default_value_t = 30)]
     epochs: usize,
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-    #[arg(long, default_value_t = 0.02)]
-    lr: f32,
+    /// Default 64 (digits), 100 (heterogeneous problems, as the paper's OmniArt).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// SGD's for the digits (default 0.02), Adam's for heterogeneous problems
+    /// (default 0.001).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// SGD momentum (digits).
     #[arg(long, default_value_t = 0.5)]
     momentum: f32,
     /// Stop after N optimiser steps (smoke tests); the partial epoch is still logged.
@@ -105,6 +142,66 @@ struct RunArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     sharing: SharingArgs,
+    #[command(flatten)]
+    hetero: HeteroArgs,
+}
+
+/// Heterogeneous problems (`mnist-attributes`, `features`).
+#[derive(clap::Args)]
+struct HeteroArgs {
+    /// `features`: the [rows, dim] float16/32/64 C-order .npy (memory-mapped).
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// `features`: a CSV with a header, one row per row of X.
+    #[arg(long)]
+    targets: Option<PathBuf>,
+    /// `features`: a CSV column as a task, NAME:class|binary|regression|rank
+    /// (repeat for every task).
+    #[arg(long = "task")]
+    tasks: Vec<String>,
+    /// `features`: TRAIN:VAL:TEST fractions by a seeded permutation; default the
+    /// CSV's `split` column if it has one, else 0.8:0.1:0.1.
+    #[arg(long)]
+    split: Option<String>,
+    /// Width of the shared FC.
+    #[arg(long, default_value_t = 2048)]
+    shared: usize,
+    /// Widths of the two hidden layers of every branch.
+    #[arg(long, value_delimiter = ',', default_values_t = [300, 300])]
+    hidden: Vec<usize>,
+    /// Dropout after the second branch layer.
+    #[arg(long, default_value_t = 0.2)]
+    dropout: f32,
+}
+
+impl HeteroArgs {
+    /// The problem's data: the embedded MNIST's attributes, or the user's files.
+    fn load(&self, problem: Problem, seed: u64) -> Result<data::HeteroData> {
+        match problem {
+            Problem::MnistAttributes => Ok(data::attributes::load()?),
+            _ => {
+                let need = |v: &Option<PathBuf>, flag: &str| {
+                    v.clone()
+                        .with_context(|| format!("`features` needs {flag}"))
+                };
+                let features = need(&self.features, "--features X.npy")?;
+                let targets = need(&self.targets, "--targets Y.csv")?;
+                anyhow::ensure!(!self.tasks.is_empty(), "`features` needs --task NAME:TYPE");
+                let tasks = self
+                    .tasks
+                    .iter()
+                    .map(|t| data::tasks::parse_task_flag(t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let split = match &self.split {
+                    Some(s) => data::features::SplitSpec::parse(s)?,
+                    None => data::features::SplitSpec::Auto,
+                };
+                Ok(data::features::load_features(
+                    &features, &targets, &tasks, split, seed,
+                )?)
+            }
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -219,6 +316,50 @@ impl SharingArgs {
 }
 
 impl RunArgs {
+    /// A heterogeneous run's config (`only_task`: the one task of an STL net).
+    fn hetero_config(
+        &self,
+        device: String,
+        (mode, criterion): (Mode, Criterion),
+        only_task: Option<usize>,
+        seed: u64,
+        out: PathBuf,
+    ) -> Result<HeteroConfig> {
+        let batch = self.batch.unwrap_or(100);
+        anyhow::ensure!(batch > 0, "--batch must be at least 1");
+        let h = &self.hetero;
+        anyhow::ensure!(
+            (0.0..1.0).contains(&h.dropout),
+            "--dropout must be in [0, 1), got {}",
+            h.dropout
+        );
+        let [h1, h2] = h.hidden[..] else {
+            anyhow::bail!("--hidden takes two widths, W1,W2; got {:?}", h.hidden);
+        };
+        anyhow::ensure!(
+            h.shared > 0 && h1 > 0 && h2 > 0,
+            "--shared and --hidden must be at least 1"
+        );
+        Ok(HeteroConfig {
+            mode,
+            only_task,
+            epochs: self.epochs,
+            batch,
+            lr: self.lr.unwrap_or(0.001),
+            seed,
+            max_steps: self.max_steps,
+            shared: h.shared,
+            branch_hidden: [h1, h2],
+            dropout: h.dropout,
+            out,
+            device,
+            sharing: match mode {
+                Mode::Selective => Some(self.sharing.config(criterion)?),
+                _ => None,
+            },
+        })
+    }
+
     /// The run's config for `mode` (and `criterion` when selective).
     fn config(
         &self,
@@ -228,13 +369,14 @@ impl RunArgs {
         seed: u64,
         out: PathBuf,
     ) -> Result<TrainConfig> {
-        anyhow::ensure!(self.batch > 0, "--batch must be at least 1");
+        let batch = self.batch.unwrap_or(64);
+        anyhow::ensure!(batch > 0, "--batch must be at least 1");
         Ok(TrainConfig {
-            dataset: self.dataset.as_str().to_string(),
+            dataset: self.dataset.name().to_string(),
             mode,
             epochs: self.epochs,
-            batch: self.batch,
-            lr: self.lr,
+            batch,
+            lr: self.lr.unwrap_or(0.02),
             momentum: self.momentum,
             seed,
             max_steps: self.max_steps,
@@ -298,12 +440,34 @@ impl OnDevice for TrainArgs {
         let criterion = self.run.sharing.criterion;
         let out = self.out.clone().unwrap_or_else(|| {
             let label = sskernel::run::label(self.mode, criterion);
-            fresh_run_dir(&format!("{}-{label}-seed{}", self.run.dataset, self.seed))
+            fresh_run_dir(&format!(
+                "{}-{label}-seed{}",
+                self.run.dataset.name(),
+                self.seed
+            ))
         });
+        let Some(images) = self.run.dataset.images() else {
+            let data = self.run.hetero.load(self.run.dataset, self.seed)?;
+            anyhow::ensure!(
+                self.mode != Mode::Stl,
+                "STL on a heterogeneous problem is one net per task: `sskernel reproduce {} \
+                 --configs stl` trains them",
+                self.run.dataset.name()
+            );
+            let cfg = self.run.hetero_config(
+                backend.name(),
+                (self.mode, criterion),
+                None,
+                self.seed,
+                out,
+            )?;
+            train_hetero(backend, &cfg, &data)?;
+            return Ok(());
+        };
         let cfg = self
             .run
             .config(backend.name(), self.mode, criterion, self.seed, out)?;
-        let dataset = data::load(self.run.dataset, self.run.data_dir.as_deref())?;
+        let dataset = data::load(images, self.run.data_dir.as_deref())?;
         train::train(backend, &cfg, &dataset)?;
         Ok(())
     }
@@ -316,7 +480,7 @@ impl OnDevice for ReproduceArgs {
         let out = self
             .out
             .clone()
-            .unwrap_or_else(|| fresh_run_dir(&format!("reproduce-{}", self.run.dataset)));
+            .unwrap_or_else(|| fresh_run_dir(&format!("reproduce-{}", self.run.dataset.name())));
         let rows = reproduce::configurations(&self.configs)?;
         let mut configs = Vec::new();
         for seed in 0..self.seeds {
@@ -328,10 +492,48 @@ impl OnDevice for ReproduceArgs {
                 );
             }
         }
-        let dataset = data::load(self.run.dataset, self.run.data_dir.as_deref())?;
+        let Some(images) = self.run.dataset.images() else {
+            return reproduce_hetero(self, backend, &rows, &out);
+        };
+        let dataset = data::load(images, self.run.data_dir.as_deref())?;
         reproduce::run(backend, &configs, &dataset, &out)?;
         Ok(())
     }
+}
+
+/// `reproduce` on a heterogeneous problem: every row on seeds 0..N, STL as one net
+/// per task; one table like the paper's Table 3.
+fn reproduce_hetero<B: Backend>(
+    args: ReproduceArgs,
+    backend: &B,
+    rows: &[(Mode, Criterion)],
+    out: &std::path::Path,
+) -> Result<()> {
+    let data = args.run.hetero.load(args.run.dataset, 0)?;
+    let mut runs = Vec::new();
+    for seed in 0..args.seeds {
+        for &(mode, criterion) in rows {
+            let label = reproduce::label(mode, criterion);
+            let nets: Vec<Option<usize>> = match mode {
+                Mode::Stl => (0..data.tasks.len()).map(Some).collect(),
+                _ => vec![None],
+            };
+            let mut parts = Vec::new();
+            for only in nets {
+                let dir = match only {
+                    Some(t) => out.join(format!("{label}-{}-seed{seed}", data.tasks[t].name)),
+                    None => out.join(format!("{label}-seed{seed}")),
+                };
+                let cfg =
+                    args.run
+                        .hetero_config(backend.name(), (mode, criterion), only, seed, dir)?;
+                parts.push(train_hetero(backend, &cfg, &data)?);
+            }
+            runs.push((label, seed, parts));
+        }
+    }
+    sskernel::report::hetero::write_table(out, &data, &runs)?;
+    Ok(())
 }
 
 /// `sskernel eval RUN [--last]`.

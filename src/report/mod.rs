@@ -2,6 +2,7 @@
 //! `reproduce` (`table`). Reads the run records of `crate::run`; knows nothing of
 //! the training loop.
 
+pub mod hetero;
 pub mod table;
 
 use crate::data::Dataset;

@@ -32,22 +32,27 @@ pub struct Row {
     pub final_groups_ari: Option<(f64, f64)>,
 }
 
-fn mean_std(values: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
     (mean, var.sqrt())
 }
 
-/// Rows in the order configurations first appear.
-pub fn rows(results: &[(String, u64, RunSummary)]) -> Vec<Row> {
+/// The configurations' labels in the order they first appear.
+pub(crate) fn labels_in_order<T>(runs: &[(String, u64, T)]) -> Vec<&String> {
     let mut labels: Vec<&String> = Vec::new();
-    for (label, _, _) in results {
+    for (label, _, _) in runs {
         if !labels.contains(&label) {
             labels.push(label);
         }
     }
     labels
+}
+
+/// Rows in the order configurations first appear.
+pub fn rows(results: &[(String, u64, RunSummary)]) -> Vec<Row> {
+    labels_in_order(results)
         .into_iter()
         .map(|label| {
             let runs: Vec<&(String, u64, RunSummary)> =
@@ -86,7 +91,7 @@ pub fn rows(results: &[(String, u64, RunSummary)]) -> Vec<Row> {
 
 /// A count over seeds (parameters, branches): the number when every seed agrees,
 /// else mean ± std.
-fn count(v: (f64, f64)) -> String {
+pub(crate) fn count(v: (f64, f64)) -> String {
     if v.1 == 0.0 {
         format!("{:.0}", v.0)
     } else if v.0 >= 100.0 {
@@ -96,7 +101,15 @@ fn count(v: (f64, f64)) -> String {
     }
 }
 
-fn pm(v: (f64, f64), scale: f64, seeds: usize) -> String {
+/// Lock epochs per seed, "–" where none locked.
+pub(crate) fn lock_cells(lock_epoch: &[Option<usize>]) -> Vec<String> {
+    lock_epoch
+        .iter()
+        .map(|l| l.map_or("–".into(), |e| e.to_string()))
+        .collect()
+}
+
+pub(crate) fn pm(v: (f64, f64), scale: f64, seeds: usize) -> String {
     if seeds > 1 {
         format!("{:.2} ± {:.2}", scale * v.0, scale * v.1)
     } else {
@@ -167,11 +180,7 @@ pub fn markdown(rows: &[Row], data: &Dataset, configs: &[TrainConfig]) -> String
                 .map_or("–".into(), |a| pm(a[t], 100.0, seeds));
             let _ = write!(md, " {cell} |");
         }
-        let locks: Vec<String> = r
-            .lock_epoch
-            .iter()
-            .map(|l| l.map_or("–".into(), |e| e.to_string()))
-            .collect();
+        let locks = lock_cells(&r.lock_epoch);
         let _ = writeln!(
             md,
             " {} | {} | {} | {} | {} |",

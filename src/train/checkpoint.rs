@@ -4,7 +4,7 @@
 //! the metadata.
 
 use crate::backend::Backend;
-use crate::model::{Branched, Net};
+use crate::model::{Branched, Branches, Net, Param};
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -22,31 +22,56 @@ const BRANCH_ORIGIN: &str = "branches.origin";
 /// The safetensors bytes of `net` after `epoch` / `steps`; the run writes them
 /// with `write_atomically` (temp file + fsync + rename).
 pub fn serialize<B: Backend>(be: &B, net: &Net<B>, epoch: usize, steps: usize) -> Result<Vec<u8>> {
+    let about = serde_json::json!({ "epoch": epoch, "steps": steps, "spec": &net.spec });
+    let model = Model {
+        params: &net.params(),
+        buffers: &net.buffers(),
+        branches: net.branches(),
+    };
+    serialize_model(be, model, about)
+}
+
+/// What a checkpoint holds of any net: its parameters, its non-trainable buffers
+/// and its branches' task map and origins.
+pub struct Model<'a, B: Backend> {
+    pub params: &'a [&'a Param<B>],
+    pub buffers: &'a [(&'static str, &'a B::Buf)],
+    pub branches: &'a Branches<B>,
+}
+
+/// The safetensors bytes of `model`, `about` (epoch, steps, spec) as the metadata.
+/// Refuses a model with a non-finite parameter: the last good checkpoint stays.
+pub fn serialize_model<B: Backend>(
+    be: &B,
+    model: Model<'_, B>,
+    about: serde_json::Value,
+) -> Result<Vec<u8>> {
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut f32s = |name: &str, shape: Vec<usize>, host: &[f32]| {
         let bytes = bytemuck::cast_slice(host).to_vec();
         tensors.push((name.to_string(), Dtype::F32, shape, bytes));
     };
-    for p in net.params() {
+    for p in model.params {
         let host = be.download(&p.value);
-        // Never a checkpoint of a diverged model: the last good one stays.
         if let Some(i) = host[..p.len()].iter().position(|v| !v.is_finite()) {
             bail!(
-                "after epoch {epoch} (step {steps}) {}[{i}] = {}: the run diverged (lower --lr); \
+                "after epoch {} (step {}) {}[{i}] = {}: the run diverged (lower --lr); \
                  no checkpoint written",
+                about["epoch"],
+                about["steps"],
                 p.name,
                 host[i]
             );
         }
         f32s(&p.name, p.shape.clone(), &host[..p.len()]);
     }
-    for (name, buf) in net.buffers() {
+    for (name, buf) in model.buffers {
         let host = be.download(buf);
         f32s(name, vec![host.len()], &host);
     }
     for (name, map) in [
-        (TASK_BRANCH, &net.branches.task_branch),
-        (BRANCH_ORIGIN, &net.branches.branch_origin),
+        (TASK_BRANCH, &model.branches.task_branch),
+        (BRANCH_ORIGIN, &model.branches.branch_origin),
     ] {
         let map: Vec<i64> = map.iter().map(|&b| b as i64).collect();
         let bytes = bytemuck::cast_slice(&map).to_vec();
@@ -63,7 +88,6 @@ pub fn serialize<B: Backend>(be: &B, net: &Net<B>, epoch: usize, steps: usize) -
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     // One metadata key: a HashMap with several would serialise in a random order
     // and make the same model's file differ from run to run.
-    let about = serde_json::json!({ "epoch": epoch, "steps": steps, "spec": &net.spec });
     let metadata = HashMap::from([("sskernel".to_string(), about.to_string())]);
     Ok(safetensors::serialize(views, Some(metadata))?)
 }

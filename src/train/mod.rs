@@ -2,6 +2,7 @@
 //! per-epoch evaluation, logs and checkpoints in `runs/NAME/` (DESIGN.md §8).
 
 pub mod checkpoint;
+pub mod hetero;
 pub mod metrics;
 mod progress;
 pub mod reproduce;
@@ -11,7 +12,7 @@ pub use crate::run::{EpochRecord, RunSummary, TrainConfig};
 use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::{Backend, OptimStep};
 use crate::data::{Dataset, Split};
-use crate::model::{Activations, Mode, Net, NetSpec};
+use crate::model::{Activations, Branched, Mode, Net, NetSpec};
 use crate::sharing::selective::{task_groups, Sharing};
 use anyhow::{Context, Result};
 use metrics::Evaluation;
@@ -59,6 +60,68 @@ impl<'a> Inputs<'a> {
             images.extend_from_slice(&self.pixels[i * size..(i + 1) * size]);
             targets[row * classes + self.split.labels[i] as usize] = 1.0;
         }
+    }
+}
+
+/// Selective Sharing's end-of-epoch step, when the run has one: decides (and says
+/// what it decided), then rewrites `grouping.json`. Returns the step's time when a
+/// grouping ran.
+pub(crate) fn sharing_step<B: Backend>(
+    sharing: Option<&mut Sharing>,
+    be: &B,
+    net: &mut impl Branched<B>,
+    (epoch, tally): (usize, &Tally),
+    out: &Path,
+) -> Result<Option<f64>> {
+    let Some(sharing) = sharing else {
+        return Ok(None);
+    };
+    let seconds = sharing
+        .end_epoch(be, net, epoch, &tally.task_loss)?
+        .map(|d| {
+            println!("{}", progress::decision_line(d));
+            d.seconds
+        });
+    write_json(&out.join("grouping.json"), &sharing.decisions)?;
+    Ok(seconds)
+}
+
+/// One epoch's running totals of the training steps.
+pub(crate) struct Tally {
+    /// Per task: the sum over steps of its batch loss (Selective Sharing's
+    /// kept-branch rule reads it).
+    pub task_loss: Vec<f64>,
+    pub loss_sum: f64,
+    pub batches: usize,
+    pub samples: usize,
+}
+
+impl Tally {
+    pub fn new(tasks: usize) -> Self {
+        Self {
+            task_loss: vec![0.0; tasks],
+            loss_sum: 0.0,
+            batches: 0,
+            samples: 0,
+        }
+    }
+
+    /// Adds a step of `n` samples with these task losses; returns the batch loss
+    /// (their sum).
+    pub fn add(&mut self, losses: &[f64], n: usize) -> f64 {
+        for (sum, &l) in self.task_loss.iter_mut().zip(losses) {
+            *sum += l;
+        }
+        let batch_loss: f64 = losses.iter().sum();
+        self.loss_sum += batch_loss;
+        self.batches += 1;
+        self.samples += n;
+        batch_loss
+    }
+
+    /// Mean over the epoch's batches of the batch loss.
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.batches as f64
     }
 }
 
@@ -113,8 +176,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         let batches = order.len().div_ceil(cfg.batch);
         let bar = progress::EpochBar::new(epoch, cfg.epochs, batches);
         let started = Instant::now();
-        let (mut loss_sum, mut batches_run, mut images_run) = (0.0f64, 0usize, 0usize);
-        let mut task_loss = vec![0.0f64; net.spec.tasks];
+        let mut tally = Tally::new(net.spec.tasks);
         for chunk in order.chunks(cfg.batch) {
             if cfg.max_steps.is_some_and(|max| steps >= max) {
                 break;
@@ -142,32 +204,20 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
                     steps + 1
                 );
             }
-            for (sum, &l) in task_loss.iter_mut().zip(&losses) {
-                *sum += l as f64;
-            }
-            let batch_loss: f64 = losses.iter().map(|&l| l as f64).sum();
-            loss_sum += batch_loss;
-            batches_run += 1;
-            images_run += n;
+            let losses: Vec<f64> = losses.iter().map(|&l| l as f64).collect();
+            bar.advance(tally.add(&losses, n));
             steps += 1;
-            bar.advance(batch_loss);
         }
         let seconds = started.elapsed().as_secs_f64();
         bar.finish();
-        if batches_run == 0 {
+        if tally.batches == 0 {
             break;
         }
 
         // Selective Sharing decides before evaluation, so the log and the
         // checkpoint describe the same (possibly merged) model.
-        let mut sharing_seconds = None;
-        if let Some(sharing) = &mut sharing {
-            if let Some(d) = sharing.end_epoch(be, &mut net, epoch, &task_loss)? {
-                println!("{}", progress::decision_line(d));
-                sharing_seconds = Some(d.seconds);
-            }
-            write_json(&cfg.out.join("grouping.json"), &sharing.decisions)?;
-        }
+        let sharing_seconds =
+            sharing_step(sharing.as_mut(), be, &mut net, (epoch, &tally), &cfg.out)?;
         let groups =
             (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 
@@ -176,7 +226,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         let record = EpochRecord {
             epoch,
             steps,
-            train_loss: loss_sum / batches_run as f64,
+            train_loss: tally.mean_loss(),
             val_acc: val_eval.accuracy,
             test_acc: test_eval.accuracy,
             val_task_acc: val_eval.task_accuracy.clone(),
@@ -187,7 +237,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             locked: sharing.as_ref().map(|s| s.locked()),
             sharing_seconds,
             seconds,
-            images_per_s: images_run as f64 / seconds,
+            images_per_s: tally.samples as f64 / seconds,
             device: cfg.device.clone(),
         };
         println!("{}", progress::epoch_line(&record, cfg.epochs));

@@ -1,0 +1,456 @@
+//! Training on heterogeneous problems (`mnist-attributes`, `features`; issue 15):
+//! the `HeteroNet`, Adam, one loss per task summed, Selective Sharing across task
+//! kinds, and per-task metrics in each task's own unit.
+//!
+//! The best epoch is the one with the lowest validation loss (the sum over tasks of
+//! each task's mean loss, regression on standardised targets): the tasks' metrics
+//! have different units and directions, their losses one scale.
+
+use super::checkpoint::{self, Model};
+use super::{progress, sharing_step, Tally};
+use crate::atomic_file::{write as write_atomically, write_json};
+use crate::backend::{Backend, OptimStep};
+use crate::data::{HeteroData, TaskKind};
+use crate::model::{HeteroActs, HeteroNet, HeteroSpec, Mode};
+use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
+use anyhow::{Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Every setting of a heterogeneous run; written to `config.json` as is.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeteroConfig {
+    pub mode: Mode,
+    /// STL: the one task this net learns (index into the data's tasks).
+    pub only_task: Option<usize>,
+    pub epochs: usize,
+    pub batch: usize,
+    /// Adam's learning rate (β 0.9, 0.999, eps 1e-8, as torch.optim.Adam).
+    pub lr: f32,
+    pub seed: u64,
+    pub max_steps: Option<usize>,
+    pub shared: usize,
+    pub branch_hidden: [usize; 2],
+    pub dropout: f32,
+    pub out: PathBuf,
+    pub device: String,
+    pub sharing: Option<SharingConfig>,
+}
+
+/// One task's figure: accuracy in % (class, binary), mean absolute error in the
+/// target's own unit (regression), or pairwise ranking accuracy in % (rank).
+pub fn metric_name(kind: &TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Class { .. } | TaskKind::Binary => "accuracy %",
+        TaskKind::Regression => "MAE",
+        TaskKind::Rank => "rank accuracy %",
+    }
+}
+
+/// Samples a rank metric compares pairwise at most (the first ones of the split):
+/// 3000 make 4.5 M pairs.
+const RANK_SAMPLES: usize = 3000;
+
+/// One line of `log.jsonl`.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeteroEpoch {
+    pub epoch: usize,
+    pub steps: usize,
+    /// Mean over the epoch's batches of the summed task losses.
+    pub train_loss: f64,
+    /// The same on the validation split (the best-epoch criterion).
+    pub val_loss: f64,
+    /// Per task, its metric (`metric_name`) on validation and test.
+    pub val: Vec<f64>,
+    pub test: Vec<f64>,
+    pub params: usize,
+    pub branches: usize,
+    pub task_groups: Vec<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}
+
+/// What a finished heterogeneous run reports: the test metrics of the epoch with
+/// the lowest validation loss, and that model's size and grouping.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeteroSummary {
+    pub tasks: Vec<String>,
+    pub kinds: Vec<TaskKind>,
+    pub metrics: Vec<&'static str>,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub test: Vec<f64>,
+    pub params: usize,
+    pub branches: usize,
+    pub task_groups: Vec<Vec<usize>>,
+    pub lock_epoch: Option<usize>,
+    pub epochs_run: usize,
+    pub steps: usize,
+}
+
+/// The net's tasks: all of the data's, or the one an STL net learns.
+fn task_indices(cfg: &HeteroConfig, data: &HeteroData) -> Vec<usize> {
+    match cfg.only_task {
+        Some(t) => vec![t],
+        None => (0..data.tasks.len()).collect(),
+    }
+}
+
+/// Host-side batch assembly: inputs and each task's targets as its loss reads them.
+pub struct Batcher<'a> {
+    data: &'a HeteroData,
+    tasks: Vec<usize>,
+    /// Regression: the training split's (mean, std) per net task; others (0, 1).
+    moments: Vec<(f64, f64)>,
+    x: Vec<f32>,
+    targets: Vec<Vec<f32>>,
+}
+
+impl<'a> Batcher<'a> {
+    /// For a net learning `tasks` (indices into the data's tasks, in net order).
+    pub fn new(data: &'a HeteroData, tasks: Vec<usize>) -> Self {
+        let moments = tasks
+            .iter()
+            .map(|&t| match data.tasks[t].kind {
+                TaskKind::Regression => data.train_moments(t),
+                _ => (0.0, 1.0),
+            })
+            .collect();
+        Self {
+            data,
+            targets: vec![Vec::new(); tasks.len()],
+            tasks,
+            moments,
+            x: Vec::new(),
+        }
+    }
+
+    /// Gathers rows `idx` and writes them into `act`.
+    pub fn load<B: Backend>(&mut self, be: &B, act: &mut HeteroActs<B>, idx: &[usize]) {
+        let d = self.data;
+        self.x.resize(idx.len() * d.inputs.dim(), 0.0);
+        d.inputs.gather(idx, &mut self.x);
+        be.write(&mut act.x, &self.x);
+        for (k, &t) in self.tasks.iter().enumerate() {
+            let host = &mut self.targets[k];
+            host.clear();
+            let (mean, std) = self.moments[k];
+            match d.tasks[t].kind {
+                TaskKind::Class { classes } => {
+                    host.resize(idx.len() * classes, 0.0);
+                    for (n, &row) in idx.iter().enumerate() {
+                        let c = d.target(row, t);
+                        // Missing: an all-zero row, out of the loss.
+                        if !c.is_nan() {
+                            host[n * classes + c as usize] = 1.0;
+                        }
+                    }
+                }
+                TaskKind::Regression => host.extend(
+                    idx.iter()
+                        .map(|&r| ((d.target(r, t) as f64 - mean) / std) as f32),
+                ),
+                TaskKind::Binary | TaskKind::Rank => {
+                    host.extend(idx.iter().map(|&r| d.target(r, t)))
+                }
+            }
+            be.write(&mut act.targets[k], host);
+        }
+    }
+}
+
+/// Validation loss and per-task metrics of `rows`.
+struct Evaluation {
+    loss: f64,
+    metrics: Vec<f64>,
+}
+
+fn evaluate<B: Backend>(
+    be: &B,
+    net: &mut HeteroNet<B>,
+    act: &mut HeteroActs<B>,
+    batcher: &mut Batcher<'_>,
+    rows: &[usize],
+    batch: usize,
+) -> Evaluation {
+    let tasks = batcher.tasks.clone();
+    // Per net task: logits of every row, in row order.
+    let mut logits: Vec<Vec<f32>> = vec![Vec::new(); tasks.len()];
+    let (mut loss_sum, mut batches) = (0.0f64, 0usize);
+    for chunk in rows.chunks(batch) {
+        let n = chunk.len();
+        batcher.load(be, act, chunk);
+        net.forward(be, act, n, false);
+        net.loss(be, act, n);
+        for (k, kind) in net.spec.tasks.iter().enumerate() {
+            let host = be.download(&act.logits[k]);
+            logits[k].extend_from_slice(&host[..n * kind.outputs()]);
+            loss_sum += be.download(&act.loss[k])[0] as f64;
+        }
+        batches += 1;
+    }
+    let d = batcher.data;
+    let metrics = tasks
+        .iter()
+        .enumerate()
+        .map(|(k, &t)| {
+            let truth: Vec<f32> = rows.iter().map(|&r| d.target(r, t)).collect();
+            task_metric(&d.tasks[t].kind, &logits[k], &truth, batcher.moments[k])
+        })
+        .collect();
+    Evaluation {
+        loss: loss_sum / batches.max(1) as f64,
+        metrics,
+    }
+}
+
+/// The metric of one task over samples present (NaN truth = missing): see
+/// `metric_name`. `logits`: `[n, outputs]`; `truth` in the data's unit;
+/// `(mean, std)` undoes a regression's standardisation.
+pub fn task_metric(kind: &TaskKind, logits: &[f32], truth: &[f32], (mean, std): (f64, f64)) -> f64 {
+    let present = || (0..truth.len()).filter(|&n| !truth[n].is_nan());
+    let count = present().count().max(1) as f64;
+    match *kind {
+        TaskKind::Class { classes } => {
+            let right = present()
+                .filter(|&n| {
+                    let row = &logits[n * classes..(n + 1) * classes];
+                    let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+                    best == truth[n] as usize
+                })
+                .count();
+            100.0 * right as f64 / count
+        }
+        TaskKind::Binary => {
+            let right = present()
+                .filter(|&n| (logits[n] > 0.0) == (truth[n] > 0.5))
+                .count();
+            100.0 * right as f64 / count
+        }
+        TaskKind::Regression => {
+            present()
+                .map(|n| (logits[n] as f64 * std + mean - truth[n] as f64).abs())
+                .sum::<f64>()
+                / count
+        }
+        TaskKind::Rank => {
+            let sample: Vec<usize> = present().take(RANK_SAMPLES).collect();
+            let (mut right, mut pairs) = (0.0f64, 0usize);
+            for &i in &sample {
+                for &j in &sample {
+                    if truth[i] > truth[j] {
+                        pairs += 1;
+                        right += match logits[i].partial_cmp(&logits[j]) {
+                            Some(std::cmp::Ordering::Greater) => 1.0,
+                            Some(std::cmp::Ordering::Equal) => 0.5,
+                            _ => 0.0,
+                        };
+                    }
+                }
+            }
+            100.0 * right / pairs.max(1) as f64
+        }
+    }
+}
+
+/// Trains a heterogeneous net on `data` as `cfg` says, writing `config.json`,
+/// `log.jsonl`, `grouping.json` (selective), `summary.json`, and the last and best
+/// checkpoints to `cfg.out`.
+pub fn train_hetero<B: Backend>(
+    be: &B,
+    cfg: &HeteroConfig,
+    data: &HeteroData,
+) -> Result<HeteroSummary> {
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("cannot create the run directory {}", cfg.out.display()))?;
+    anyhow::ensure!(
+        !data.train.is_empty(),
+        "{}: the training split is empty",
+        data.name
+    );
+    let tasks = task_indices(cfg, data);
+    write_json(
+        &cfg.out.join("config.json"),
+        &serde_json::json!({ "config": cfg, "data": data.name, "tasks": tasks.iter().map(|&t| &data.tasks[t].name).collect::<Vec<_>>() }),
+    )?;
+    let log_path = cfg.out.join("log.jsonl");
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+
+    let kinds: Vec<TaskKind> = tasks.iter().map(|&t| data.tasks[t].kind).collect();
+    let spec = HeteroSpec {
+        input: data.inputs.dim(),
+        shared: cfg.shared,
+        branch_hidden: cfg.branch_hidden,
+        dropout: cfg.dropout,
+        branches: kinds.len(),
+        tasks: kinds.clone(),
+        identical_branches: !cfg.sharing.as_ref().is_some_and(|s| s.independent_branches),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut net = HeteroNet::new(be, spec.clone(), cfg.seed, &mut rng);
+    let mut act = HeteroActs::new(be, &spec, cfg.batch);
+    let mut sharing = cfg
+        .sharing
+        .clone()
+        .map(|sc| Sharing::start(sc, cfg.seed, be, &mut net));
+    let mut batcher = Batcher::new(data, tasks.clone());
+    println!(
+        "sskernel: {} {} on {} — {} tasks ({}), {} trainable parameters, train/val/test {}/{}/{}",
+        data.name,
+        cfg.mode.name(),
+        cfg.device,
+        kinds.len(),
+        kinds
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        net.param_count(),
+        data.train.len(),
+        data.val.len(),
+        data.test.len()
+    );
+
+    let mut order = data.train.clone();
+    let (mut steps, mut adam_step) = (0usize, 0u32);
+    let mut records: Vec<HeteroEpoch> = Vec::new();
+    let mut best: Option<(HeteroEpoch, Vec<f64>)> = None;
+    for epoch in 1..=cfg.epochs {
+        order.shuffle(&mut rng);
+        let bar = progress::EpochBar::new(epoch, cfg.epochs, order.len().div_ceil(cfg.batch));
+        let started = Instant::now();
+        let mut tally = Tally::new(kinds.len());
+        for chunk in order.chunks(cfg.batch) {
+            if cfg.max_steps.is_some_and(|max| steps >= max) {
+                break;
+            }
+            let n = chunk.len();
+            batcher.load(be, &mut act, chunk);
+            net.forward(be, &mut act, n, true);
+            net.loss(be, &mut act, n);
+            net.backward(be, &mut act, n);
+            adam_step += 1;
+            net.optim_step(
+                be,
+                &OptimStep::Adam {
+                    lr: cfg.lr,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    step: adam_step,
+                },
+            );
+            let losses: Vec<f64> = act.loss.iter().map(|l| be.download(l)[0] as f64).collect();
+            if let Some(k) = losses.iter().position(|l| !l.is_finite()) {
+                anyhow::bail!(
+                    "the loss of task {} became {} at epoch {epoch}, step {} (the run \
+                     diverged: lower --lr)",
+                    data.tasks[tasks[k]].name,
+                    losses[k],
+                    steps + 1
+                );
+            }
+            bar.advance(tally.add(&losses, n));
+            steps += 1;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        bar.finish();
+        if tally.batches == 0 {
+            break;
+        }
+        sharing_step(sharing.as_mut(), be, &mut net, (epoch, &tally), &cfg.out)?;
+        let val = evaluate(be, &mut net, &mut act, &mut batcher, &data.val, cfg.batch);
+        let test = evaluate(be, &mut net, &mut act, &mut batcher, &data.test, cfg.batch);
+        let branches = net.branches.count();
+        let record = HeteroEpoch {
+            epoch,
+            steps,
+            train_loss: tally.mean_loss(),
+            val_loss: val.loss,
+            val: val.metrics,
+            test: test.metrics.clone(),
+            params: net.param_count(),
+            branches,
+            task_groups: task_groups(&net.branches.task_branch, branches),
+            locked: sharing.as_ref().map(|s| s.locked()),
+            seconds,
+            samples_per_s: tally.samples as f64 / seconds,
+        };
+        println!(
+            "epoch {epoch:>3}/{}  loss {:.4}  val loss {:.4}  test {}  {} params  {:.1}s",
+            cfg.epochs,
+            record.train_loss,
+            record.val_loss,
+            record
+                .test
+                .iter()
+                .zip(&kinds)
+                .map(|(v, k)| format!("{v:.3} {}", metric_name(k)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            record.params,
+            seconds
+        );
+        writeln!(log, "{}", serde_json::to_string(&record)?)
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+        let about = serde_json::json!({ "epoch": epoch, "steps": steps, "spec": &net.spec });
+        let model = Model {
+            params: &net.params(),
+            buffers: &[],
+            branches: &net.branches,
+        };
+        let bytes = checkpoint::serialize_model(be, model, about)?;
+        write_atomically(&cfg.out.join(checkpoint::LAST), &bytes)?;
+        // Ties keep the earlier epoch.
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| record.val_loss < b.val_loss)
+        {
+            write_atomically(&cfg.out.join(checkpoint::BEST), &bytes)?;
+            best = Some((record.clone(), test.metrics));
+        }
+        records.push(record);
+        if cfg.max_steps.is_some_and(|max| steps >= max) {
+            break;
+        }
+    }
+    let (best, test) = best.context("no training step ran: --max-steps is 0")?;
+    let summary = HeteroSummary {
+        tasks: tasks.iter().map(|&t| data.tasks[t].name.clone()).collect(),
+        metrics: kinds.iter().map(metric_name).collect(),
+        kinds,
+        best_epoch: best.epoch,
+        best_val_loss: best.val_loss,
+        test,
+        params: best.params,
+        branches: best.branches,
+        task_groups: best.task_groups,
+        lock_epoch: sharing.as_ref().and_then(|s| s.lock_epoch),
+        epochs_run: records.len(),
+        steps,
+    };
+    write_json(&cfg.out.join("summary.json"), &summary)?;
+    println!(
+        "best validation epoch {}: test {} — {} parameters; wrote {}",
+        summary.best_epoch,
+        summary
+            .tasks
+            .iter()
+            .zip(&summary.test)
+            .zip(&summary.metrics)
+            .map(|((t, v), m)| format!("{t} {v:.3} {m}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        summary.params,
+        cfg.out.display()
+    );
+    Ok(summary)
+}
