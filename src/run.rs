@@ -1,7 +1,8 @@
 //! What a run is and what it reports: its settings, one record per epoch, and the
-//! summary. `train` fills them, `report` writes them as tables; both import this
+//! summary (of a digit run, and of a heterogeneous one). `train` fills them, `report` writes them as tables; both import this
 //! module and neither imports the other.
 
+use crate::data::TaskKind;
 use crate::model::Mode;
 use crate::sharing::criteria::Criterion;
 use crate::sharing::selective::SharingConfig;
@@ -107,4 +108,32 @@ pub fn label(mode: Mode, criterion: Criterion) -> String {
         Mode::Selective => format!("selective-{}", criterion.name()),
         other => other.name().to_string(),
     }
+}
+
+/// One task's figure: accuracy in % (class, binary), mean absolute error in the
+/// target's own unit (regression), or pairwise ranking accuracy in % (rank).
+pub fn metric_name(kind: &TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Class { .. } | TaskKind::Binary => "accuracy %",
+        TaskKind::Regression => "MAE",
+        TaskKind::Rank => "rank accuracy %",
+    }
+}
+
+/// What a finished heterogeneous run reports: the test metrics of the epoch with
+/// the lowest validation loss, and that model's size and grouping.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeteroSummary {
+    pub tasks: Vec<String>,
+    pub kinds: Vec<TaskKind>,
+    pub metrics: Vec<&'static str>,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub test: Vec<f64>,
+    pub params: usize,
+    pub branches: usize,
+    pub task_groups: Vec<Vec<usize>>,
+    pub lock_epoch: Option<usize>,
+    pub epochs_run: usize,
+    pub steps: usize,
 }

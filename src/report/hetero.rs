@@ -7,7 +7,7 @@
 use super::table::{count, labels_in_order, lock_cells, mean_std, pm};
 use crate::atomic_file::{write as write_atomically, write_json};
 use crate::data::HeteroData;
-use crate::train::hetero::{metric_name, HeteroSummary};
+use crate::run::{metric_name, HeteroSummary};
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write;

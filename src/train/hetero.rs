@@ -12,6 +12,7 @@ use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::{Backend, OptimStep};
 use crate::data::{HeteroData, TaskKind};
 use crate::model::{HeteroActs, HeteroNet, HeteroSpec, Mode};
+pub use crate::run::{metric_name, HeteroSummary};
 use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
 use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
@@ -42,16 +43,6 @@ pub struct HeteroConfig {
     pub sharing: Option<SharingConfig>,
 }
 
-/// One task's figure: accuracy in % (class, binary), mean absolute error in the
-/// target's own unit (regression), or pairwise ranking accuracy in % (rank).
-pub fn metric_name(kind: &TaskKind) -> &'static str {
-    match kind {
-        TaskKind::Class { .. } | TaskKind::Binary => "accuracy %",
-        TaskKind::Regression => "MAE",
-        TaskKind::Rank => "rank accuracy %",
-    }
-}
-
 /// Samples a rank metric compares pairwise at most (the first ones of the split):
 /// 3000 make 4.5 M pairs.
 const RANK_SAMPLES: usize = 3000;
@@ -75,24 +66,6 @@ pub struct HeteroEpoch {
     pub locked: Option<bool>,
     pub seconds: f64,
     pub samples_per_s: f64,
-}
-
-/// What a finished heterogeneous run reports: the test metrics of the epoch with
-/// the lowest validation loss, and that model's size and grouping.
-#[derive(Clone, Debug, Serialize)]
-pub struct HeteroSummary {
-    pub tasks: Vec<String>,
-    pub kinds: Vec<TaskKind>,
-    pub metrics: Vec<&'static str>,
-    pub best_epoch: usize,
-    pub best_val_loss: f64,
-    pub test: Vec<f64>,
-    pub params: usize,
-    pub branches: usize,
-    pub task_groups: Vec<Vec<usize>>,
-    pub lock_epoch: Option<usize>,
-    pub epochs_run: usize,
-    pub steps: usize,
 }
 
 /// The net's tasks: all of the data's, or the one an STL net learns.
