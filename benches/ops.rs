@@ -276,6 +276,16 @@ impl<B: Backend> PoolOps for Timed<'_, B> {
             self.inner.maxpool2x2_backward(s, x, dy, dx)
         });
     }
+    fn global_avgpool_forward(&self, s: &Nchw, x: &B::Buf, y: &mut B::Buf) {
+        self.time("global_avgpool_forward", nchw(s), || {
+            self.inner.global_avgpool_forward(s, x, y)
+        });
+    }
+    fn global_avgpool_backward(&self, s: &Nchw, dy: &B::Buf, dx: &mut B::Buf) {
+        self.time("global_avgpool_backward", nchw(s), || {
+            self.inner.global_avgpool_backward(s, dy, dx)
+        });
+    }
 }
 
 impl<B: Backend> LinearOps for Timed<'_, B> {

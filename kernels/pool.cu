@@ -66,3 +66,23 @@ extern "C" __global__ void maxpool2x2_backward(const float* __restrict__ x, cons
         dx[i] = g;
     }
 }
+
+// Global average pooling: x [planes, hw] → y [planes], each plane summed in order
+// then scaled by 1/hw (scale = 1/hw in f32, from the host). One thread per plane.
+extern "C" __global__ void global_avgpool_forward(const float* __restrict__ x, float* __restrict__ y,
+                                                  int planes, int hw, float scale) {
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < planes; p += gridDim.x * blockDim.x) {
+        const float* xp = x + (size_t)p * hw;
+        float sum = 0.0f;
+        for (int i = 0; i < hw; i++) sum += xp[i];
+        y[p] = sum * scale;
+    }
+}
+
+// dx [planes, hw] = dy[plane]·scale. One thread per element of dx.
+extern "C" __global__ void global_avgpool_backward(const float* __restrict__ dy, float* __restrict__ dx,
+                                                   int planes, int hw, float scale) {
+    const int n = planes * hw;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        dx[i] = dy[i / hw] * scale;
+}

@@ -298,6 +298,11 @@ pub trait PoolOps: Memory {
     /// Routes dy to the first element of each window that equals the maximum of x
     /// (as PyTorch's CPU kernel does); writes every element of dx.
     fn maxpool2x2_backward(&self, s: &Nchw, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
+    /// Global average pooling: x `[N, C, H, W]` → y `[N, C]`, the mean of each plane
+    /// (its H·W values summed in order, then scaled by 1/(H·W)).
+    fn global_avgpool_forward(&self, s: &Nchw, x: &Self::Buf, y: &mut Self::Buf);
+    /// dx `[N, C, H, W]` = dy `[N, C]` / (H·W), spread over each plane.
+    fn global_avgpool_backward(&self, s: &Nchw, dy: &Self::Buf, dx: &mut Self::Buf);
 }
 
 /// Linear layers batched across branches, see [`LinearShape`] (kernels/linear.cu,

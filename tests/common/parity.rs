@@ -353,6 +353,8 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
     }
 }
 
+/// ReLU, 2×2 max-pooling (with planted ties) and global average pooling: values
+/// copied or summed in the same order, so exactly equal.
 pub fn relu_and_maxpool_exact<B: Backend>(dev: &B) {
     let d = Both::new(dev);
     for (i, s) in [
@@ -432,6 +434,17 @@ pub fn relu_and_maxpool_exact<B: Backend>(dev: &B) {
         d.dev.maxpool2x2_backward(&s, &xs, &dys, &mut dxs);
         d.cpu.maxpool2x2_backward(&s, &xc, &dyc, &mut dxc);
         assert_eq!(d.dev.download(&dxs), dxc, "maxpool dx {s:?}");
+
+        // Global average pooling: the same sums in the same order, the same f32 scale.
+        let planes = s.batch * s.channels;
+        let (mut gs, mut gc) = d.poisoned(planes);
+        d.dev.global_avgpool_forward(&s, &xs, &mut gs);
+        d.cpu.global_avgpool_forward(&s, &xc, &mut gc);
+        assert_eq!(d.dev.download(&gs), gc, "global avgpool y {s:?}");
+        let (mut dxs, mut dxc) = d.poisoned(s.len());
+        d.dev.global_avgpool_backward(&s, &dys, &mut dxs);
+        d.cpu.global_avgpool_backward(&s, &dyc, &mut dxc);
+        assert_eq!(d.dev.download(&dxs), dxc, "global avgpool dx {s:?}");
     }
 }
 

@@ -132,6 +132,28 @@ impl<T: Real> PoolOps for CpuOf<T> {
                 });
             });
     }
+
+    fn global_avgpool_forward(&self, s: &Nchw, x: &Vec<T>, y: &mut Vec<T>) {
+        let (hw, planes) = (s.height * s.width, s.batch * s.channels);
+        debug_assert!(x.len() >= s.len() && y.len() >= planes);
+        let scale = T::from_f64((1.0f32 / hw.max(1) as f32) as f64);
+        for (p, y) in y[..planes].iter_mut().enumerate() {
+            let mut sum = T::ZERO;
+            for &v in &x[p * hw..(p + 1) * hw] {
+                sum += v;
+            }
+            *y = sum * scale;
+        }
+    }
+
+    fn global_avgpool_backward(&self, s: &Nchw, dy: &Vec<T>, dx: &mut Vec<T>) {
+        let (hw, planes) = (s.height * s.width, s.batch * s.channels);
+        debug_assert!(dy.len() >= planes && dx.len() >= s.len());
+        let scale = T::from_f64((1.0f32 / hw.max(1) as f32) as f64);
+        for (p, dx_p) in dx[..s.len()].chunks_mut(hw.max(1)).enumerate().take(planes) {
+            dx_p.fill(dy[p] * scale);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +233,32 @@ mod tests {
             0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 30.0, 0.0,
         ];
         assert_eq!(dx, want);
+    }
+
+    /// The mean of each plane, and its gradient against central differences.
+    #[test]
+    fn global_avgpool_forward_and_finite_differences() {
+        for s in [nchw(3, 2, 5, 7), nchw(2, 3, 1, 1), nchw(1, 4, 2, 2)] {
+            let mut g = rng(21);
+            let x = rand_vec(&mut g, s.len());
+            let planes = s.batch * s.channels;
+            let r = rand_vec(&mut g, planes);
+            let mut y = poisoned(planes);
+            Cpu64.global_avgpool_forward(&s, &x, &mut y);
+            let hw = s.height * s.width;
+            for p in 0..planes {
+                let want = x[p * hw..(p + 1) * hw].iter().sum::<f64>() / hw as f64;
+                assert!((y[p] - want).abs() < 1e-6 * want.abs().max(1.0), "{s:?}");
+            }
+            let mut dx = poisoned(s.len());
+            Cpu64.global_avgpool_backward(&s, &r, &mut dx);
+            let fx = fd_grad(&x, FD_H, |x| {
+                let mut y = vec![0.0; planes];
+                Cpu64.global_avgpool_forward(&s, &x.to_vec(), &mut y);
+                dot(&r, &y)
+            });
+            // The scale is 1/(H·W) in f32 (as the kernel): within its rounding.
+            assert!(rel_err(&dx, &fx) < 1e-6, "{s:?}");
+        }
     }
 }

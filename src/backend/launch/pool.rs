@@ -36,4 +36,28 @@ impl<D: KernelDevice> PoolOps for D {
         args.extend(pool_dims(s));
         self.execute(&elementwise("maxpool2x2_backward", s.len(), args));
     }
+
+    /// One thread per plane (the planes are small where it is used: VGG's last map).
+    fn global_avgpool_forward(&self, s: &Nchw, x: &D::Buf, y: &mut D::Buf) {
+        let planes = s.batch * s.channels;
+        let mut args = vec![Arg::Buf(x), Arg::Buf(&*y)];
+        args.extend(avgpool_dims(s));
+        self.execute(&elementwise("global_avgpool_forward", planes, args));
+    }
+
+    fn global_avgpool_backward(&self, s: &Nchw, dy: &D::Buf, dx: &mut D::Buf) {
+        let mut args = vec![Arg::Buf(dy), Arg::Buf(&*dx)];
+        args.extend(avgpool_dims(s));
+        self.execute(&elementwise("global_avgpool_backward", s.len(), args));
+    }
+}
+
+/// planes, H·W, and the 1/(H·W) scale in f32 (the CPU twin's).
+fn avgpool_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
+    let hw = s.height * s.width;
+    [
+        Arg::I32(i32_of(s.batch * s.channels, "planes")),
+        Arg::I32(i32_of(hw, "height·width")),
+        Arg::F32(1.0f32 / hw.max(1) as f32),
+    ]
 }
