@@ -1,29 +1,37 @@
-// kernels/conv.cu — valid (no padding), stride-1 2-D convolution as implicit GEMM:
-// the im2col matrix is never stored, the GEMM tile loaders compute its elements.
-// CPU twin: src/backend/cpu/conv.rs. Shapes (P = OH·OW, CRR = C·R·R):
+// kernels/conv.cu — 2-D convolution (zero padding `pad`, stride `S`) as implicit
+// GEMM: the im2col matrix is never stored, the GEMM tile loaders compute its
+// elements. CPU twin: src/backend/cpu/conv.rs. Shapes (P = OH·OW, CRR = C·R·R,
+// OH = (H + 2·pad − R)/S + 1):
 //   x [N, C, H, W], w [K, C, R, R], b [K], y / dy [N, K, OH, OW]
+//   col_n[(c, i, j), (oy, ox)] = x[n, c, oy·S + i − pad, ox·S + j − pad]  (0 in the padding)
 //   forward:          y[n, k, p]   = b[k] + Σ_crr w[k, crr] · col_n[crr, p]
-//   backward-data:    dx[n, c, h, w] = Σ_{k,i,j} w[k, c, i, j] · dy[n, k, h−i, w−j]  (in range)
+//   backward-data:    dx[n, c, h, w] = Σ_{k,i,j} w[k, c, i, j] · dy[n, k, oy, ox] over the
+//                     (oy, ox) with oy·S + i − pad = h, ox·S + j − pad = w
 //   backward-weights: dw[k, crr]   = Σ_{n,p} dy[n, k, p] · col_n[crr, p]  (split over images,
 //                     partials summed in order by ssk_sum_partials: deterministic)
 //   backward-bias:    db[k]        = Σ_{n,p} dy[n, k, p]
 #include "common.cuh"
 
+// The input element that entry (c, ij) of column (n, p) of col_n reads, 0 in the padding.
+__device__ __forceinline__ float conv_tap(const float* __restrict__ x, int n, int c, int ij, int p, int C, int H,
+                                          int W, int R, int OW, int pad, int S) {
+    const int iy = (p / OW) * S + ij / R - pad, ix = (p % OW) * S + ij % R - pad;
+    return (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[((n * C + c) * H + iy) * W + ix] : 0.0f;
+}
+
 // Forward. GEMM M = K (out channels), N = N·P (image pixels), K = CRR.
 // grid (ceil(N·P / 32), ceil(K / 32)), block (16, 16).
 extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const float* __restrict__ w,
                                           const float* __restrict__ b, float* __restrict__ y, int N,
-                                          int C, int H, int W, int K, int R) {
-    const int OH = H - R + 1, OW = W - R + 1, P = OH * OW, CRR = C * R * R;
+                                          int C, int H, int W, int K, int R, int pad, int S) {
+    const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, P = OH * OW, CRR = C * R * R;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
     float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
     ssk_gemm_tile<true, false>(
         K, N * P, CRR, m0, n0, [=](int k, int crr) { return w[k * CRR + crr]; },
         [=](int crr, int col) {
             const int n = col / P, p = col % P;
-            const int c = crr / (R * R), ij = crr % (R * R);
-            const int oy = p / OW, ox = p % OW;
-            return x[((n * C + c) * H + oy + ij / R) * W + ox + ij % R];
+            return conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S);
         },
         acc);
     ssk_gemm_store(K, N * P, m0, n0, acc, [=](int k, int col, float v) {
@@ -37,8 +45,8 @@ extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const flo
 // grid (ceil(N·H·W / 32), ceil(C / 32)), block (16, 16).
 extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, const float* __restrict__ dy,
                                                 float* __restrict__ dx, int N, int C, int H, int W, int K,
-                                                int R) {
-    const int OH = H - R + 1, OW = W - R + 1, HW = H * W, RR = R * R;
+                                                int R, int pad, int S) {
+    const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, HW = H * W, RR = R * R;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
     float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
     ssk_gemm_tile<false, false>(
@@ -50,8 +58,11 @@ extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, con
         [=](int kij, int col) {
             const int k = kij / RR, ij = kij % RR;
             const int n = col / HW, hw = col % HW;
-            const int oy = hw / W - ij / R, ox = hw % W - ij % R;
-            return (oy >= 0 && oy < OH && ox >= 0 && ox < OW) ? dy[((n * K + k) * OH + oy) * OW + ox] : 0.0f;
+            // The output (oy, ox) whose tap (i, j) reads pixel (h, w), if any.
+            const int ty = hw / W + pad - ij / R, tx = hw % W + pad - ij % R;
+            if (ty < 0 || tx < 0 || ty % S != 0 || tx % S != 0) return 0.0f;
+            const int oy = ty / S, ox = tx / S;
+            return (oy < OH && ox < OW) ? dy[((n * K + k) * OH + oy) * OW + ox] : 0.0f;
         },
         acc);
     ssk_gemm_store(C, N * HW, m0, n0, acc, [=](int c, int col, float v) {
@@ -65,8 +76,8 @@ extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, con
 // GEMM M = K, N = CRR, K = images·P. grid (ceil(CRR / 32), ceil(K / 32), parts), block (16, 16).
 extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
                                                   float* __restrict__ parts, int N, int C, int H, int W,
-                                                  int K, int R, int images_per_part) {
-    const int OH = H - R + 1, OW = W - R + 1, P = OH * OW, CRR = C * R * R;
+                                                  int K, int R, int pad, int S, int images_per_part) {
+    const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, P = OH * OW, CRR = C * R * R;
     const int first = blockIdx.z * images_per_part;
     const int images = min(images_per_part, N - first);
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
@@ -79,8 +90,7 @@ extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, c
         },
         [=](int np, int crr) {
             const int n = first + np / P, p = np % P;
-            const int c = crr / (R * R), ij = crr % (R * R);
-            return x[((n * C + c) * H + p / OW + ij / R) * W + p % OW + ij % R];
+            return conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S);
         },
         acc);
     float* part = parts + (size_t)blockIdx.z * K * CRR;

@@ -15,7 +15,9 @@ pub mod kernels;
 pub mod launch;
 pub mod sim;
 
-/// Valid (no padding), stride-1 2-D convolution shape.
+/// A square-kernel 2-D convolution: `pad` zeros around the input on every side,
+/// the window moving by `stride` (the MNIST net's: pad 0, stride 1; VGG's 3×3:
+/// pad 1, stride 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dShape {
     pub batch: usize,
@@ -24,14 +26,21 @@ pub struct Conv2dShape {
     pub height: usize,
     pub width: usize,
     pub kernel: usize,
+    pub pad: usize,
+    pub stride: usize,
 }
 
 impl Conv2dShape {
+    /// `(H + 2·pad − kernel) / stride + 1`, as PyTorch (floor).
     pub fn out_height(&self) -> usize {
-        self.height - self.kernel + 1
+        (self.height + 2 * self.pad - self.kernel) / self.stride + 1
     }
     pub fn out_width(&self) -> usize {
-        self.width - self.kernel + 1
+        (self.width + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+    /// Valid (no padding) and stride 1: the case the CPU copies rows for.
+    pub fn is_valid_unit_stride(&self) -> bool {
+        self.pad == 0 && self.stride == 1
     }
     /// Elements of x: `[batch, in_channels, height, width]`.
     pub fn x_len(&self) -> usize {

@@ -112,6 +112,8 @@ impl Shapes {
             height: spec.image_height,
             width: spec.image_width,
             kernel: k,
+            pad: 0,
+            stride: 1,
         };
         let act1 = Nchw {
             batch: n,
@@ -127,6 +129,8 @@ impl Shapes {
             height: h1,
             width: w1,
             kernel: k,
+            pad: 0,
+            stride: 1,
         };
         let act2 = Nchw {
             batch: n,

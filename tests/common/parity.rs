@@ -101,6 +101,8 @@ pub fn conv_shape(batch: usize, c: usize, k: usize, h: usize, w: usize, r: usize
         height: h,
         width: w,
         kernel: r,
+        pad: 0,
+        stride: 1,
     }
 }
 
@@ -152,6 +154,20 @@ pub fn conv2d_forward_and_backward<B: Backend>(dev: &B) {
         conv_shape(10, 3, 5, 9, 8, 5),
         conv_shape(9, 20, 40, 12, 12, 5),
         conv_shape(3, 1, 20, 28, 28, 5),
+        // VGG's 3×3 pad 1, and stride 2 with and without padding.
+        Conv2dShape {
+            pad: 1,
+            ..conv_shape(4, 3, 8, 9, 7, 3)
+        },
+        Conv2dShape {
+            pad: 1,
+            stride: 2,
+            ..conv_shape(3, 2, 5, 8, 9, 3)
+        },
+        Conv2dShape {
+            stride: 2,
+            ..conv_shape(9, 2, 3, 7, 6, 2)
+        },
     ]
     .into_iter()
     .enumerate()

@@ -25,8 +25,42 @@ use rayon::prelude::*;
 /// Images per partial sum of the weight gradient.
 const IMG_CHUNK: usize = 8;
 
+/// The input pixel that patch entry (i, j) of output (oy, ox) reads — `(iy, ix)`
+/// of `[H, W]` — or None where it falls in the zero padding.
+#[inline(always)]
+fn source(s: &Conv2dShape, (oy, ox): (usize, usize), (i, j): (usize, usize)) -> Option<usize> {
+    let iy = (oy * s.stride + i).checked_sub(s.pad)?;
+    let ix = (ox * s.stride + j).checked_sub(s.pad)?;
+    (iy < s.height && ix < s.width).then_some(iy * s.width + ix)
+}
+
+/// Every (c, i, j, oy, ox) in the order the patch matrix lists them, with the
+/// pixel it reads: the general (padded, strided) im2col, im2col_t and col2im.
+fn for_each_tap(s: &Conv2dShape, mut f: impl FnMut(usize, usize, Option<usize>)) {
+    let (r, ow, p) = (s.kernel, s.out_width(), s.out_height() * s.out_width());
+    for c in 0..s.in_channels {
+        for ij in 0..r * r {
+            for q in 0..p {
+                let pixel = source(s, (q / ow, q % ow), (ij / r, ij % r));
+                f(
+                    c * r * r + ij,
+                    q,
+                    pixel.map(|px| c * s.height * s.width + px),
+                );
+            }
+        }
+    }
+}
+
 /// x_n: `[C, H, W]` → col: `[C·R·R, OH·OW]` (overwritten).
 fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T]) {
+    if !s.is_valid_unit_stride() {
+        let p = s.out_height() * s.out_width();
+        for_each_tap(s, |crr, q, src| {
+            col[crr * p + q] = src.map_or(T::ZERO, |i| x_n[i])
+        });
+        return;
+    }
     let (h, w, r) = (s.height, s.width, s.kernel);
     let (oh, ow) = (s.out_height(), s.out_width());
     let p = oh * ow;
@@ -45,6 +79,13 @@ fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T]) {
 
 /// x_n: `[C, H, W]` → col_t: `[OH·OW, C·R·R]` (overwritten), the transpose of `im2col`.
 fn im2col_t<T: Real>(s: &Conv2dShape, x_n: &[T], col_t: &mut [T]) {
+    if !s.is_valid_unit_stride() {
+        let crr_n = s.in_channels * s.kernel * s.kernel;
+        for_each_tap(s, |crr, q, src| {
+            col_t[q * crr_n + crr] = src.map_or(T::ZERO, |i| x_n[i])
+        });
+        return;
+    }
     let (h, w, r) = (s.height, s.width, s.kernel);
     let (oh, ow) = (s.out_height(), s.out_width());
     let crr = s.in_channels * r * r;
@@ -68,6 +109,14 @@ fn col2im<T: Real>(s: &Conv2dShape, col: &[T], dx_n: &mut [T]) {
     let (oh, ow) = (s.out_height(), s.out_width());
     let p = oh * ow;
     dx_n[..s.in_channels * h * w].fill(T::ZERO);
+    if !s.is_valid_unit_stride() {
+        for_each_tap(s, |crr, q, dst| {
+            if let Some(i) = dst {
+                dx_n[i] += col[crr * p + q];
+            }
+        });
+        return;
+    }
     for c in 0..s.in_channels {
         let dx_c = &mut dx_n[c * h * w..(c + 1) * h * w];
         for i in 0..r {
@@ -223,7 +272,14 @@ mod tests {
             height: h,
             width: w,
             kernel: r,
+            pad: 0,
+            stride: 1,
         }
+    }
+
+    /// The same with padding and stride.
+    fn padded(s: Conv2dShape, pad: usize, stride: usize) -> Conv2dShape {
+        Conv2dShape { pad, stride, ..s }
     }
 
     /// Direct 7-deep loop.
@@ -239,7 +295,14 @@ mod tests {
                         for c in 0..c_ {
                             for i in 0..r {
                                 for j in 0..r {
-                                    acc += x[((n * c_ + c) * h + oy + i) * w_ + ox + j]
+                                    // Signed: the window may start in the padding.
+                                    let iy = (oy * s.stride + i) as isize - s.pad as isize;
+                                    let ix = (ox * s.stride + j) as isize - s.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w_ as isize {
+                                        continue;
+                                    }
+                                    let (iy, ix) = (iy as usize, ix as usize);
+                                    acc += x[((n * c_ + c) * h + iy) * w_ + ix]
                                         * w[((k * c_ + c) * r + i) * r + j];
                                 }
                             }
@@ -264,12 +327,16 @@ mod tests {
         }
     }
 
-    /// Odd sizes; batch 10 > IMG_CHUNK exercises several partial sums.
-    fn small_shapes() -> [Conv2dShape; 3] {
+    /// Odd sizes; batch 10 > IMG_CHUNK exercises several partial sums; VGG's 3×3
+    /// pad 1, and strides 2 with and without padding (a window that ends early).
+    fn small_shapes() -> [Conv2dShape; 6] {
         [
             shape(3, 2, 3, 5, 7, 3),
             shape(10, 2, 2, 4, 5, 2),
             shape(2, 3, 2, 6, 5, 1),
+            padded(shape(3, 2, 3, 5, 7, 3), 1, 1),
+            padded(shape(2, 2, 3, 7, 6, 3), 1, 2),
+            padded(shape(2, 3, 2, 6, 5, 2), 0, 2),
         ]
     }
 

@@ -15,6 +15,8 @@ fn conv_dims<'a, B>(s: &Conv2dShape) -> Vec<Arg<'a, B>> {
         Arg::I32(i32_of(s.width, "width")),
         Arg::I32(i32_of(s.out_channels, "out_channels")),
         Arg::I32(i32_of(s.kernel, "kernel")),
+        Arg::I32(i32_of(s.pad, "pad")),
+        Arg::I32(i32_of(s.stride, "stride")),
     ]
 }
 
