@@ -19,8 +19,9 @@ const FC1: &str = "branches.fc1.weight";
 /// The first `n` samples of `split`, as a split of their own.
 fn head(split: &Split, n: usize) -> Split {
     Split {
-        images: split.images[..n * split.rows * split.cols].to_vec(),
+        images: split.images[..n * split.image_len()].to_vec(),
         labels: split.labels[..n].to_vec(),
+        channels: split.channels,
         rows: split.rows,
         cols: split.cols,
     }

@@ -481,6 +481,7 @@ fn tiny(train: usize, val: usize, test: usize) -> data::Dataset {
         data::Split {
             images: picks.iter().flat_map(|&i| s.image(i).to_vec()).collect(),
             labels: picks.iter().map(|&i| s.labels[i]).collect(),
+            channels: s.channels,
             rows: s.rows,
             cols: s.cols,
         }

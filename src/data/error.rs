@@ -181,6 +181,23 @@ pub enum DataError {
         how: String,
         rows: usize,
     },
+
+    #[error("{}: {len} bytes is not a whole number of {record}-byte records (1 label byte + 3x32x32 pixels): truncated, or not the CIFAR-10 binary version", path.display())]
+    RecordLength {
+        path: PathBuf,
+        len: u64,
+        record: u64,
+    },
+
+    #[error("{}: {records} records, expected {expected}: {}", path.display(), if records < expected { "truncated" } else { "too many" })]
+    RecordCount {
+        path: PathBuf,
+        records: usize,
+        expected: usize,
+    },
+
+    #[error("{}: {problem}", path.display())]
+    Layout { path: PathBuf, problem: String },
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;

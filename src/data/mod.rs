@@ -4,6 +4,7 @@
 //! - `cache`: `.gz` inputs decompressed once, then mapped.
 //! - `split`: `Split`, `Dataset` and the split rules.
 //! - `mnist`: the embedded 10k digits, the standard 70k layout, fashion-mnist.
+//! - `cifar10`: the CIFAR-10 binary version from a user's directory (issue 16).
 //! - `fetch`: fashion-mnist from the Debian archive.
 //! - `npy`: NumPy `.npy` files, read whole or kept memory-mapped (`map_matrix`).
 //! - `tasks`: heterogeneous problems (issue 15): `TaskKind`, `TaskSpec`, the
@@ -14,6 +15,7 @@
 
 pub mod attributes;
 pub mod cache;
+pub mod cifar10;
 pub mod error;
 pub mod features;
 pub mod fetch;

@@ -9,11 +9,14 @@ use rand_chacha::ChaCha8Rng;
 use super::error::{DataError, Result};
 use super::idx::Labelled;
 
-/// One split. images: [n, rows*cols] bytes (0..=255), labels: [n].
+/// One split. images: [n, channels, rows, cols] bytes (0..=255), labels: [n].
+/// `channels` is 1 for the grey MNIST-shaped sets and OmniGlot, 3 (R, G, B planes,
+/// as CIFAR-10 stores them) for CIFAR-10.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Split {
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
+    pub channels: usize,
     pub rows: usize,
     pub cols: usize,
 }
@@ -27,10 +30,41 @@ impl Split {
         self.labels.is_empty()
     }
 
-    /// image i: [rows*cols]
+    /// Bytes of one image: channels * rows * cols.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.rows * self.cols
+    }
+
+    /// image i: [channels, rows, cols]
     pub fn image(&self, i: usize) -> &[u8] {
-        let size = self.rows * self.cols;
+        let size = self.image_len();
         &self.images[i * size..(i + 1) * size]
+    }
+
+    /// Mean of each channel over every pixel of the split, in pixel/255 units:
+    /// the per-channel mean the CIFAR-10 net subtracts (the paper's normalisation),
+    /// taken over the training split only so nothing of validation or test leaks in.
+    /// Summed in u64, exact for any split that fits in memory. Empty split: zeros.
+    pub fn channel_mean(&self) -> Vec<f32> {
+        let plane = self.rows * self.cols;
+        let mut sums = vec![0u64; self.channels];
+        if plane > 0 {
+            for image in self.images.chunks_exact(self.image_len()) {
+                for (sum, p) in sums.iter_mut().zip(image.chunks_exact(plane)) {
+                    *sum += p.iter().map(|&b| b as u64).sum::<u64>();
+                }
+            }
+        }
+        let count = (self.len() * plane) as f64;
+        sums.iter()
+            .map(|&s| {
+                if count > 0.0 {
+                    (s as f64 / count / 255.0) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 
     /// Number of samples of each class 0..classes.
@@ -46,6 +80,7 @@ impl Split {
         Split {
             images: Vec::with_capacity(n * rows * cols),
             labels: Vec::with_capacity(n),
+            channels: 1,
             rows,
             cols,
         }
@@ -63,6 +98,7 @@ impl Split {
         Split {
             images: from.images[start * size..end * size].to_vec(),
             labels: from.labels[start..end].to_vec(),
+            channels: 1,
             rows: from.rows,
             cols: from.cols,
         }
@@ -74,6 +110,7 @@ impl From<Labelled> for Split {
         Split {
             images: l.images,
             labels: l.labels,
+            channels: 1,
             rows: l.rows,
             cols: l.cols,
         }

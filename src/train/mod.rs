@@ -52,7 +52,7 @@ impl<'a> Inputs<'a> {
         images: &mut Vec<f32>,
         targets: &mut Vec<f32>,
     ) {
-        let size = self.split.rows * self.split.cols;
+        let size = self.split.image_len();
         images.clear();
         targets.clear();
         targets.resize(indices.len() * classes, 0.0);
