@@ -198,6 +198,13 @@ pub enum DataError {
 
     #[error("{}: {problem}", path.display())]
     Layout { path: PathBuf, problem: String },
+
+    #[error("{}: not a readable PNG: {source}", path.display())]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;

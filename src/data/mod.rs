@@ -5,6 +5,7 @@
 //! - `split`: `Split`, `Dataset` and the split rules.
 //! - `mnist`: the embedded 10k digits, the standard 70k layout, fashion-mnist.
 //! - `cifar10`: the CIFAR-10 binary version from a user's directory (issue 16).
+//! - `omniglot`: OmniGlot's PNGs, one task per alphabet (issue 16).
 //! - `fetch`: fashion-mnist from the Debian archive.
 //! - `npy`: NumPy `.npy` files, read whole or kept memory-mapped (`map_matrix`).
 //! - `tasks`: heterogeneous problems (issue 15): `TaskKind`, `TaskSpec`, the
@@ -22,6 +23,7 @@ pub mod fetch;
 pub mod idx;
 pub mod mnist;
 pub mod npy;
+pub mod omniglot;
 pub mod split;
 pub mod tasks;
 
