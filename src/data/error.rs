@@ -205,6 +205,24 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
+
+    #[error("{}: line {line}: {problem}", path.display())]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+
+    #[error("{} has {rows} rows but {} lists {images} images; expected one feature row per image, in its order", features.display(), images_path.display())]
+    MisalignedFeatures {
+        features: PathBuf,
+        rows: usize,
+        images_path: PathBuf,
+        images: usize,
+    },
+
+    #[error("attribute list {list:?}: {problem}")]
+    Attributes { list: Vec<u32>, problem: String },
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;

@@ -6,6 +6,8 @@
 //! - `mnist`: the embedded 10k digits, the standard 70k layout, fashion-mnist.
 //! - `cifar10`: the CIFAR-10 binary version from a user's directory (issue 16).
 //! - `omniglot`: OmniGlot's PNGs, one task per alphabet (issue 16).
+//! - `birds`: CUB-200-2011 attributes as ranking tasks on precomputed features
+//!   (issue 16).
 //! - `fetch`: fashion-mnist from the Debian archive.
 //! - `npy`: NumPy `.npy` files, read whole or kept memory-mapped (`map_matrix`).
 //! - `tasks`: heterogeneous problems (issue 15): `TaskKind`, `TaskSpec`, the
@@ -15,6 +17,7 @@
 //!   embedded MNIST images.
 
 pub mod attributes;
+pub mod birds;
 pub mod cache;
 pub mod cifar10;
 pub mod error;
