@@ -64,6 +64,17 @@ fn mnist_attributes_learns_every_task_kind() {
         assert!(dir.path().join(file).is_file(), "{file}");
     }
     assert_eq!(s.tasks, attributes::TASKS);
+    // The grouping log names each branch's tasks with their kinds.
+    let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["named_groups"][0],
+        serde_json::json!(["digit (class (10))"])
+    );
+    assert_eq!(
+        last["named_groups"][5],
+        serde_json::json!(["ink-rank (rank)"])
+    );
     let [digit, parity, ink, slant, loops, rank] = s.test[..] else {
         panic!("{:?}", s.test)
     };

@@ -62,6 +62,9 @@ pub struct HeteroEpoch {
     pub params: usize,
     pub branches: usize,
     pub task_groups: Vec<Vec<usize>>,
+    /// The same groups by task name and kind, e.g. `["digit (class (10))",
+    /// "parity (binary)"]`: which kinds a merged branch serves.
+    pub named_groups: Vec<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked: Option<bool>,
     pub seconds: f64,
@@ -343,6 +346,18 @@ pub fn train_hetero<B: Backend>(
         let val = evaluate(be, &mut net, &mut act, &mut batcher, &data.val, cfg.batch);
         let test = evaluate(be, &mut net, &mut act, &mut batcher, &data.test, cfg.batch);
         let branches = net.branches.count();
+        let groups = task_groups(&net.branches.task_branch, branches);
+        let named_groups: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|&k| format!("{} ({})", data.tasks[tasks[k]].name, kinds[k]))
+                    .collect()
+            })
+            .collect();
+        for shared in named_groups.iter().filter(|g| g.len() > 1) {
+            println!("  one branch serves {}", shared.join(", "));
+        }
         let record = HeteroEpoch {
             epoch,
             steps,
@@ -352,7 +367,8 @@ pub fn train_hetero<B: Backend>(
             test: test.metrics.clone(),
             params: net.param_count(),
             branches,
-            task_groups: task_groups(&net.branches.task_branch, branches),
+            task_groups: groups,
+            named_groups,
             locked: sharing.as_ref().map(|s| s.locked()),
             seconds,
             samples_per_s: tally.samples as f64 / seconds,
