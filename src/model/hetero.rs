@@ -286,11 +286,7 @@ impl<B: Backend> HeteroNet<B> {
     /// One optimiser update of every parameter from its gradient.
     pub fn optim_step(&mut self, be: &B, step: &OptimStep) {
         for p in self.params_mut() {
-            let len = p.len();
-            while p.state.len() < step.state_len() {
-                p.state.push(be.zeros(len));
-            }
-            be.optim_step(step, len, &mut p.value, &p.grad, &mut p.state);
+            p.optim_step(be, step);
         }
     }
 

@@ -153,6 +153,16 @@ impl<B: Backend> Param<B> {
         self.len() == 0
     }
 
+    /// One optimiser update from the gradient; the optimiser's state buffers are
+    /// allocated (zero) on first use.
+    pub fn optim_step(&mut self, backend: &B, step: &crate::backend::OptimStep) {
+        let len = self.len();
+        while self.state.len() < step.state_len() {
+            self.state.push(backend.zeros(len));
+        }
+        backend.optim_step(step, len, &mut self.value, &self.grad, &mut self.state);
+    }
+
     /// Copies branch 0's row over every other branch's (first axis = branch).
     pub fn copy_first_branch(&mut self, backend: &B) {
         let mut host = backend.download(&self.value);

@@ -456,16 +456,8 @@ impl<B: Backend> Net<B> {
 
     /// One optimiser update of every parameter from its gradient.
     pub fn optim_step(&mut self, be: &B, step: &OptimStep) {
-        let buffers = match step {
-            OptimStep::Sgd { .. } => 1,
-            OptimStep::Adam { .. } => 2,
-        };
         for p in self.params_mut() {
-            let len = p.len();
-            while p.state.len() < buffers {
-                p.state.push(be.zeros(len));
-            }
-            be.optim_step(step, len, &mut p.value, &p.grad, &mut p.state);
+            p.optim_step(be, step);
         }
     }
 }
