@@ -67,6 +67,20 @@ pub fn rows(runs: &[HeteroRun], tasks: usize) -> Vec<HeteroRow> {
         .collect()
 }
 
+/// A metric's mean ± std: two decimals for percentages, four significant digits
+/// for values below 1 (an MAE in [0, 1] units would read 0.00 otherwise).
+fn cell((mean, std): (f64, f64), seeds: usize) -> String {
+    if mean.abs() >= 1.0 || mean == 0.0 {
+        return pm((mean, std), 1.0, seeds);
+    }
+    let decimals = (3 - mean.abs().log10().floor() as i32).max(2) as usize;
+    if seeds > 1 {
+        format!("{mean:.decimals$} ± {std:.decimals$}")
+    } else {
+        format!("{mean:.decimals$}")
+    }
+}
+
 /// The table as markdown.
 pub fn markdown(rows: &[HeteroRow], data: &HeteroData) -> String {
     let mut md = String::new();
@@ -92,7 +106,7 @@ pub fn markdown(rows: &[HeteroRow], data: &HeteroData) -> String {
     );
     let _ = writeln!(md, "|---|{}---:|---|---:|", "---:|".repeat(head.len()));
     for r in rows {
-        let cells: Vec<String> = r.tasks.iter().map(|&v| pm(v, 1.0, r.seeds.len())).collect();
+        let cells: Vec<String> = r.tasks.iter().map(|&v| cell(v, r.seeds.len())).collect();
         let locks = lock_cells(&r.lock_epoch);
         let _ = writeln!(
             md,
