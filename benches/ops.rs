@@ -1,8 +1,9 @@
 //! Time per op of one training step of the paper's MNIST nets (batch 64, real
-//! embedded MNIST), on any device: the real `Net` runs on a `Timed` wrapper of
-//! the device that synchronises around every op and records its time under the
-//! op's name and shape (conv1 and conv2 are separate rows). The median over the
-//! timed steps is printed per op, with its share of the step.
+//! embedded MNIST), on any device: the real `Net` runs with `backend::profile` on,
+//! which records every op call under its name and shape (conv1 and conv2 are
+//! separate rows; on sim and cuda an op is its plan's kernels, synchronised before
+//! and after). The median over the timed steps is printed per op, with its share
+//! of the step.
 //!
 //! `cargo bench --bench ops -- [--device cpu|sim|cuda] [--mode mtl|stl] [--threads N] [--steps N]`
 
@@ -11,15 +12,11 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::cuda::Cuda;
 use sskernel::backend::sim::Sim;
-use sskernel::backend::{
-    ops::*, BatchNorm2d, BatchStats, Conv2dShape, Grads, LinearShape, LossIo, Nchw, OptimStep,
-    RunningStats, WeightBias,
-};
+use sskernel::backend::{profile, Backend, OptimStep};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::{Activations, Mode, Net, NetSpec};
 use sskernel::train::Inputs;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 const BATCH: usize = 64;
@@ -69,32 +66,37 @@ fn main() {
 }
 
 fn run<B: Backend>(be: &B, mode: Mode, inputs: &Inputs, steps: usize) {
-    let timed = Timed {
-        inner: be,
-        times: Mutex::new(BTreeMap::new()),
-    };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut net = Net::new(&timed, NetSpec::mnist(mode, 10), &mut rng);
-    let mut act = Activations::new(&timed, &net.spec, BATCH);
+    let mut net = Net::new(be, NetSpec::mnist(mode, 10), &mut rng);
+    let mut act = Activations::new(be, &net.spec, BATCH);
     let step = OptimStep::Sgd {
         lr: 0.02,
         momentum: 0.5,
     };
     let (mut images, mut targets) = (Vec::new(), Vec::new());
+    // Every call of an op at a shape, per step: [step][call] → ms.
+    let mut times: BTreeMap<(String, String), Vec<Vec<f64>>> = BTreeMap::new();
     let mut step_ms = Vec::new();
     for k in 0..WARMUP_STEPS + steps {
-        if k == WARMUP_STEPS {
-            timed.times.lock().unwrap().clear();
-        }
         let idx: Vec<usize> = (k * BATCH..(k + 1) * BATCH).collect();
         inputs.gather(&idx, 10, &mut images, &mut targets);
-        timed.write(&mut act.x, &images);
-        timed.write(&mut act.targets, &targets);
+        be.write(&mut act.x, &images);
+        be.write(&mut act.targets, &targets);
+        be.synchronize();
+        profile::start();
         let started = Instant::now();
-        net.train_step(&timed, &mut act, BATCH, &step);
-        timed.synchronize();
-        if k >= WARMUP_STEPS {
-            step_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        net.train_step(be, &mut act, BATCH, &step);
+        be.synchronize();
+        let elapsed = started.elapsed().as_secs_f64() * 1e3;
+        let records = profile::stop();
+        if k < WARMUP_STEPS {
+            continue;
+        }
+        step_ms.push(elapsed);
+        for r in records {
+            let per_step = times.entry((r.op, r.shape)).or_default();
+            per_step.resize(step_ms.len(), Vec::new());
+            per_step[step_ms.len() - 1].push(r.ms);
         }
     }
     let step_median = median(&mut step_ms);
@@ -109,16 +111,16 @@ fn run<B: Backend>(be: &B, mode: Mode, inputs: &Inputs, steps: usize) {
     println!("| op | shape | calls/step | ms/step (median) | share |");
     println!("|---|---|---:|---:|---:|");
     let mut rows: Vec<(String, String, usize, f64)> = Vec::new();
-    for ((op, shape), calls) in timed.times.lock().unwrap().iter_mut() {
+    for ((op, shape), per_step) in times {
         // Every call of this op and shape in one step, summed, then the median step.
-        let per_step = calls.len() / steps;
-        let mut sums: Vec<f64> = calls.chunks(per_step).map(|c| c.iter().sum()).collect();
-        rows.push((op.to_string(), shape.clone(), per_step, median(&mut sums)));
+        let calls = per_step[0].len();
+        let mut sums: Vec<f64> = per_step.iter().map(|c| c.iter().sum()).collect();
+        rows.push((op, shape, calls, median(&mut sums)));
     }
     rows.sort_by(|a, b| b.3.total_cmp(&a.3));
-    for (op, shape, per_step, ms) in rows {
+    for (op, shape, calls, ms) in rows {
         println!(
-            "| {op} | {shape} | {per_step} | {ms:.3} | {:.1}% |",
+            "| {op} | {shape} | {calls} | {ms:.3} | {:.1}% |",
             100.0 * ms / step_median
         );
     }
@@ -127,248 +129,4 @@ fn run<B: Backend>(be: &B, mode: Mode, inputs: &Inputs, steps: usize) {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// A device whose every op is synchronised before and after and timed, under the
-/// op's name and a short description of its shape.
-struct Timed<'b, B: Backend> {
-    inner: &'b B,
-    times: Mutex<BTreeMap<(&'static str, String), Vec<f64>>>,
-}
-
-impl<B: Backend> Timed<'_, B> {
-    fn time(&self, op: &'static str, shape: String, run: impl FnOnce()) {
-        self.inner.synchronize();
-        let started = Instant::now();
-        run();
-        self.inner.synchronize();
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        self.times
-            .lock()
-            .unwrap()
-            .entry((op, shape))
-            .or_default()
-            .push(ms);
-    }
-}
-
-fn conv(s: &Conv2dShape) -> String {
-    format!(
-        "{}→{} {}×{} k{}",
-        s.in_channels, s.out_channels, s.height, s.width, s.kernel
-    )
-}
-
-fn nchw(s: &Nchw) -> String {
-    format!("{}×{}×{}", s.channels, s.height, s.width)
-}
-
-fn linear(s: &LinearShape) -> String {
-    format!("{}→{} ×{}", s.in_features, s.out_features, s.branches)
-}
-
-impl<B: Backend> Memory for Timed<'_, B> {
-    type Buf = B::Buf;
-
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn zeros(&self, len: usize) -> B::Buf {
-        self.inner.zeros(len)
-    }
-    fn upload(&self, host: &[f32]) -> B::Buf {
-        self.inner.upload(host)
-    }
-    fn download(&self, buf: &B::Buf) -> Vec<f32> {
-        self.inner.download(buf)
-    }
-    fn write(&self, buf: &mut B::Buf, host: &[f32]) {
-        self.inner.write(buf, host)
-    }
-    fn buf_len(&self, buf: &B::Buf) -> usize {
-        self.inner.buf_len(buf)
-    }
-    fn synchronize(&self) {
-        self.inner.synchronize()
-    }
-}
-
-impl<B: Backend> ConvOps for Timed<'_, B> {
-    fn conv2d_forward(&self, s: &Conv2dShape, x: &B::Buf, p: WeightBias<&B::Buf>, y: &mut B::Buf) {
-        self.time("conv2d_forward", conv(s), || {
-            self.inner.conv2d_forward(s, x, p, y)
-        });
-    }
-    fn conv2d_backward(
-        &self,
-        s: &Conv2dShape,
-        x: &B::Buf,
-        w: &B::Buf,
-        dy: &B::Buf,
-        g: Grads<B::Buf>,
-    ) {
-        self.time("conv2d_backward", conv(s), || {
-            self.inner.conv2d_backward(s, x, w, dy, g)
-        });
-    }
-}
-
-impl<B: Backend> NormOps for Timed<'_, B> {
-    fn batchnorm2d_forward_train(
-        &self,
-        bn: &BatchNorm2d,
-        x: &B::Buf,
-        p: WeightBias<&B::Buf>,
-        y: &mut B::Buf,
-        batch: BatchStats<&mut B::Buf>,
-        running: RunningStats<&mut B::Buf>,
-    ) {
-        self.time("batchnorm2d_forward_train", nchw(&bn.shape), || {
-            self.inner
-                .batchnorm2d_forward_train(bn, x, p, y, batch, running)
-        });
-    }
-    fn batchnorm2d_forward_eval(
-        &self,
-        bn: &BatchNorm2d,
-        x: &B::Buf,
-        p: WeightBias<&B::Buf>,
-        running: RunningStats<&B::Buf>,
-        y: &mut B::Buf,
-    ) {
-        self.time("batchnorm2d_forward_eval", nchw(&bn.shape), || {
-            self.inner.batchnorm2d_forward_eval(bn, x, p, running, y)
-        });
-    }
-    fn batchnorm2d_backward(
-        &self,
-        s: &Nchw,
-        x: &B::Buf,
-        gamma: &B::Buf,
-        batch: BatchStats<&B::Buf>,
-        dy: &B::Buf,
-        g: Grads<B::Buf>,
-    ) {
-        self.time("batchnorm2d_backward", nchw(s), || {
-            self.inner.batchnorm2d_backward(s, x, gamma, batch, dy, g)
-        });
-    }
-}
-
-impl<B: Backend> PoolOps for Timed<'_, B> {
-    fn relu_forward(&self, len: usize, x: &B::Buf, y: &mut B::Buf) {
-        self.time("relu_forward", len.to_string(), || {
-            self.inner.relu_forward(len, x, y)
-        });
-    }
-    fn relu_backward(&self, len: usize, y: &B::Buf, dy: &B::Buf, dx: &mut B::Buf) {
-        self.time("relu_backward", len.to_string(), || {
-            self.inner.relu_backward(len, y, dy, dx)
-        });
-    }
-    fn maxpool2x2_forward(&self, s: &Nchw, x: &B::Buf, y: &mut B::Buf) {
-        self.time("maxpool2x2_forward", nchw(s), || {
-            self.inner.maxpool2x2_forward(s, x, y)
-        });
-    }
-    fn maxpool2x2_backward(&self, s: &Nchw, x: &B::Buf, dy: &B::Buf, dx: &mut B::Buf) {
-        self.time("maxpool2x2_backward", nchw(s), || {
-            self.inner.maxpool2x2_backward(s, x, dy, dx)
-        });
-    }
-    fn global_avgpool_forward(&self, s: &Nchw, x: &B::Buf, y: &mut B::Buf) {
-        self.time("global_avgpool_forward", nchw(s), || {
-            self.inner.global_avgpool_forward(s, x, y)
-        });
-    }
-    fn global_avgpool_backward(&self, s: &Nchw, dy: &B::Buf, dx: &mut B::Buf) {
-        self.time("global_avgpool_backward", nchw(s), || {
-            self.inner.global_avgpool_backward(s, dy, dx)
-        });
-    }
-}
-
-impl<B: Backend> LinearOps for Timed<'_, B> {
-    fn linear_forward(&self, s: &LinearShape, x: &B::Buf, p: WeightBias<&B::Buf>, y: &mut B::Buf) {
-        self.time("linear_forward", linear(s), || {
-            self.inner.linear_forward(s, x, p, y)
-        });
-    }
-    fn linear_backward(
-        &self,
-        s: &LinearShape,
-        x: &B::Buf,
-        w: &B::Buf,
-        dy: &B::Buf,
-        g: Grads<B::Buf>,
-    ) {
-        self.time("linear_backward", linear(s), || {
-            self.inner.linear_backward(s, x, w, dy, g)
-        });
-    }
-}
-
-impl<B: Backend> LossOps for Timed<'_, B> {
-    fn softmax_cross_entropy(&self, batch: usize, classes: usize, io: LossIo<B::Buf>) {
-        self.time(
-            "softmax_cross_entropy",
-            format!("{batch}×{classes}"),
-            || self.inner.softmax_cross_entropy(batch, classes, io),
-        );
-    }
-    fn sigmoid_bce(&self, tasks: usize, batch: usize, io: LossIo<B::Buf>) {
-        self.time("sigmoid_bce", format!("{tasks}×{batch}"), || {
-            self.inner.sigmoid_bce(tasks, batch, io)
-        });
-    }
-    fn mse(&self, batch: usize, io: LossIo<B::Buf>) {
-        self.time("mse", batch.to_string(), || self.inner.mse(batch, io));
-    }
-    fn pairwise_rank(&self, batch: usize, io: LossIo<B::Buf>) {
-        self.time("pairwise_rank", batch.to_string(), || {
-            self.inner.pairwise_rank(batch, io)
-        });
-    }
-}
-
-impl<B: Backend> DropoutOps for Timed<'_, B> {
-    fn dropout_forward(
-        &self,
-        len: usize,
-        p: f32,
-        key: u32,
-        x: &B::Buf,
-        mask: &mut B::Buf,
-        y: &mut B::Buf,
-    ) {
-        self.time("dropout_forward", len.to_string(), || {
-            self.inner.dropout_forward(len, p, key, x, mask, y)
-        });
-    }
-    fn dropout_backward(&self, len: usize, mask: &B::Buf, dy: &B::Buf, dx: &mut B::Buf) {
-        self.time("dropout_backward", len.to_string(), || {
-            self.inner.dropout_backward(len, mask, dy, dx)
-        });
-    }
-}
-
-impl<B: Backend> OptimOps for Timed<'_, B> {
-    fn optim_step(
-        &self,
-        step: &OptimStep,
-        len: usize,
-        param: &mut B::Buf,
-        grad: &B::Buf,
-        state: &mut [B::Buf],
-    ) {
-        // One row for all parameters: the optimiser runs once per tensor.
-        self.time("optim_step", "all tensors".into(), || {
-            self.inner.optim_step(step, len, param, grad, state)
-        });
-    }
-    fn axpy(&self, alpha: f32, x: &B::Buf, y: &mut B::Buf, len: usize) {
-        self.time("axpy", len.to_string(), || {
-            self.inner.axpy(alpha, x, y, len)
-        });
-    }
 }

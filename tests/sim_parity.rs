@@ -52,7 +52,7 @@ fn planted_out_of_bounds_write_is_caught() {
     let sim = Sim::new().unwrap();
     let x = sim.upload(&[1.0; 1000]);
     let y = sim.zeros(1000);
-    sim.execute(&Plan {
+    sim.launch_plan(&Plan {
         scratch: vec![],
         launches: vec![Launch {
             kernel: "planted_oob_write",
@@ -82,7 +82,7 @@ fn planted_missing_barrier_is_caught_for_every_seed() {
         let xs = sim.upload(&x);
         let run = |use_barrier: i32| {
             let y = sim.upload(&vec![f32::NAN; n]);
-            sim.execute(&Plan {
+            sim.launch_plan(&Plan {
                 scratch: vec![],
                 launches: vec![Launch {
                     kernel: "planted_missing_barrier",

@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod kernels;
 pub mod launch;
+pub mod profile;
 pub mod sim;
 
 /// A square-kernel 2-D convolution: `pad` zeros around the input on every side,
@@ -56,6 +57,18 @@ impl Conv2dShape {
     }
 }
 
+/// `N×C×H×W kR→K`, with `pad`/`stride` when not 0/1 (profiles, messages).
+impl std::fmt::Display for Conv2dShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (n, c, h, w) = (self.batch, self.in_channels, self.height, self.width);
+        write!(f, "{n}×{c}×{h}×{w} k{}→{}", self.kernel, self.out_channels)?;
+        if !self.is_valid_unit_stride() {
+            write!(f, " pad {} stride {}", self.pad, self.stride)?;
+        }
+        Ok(())
+    }
+}
+
 /// Shape of an NCHW activation (batchnorm, ReLU, pooling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Nchw {
@@ -71,6 +84,13 @@ impl Nchw {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Nchw {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (n, c, h, w) = (self.batch, self.channels, self.height, self.width);
+        write!(f, "{n}×{c}×{h}×{w}")
     }
 }
 
@@ -91,6 +111,14 @@ pub struct LinearShape {
     pub in_features: usize,
     pub out_features: usize,
     pub x_of: Vec<usize>,
+}
+
+/// `B×(N×in→out)`: branches, batch, features.
+impl std::fmt::Display for LinearShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (n, i, o) = (self.batch, self.in_features, self.out_features);
+        write!(f, "{}×({n}×{i}→{o})", self.branches)
+    }
 }
 
 impl LinearShape {
@@ -171,6 +199,24 @@ pub struct Grads<'a, B> {
     pub db: &'a mut B,
 }
 
+/// What a weighted layer's forward reads (its input and parameters) and writes.
+#[derive(Debug)]
+pub struct Forward<'a, B> {
+    pub x: &'a B,
+    pub p: WeightBias<&'a B>,
+    pub y: &'a mut B,
+}
+
+/// What a weighted layer's backward reads — the forward's input, the weight (for
+/// batchnorm γ) and the output gradient — and writes.
+#[derive(Debug)]
+pub struct Backward<'a, B> {
+    pub x: &'a B,
+    pub w: &'a B,
+    pub dy: &'a B,
+    pub g: Grads<'a, B>,
+}
+
 /// A batchnorm's per-channel batch statistics `[C]`, saved by the training forward
 /// for the backward: the mean and `1/sqrt(var_biased + eps)`.
 #[derive(Debug)]
@@ -187,6 +233,14 @@ pub struct RunningStats<R> {
     pub var: R,
 }
 
+/// What a training-mode batchnorm forward writes besides y: the batch statistics
+/// (for the backward) and the running statistics it updates.
+#[derive(Debug)]
+pub struct TrainStats<'a, B> {
+    pub batch: BatchStats<&'a mut B>,
+    pub running: RunningStats<&'a mut B>,
+}
+
 /// What a loss reads (the logits and the targets) and writes (the loss and its
 /// gradient w.r.t. the logits).
 #[derive(Debug)]
@@ -195,6 +249,25 @@ pub struct LossIo<'a, B> {
     pub targets: &'a B,
     pub loss: &'a mut B,
     pub dlogits: &'a mut B,
+}
+
+/// One parameter tensor as the optimiser sees it: its first `len` elements, their
+/// gradient and the optimiser's state buffers of the same length.
+#[derive(Debug)]
+pub struct ParamBufs<'a, B> {
+    pub len: usize,
+    pub value: &'a mut B,
+    pub grad: &'a B,
+    pub state: &'a mut [B],
+}
+
+/// Inverted dropout over the first `len` elements: drop probability `p`, and the
+/// key that, with the element index, decides each element (see [`dropout_hash`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    pub len: usize,
+    pub p: f32,
+    pub key: u32,
 }
 
 /// A 2-D batchnorm (per channel over N·H·W): its input shape and constants.
@@ -241,23 +314,10 @@ pub trait Memory: Send + Sync {
 /// Valid, stride-1 2-D convolution (kernels/conv.cu, cpu/conv.rs).
 pub trait ConvOps: Memory {
     /// x: `[N, C, H, W]`, p.w: `[K, C, R, R]`, p.b: `[K]` → y: `[N, K, H-R+1, W-R+1]`.
-    fn conv2d_forward(
-        &self,
-        s: &Conv2dShape,
-        x: &Self::Buf,
-        p: WeightBias<&Self::Buf>,
-        y: &mut Self::Buf,
-    );
+    fn conv2d_forward(&self, s: &Conv2dShape, io: Forward<Self::Buf>);
     /// Given dy: `[N, K, OH, OW]`, writes dw: `[K, C, R, R]`, db: `[K]` and, when
     /// asked for, dx: `[N, C, H, W]`.
-    fn conv2d_backward(
-        &self,
-        s: &Conv2dShape,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        dy: &Self::Buf,
-        g: Grads<Self::Buf>,
-    );
+    fn conv2d_backward(&self, s: &Conv2dShape, io: Backward<Self::Buf>);
 }
 
 /// Batchnorm per channel over N·H·W (kernels/batchnorm.cu, cpu/batchnorm.rs).
@@ -268,31 +328,23 @@ pub trait NormOps: Memory {
     fn batchnorm2d_forward_train(
         &self,
         bn: &BatchNorm2d,
-        x: &Self::Buf,
-        p: WeightBias<&Self::Buf>,
-        y: &mut Self::Buf,
-        batch: BatchStats<&mut Self::Buf>,
-        running: RunningStats<&mut Self::Buf>,
+        io: Forward<Self::Buf>,
+        stats: TrainStats<Self::Buf>,
     );
     /// Evaluation mode: normalises with the running statistics.
     fn batchnorm2d_forward_eval(
         &self,
         bn: &BatchNorm2d,
-        x: &Self::Buf,
-        p: WeightBias<&Self::Buf>,
+        io: Forward<Self::Buf>,
         running: RunningStats<&Self::Buf>,
-        y: &mut Self::Buf,
     );
-    /// Backward of the training-mode forward (γ = `gamma`): writes dx (always),
-    /// dγ into `g.dw` and dβ into `g.db`.
+    /// Backward of the training-mode forward (`io.w` = γ): writes dx (always), dγ
+    /// into `g.dw` and dβ into `g.db`.
     fn batchnorm2d_backward(
         &self,
         s: &Nchw,
-        x: &Self::Buf,
-        gamma: &Self::Buf,
+        io: Backward<Self::Buf>,
         batch: BatchStats<&Self::Buf>,
-        dy: &Self::Buf,
-        g: Grads<Self::Buf>,
     );
 }
 
@@ -317,24 +369,11 @@ pub trait PoolOps: Memory {
 /// Linear layers batched across branches, see [`LinearShape`] (kernels/linear.cu,
 /// cpu/linear.rs).
 pub trait LinearOps: Memory {
-    fn linear_forward(
-        &self,
-        s: &LinearShape,
-        x: &Self::Buf,
-        p: WeightBias<&Self::Buf>,
-        y: &mut Self::Buf,
-    );
+    fn linear_forward(&self, s: &LinearShape, io: Forward<Self::Buf>);
     /// Writes dw `[branches, out, in]` and db `[branches, out]`; when dx is asked
     /// for, writes dx `[x_branches, batch, in]` as the *sum* over every branch that
     /// reads that input (a shared trunk output gets the gradients of all branches).
-    fn linear_backward(
-        &self,
-        s: &LinearShape,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        dy: &Self::Buf,
-        g: Grads<Self::Buf>,
-    );
+    fn linear_backward(&self, s: &LinearShape, io: Backward<Self::Buf>);
 }
 
 /// Losses, each writing its gradient w.r.t. the logits (kernels/loss.cu, cpu/loss.rs).
@@ -362,17 +401,9 @@ pub trait LossOps: Memory {
 /// of (`key`, element index) only — a counter-based hash, the same bits on every
 /// device — so a seeded run drops the same elements wherever it runs.
 pub trait DropoutOps: Memory {
-    /// Training: element i is kept when `dropout_hash(key, i) >= threshold(p)`;
-    /// `mask[i]` = 1/(1−p) if kept else 0, `y = x·mask`, over the first `len`.
-    fn dropout_forward(
-        &self,
-        len: usize,
-        p: f32,
-        key: u32,
-        x: &Self::Buf,
-        mask: &mut Self::Buf,
-        y: &mut Self::Buf,
-    );
+    /// Training: element i is kept when `dropout_hash(d.key, i) >= threshold(d.p)`;
+    /// `mask[i]` = 1/(1−p) if kept else 0, `y = x·mask`, over the first `d.len`.
+    fn dropout_forward(&self, d: &Dropout, x: &Self::Buf, mask: &mut Self::Buf, y: &mut Self::Buf);
     /// `dx = dy·mask` (the forward's mask).
     fn dropout_backward(&self, len: usize, mask: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
 }
@@ -395,16 +426,9 @@ pub fn dropout_threshold(p: f32) -> u32 {
 
 /// Parameter updates (kernels/optim.cu and memory.cu, cpu/optim.rs).
 pub trait OptimOps: Memory {
-    /// One update of `param` from `grad`; `state` holds the optimiser's buffers of the
-    /// same length (SGD: `[velocity]`, Adam: `[m, v]`).
-    fn optim_step(
-        &self,
-        step: &OptimStep,
-        len: usize,
-        param: &mut Self::Buf,
-        grad: &Self::Buf,
-        state: &mut [Self::Buf],
-    );
+    /// One update of `p.value` from `p.grad`; `p.state` holds the optimiser's buffers
+    /// (SGD: `[velocity]`, Adam: `[m, v]`).
+    fn optim_step(&self, step: &OptimStep, p: ParamBufs<Self::Buf>);
     /// `y[..len] += alpha · x` (the gradient capture accumulates with this).
     fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
 }

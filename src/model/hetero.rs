@@ -16,7 +16,7 @@
 //! task's kind. The heads' input gradients into a shared branch are summed.
 
 use super::{Branched, Branches, Layer, Param};
-use crate::backend::{dropout_hash, Backend, LinearShape, LossIo, OptimStep};
+use crate::backend::{dropout_hash, Backend, Dropout, LinearShape, LossIo, OptimStep};
 use crate::data::TaskKind;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -203,28 +203,28 @@ impl<B: Backend> HeteroNet<B> {
     pub fn forward(&mut self, be: &B, a: &mut HeteroActs<B>, n: usize, train: bool) {
         debug_assert!(n <= a.capacity);
         let [trunk, fc1, fc2] = self.shapes(n);
-        be.linear_forward(&trunk, &a.x, self.trunk.params(), &mut a.f);
+        be.linear_forward(&trunk, self.trunk.forward_io(&a.x, &mut a.f));
         be.relu_forward(trunk.y_len(), &a.f, &mut a.fr);
-        be.linear_forward(&fc1, &a.fr, self.branches.fc1.params(), &mut a.h1);
+        be.linear_forward(&fc1, self.branches.fc1.forward_io(&a.fr, &mut a.h1));
         be.relu_forward(fc1.y_len(), &a.h1, &mut a.h1r);
-        be.linear_forward(&fc2, &a.h1r, self.branches.fc2.params(), &mut a.h2);
+        be.linear_forward(&fc2, self.branches.fc2.forward_io(&a.h1r, &mut a.h2));
         be.relu_forward(fc2.y_len(), &a.h2, &mut a.h2r);
         let head_in = if train && self.spec.dropout > 0.0 {
             self.steps = self.steps.wrapping_add(1);
             let key = dropout_hash(self.seed, self.steps);
-            let p = self.spec.dropout;
-            be.dropout_forward(fc2.y_len(), p, key, &a.h2r, &mut a.mask, &mut a.h2d);
+            let d = Dropout {
+                len: fc2.y_len(),
+                p: self.spec.dropout,
+                key,
+            };
+            be.dropout_forward(&d, &a.h2r, &mut a.mask, &mut a.h2d);
             &a.h2d
         } else {
             &a.h2r
         };
         for (t, head) in self.heads.iter().enumerate() {
-            be.linear_forward(
-                &self.head_shape(t, n),
-                head_in,
-                head.params(),
-                &mut a.logits[t],
-            );
+            let io = head.forward_io(head_in, &mut a.logits[t]);
+            be.linear_forward(&self.head_shape(t, n), io);
         }
     }
 
@@ -258,8 +258,10 @@ impl<B: Backend> HeteroNet<B> {
         for t in 0..self.heads.len() {
             let s = self.head_shape(t, n);
             let dx = if t == 0 { &mut a.dh2d } else { &mut a.dhead };
-            let (w, g) = self.heads[t].for_backward(Some(dx));
-            be.linear_backward(&s, head_in, w, &a.dlogits[t], g);
+            be.linear_backward(
+                &s,
+                self.heads[t].backward_io(head_in, &a.dlogits[t], Some(dx)),
+            );
             if t > 0 {
                 be.axpy(1.0, &a.dhead, &mut a.dh2d, fc2.y_len());
             }
@@ -271,16 +273,23 @@ impl<B: Backend> HeteroNet<B> {
             &a.dh2d
         };
         be.relu_backward(fc2.y_len(), &a.h2r, dh2r, &mut a.dh2);
-        let (w, g) = self.branches.fc2.for_backward(Some(&mut a.dh1r));
-        be.linear_backward(&fc2, &a.h1r, w, &a.dh2, g);
+        be.linear_backward(
+            &fc2,
+            self.branches
+                .fc2
+                .backward_io(&a.h1r, &a.dh2, Some(&mut a.dh1r)),
+        );
         be.relu_backward(fc1.y_len(), &a.h1r, &a.dh1r, &mut a.dh1);
-        let (w, g) = self.branches.fc1.for_backward(Some(&mut a.dfr));
-        be.linear_backward(&fc1, &a.fr, w, &a.dh1, g);
+        be.linear_backward(
+            &fc1,
+            self.branches
+                .fc1
+                .backward_io(&a.fr, &a.dh1, Some(&mut a.dfr)),
+        );
         // Selective Sharing's signal, the moment it exists (DESIGN.md §5.1).
         self.branches.capture_step(be);
         be.relu_backward(trunk.y_len(), &a.fr, &a.dfr, &mut a.df);
-        let (w, g) = self.trunk.for_backward(None);
-        be.linear_backward(&trunk, &a.x, w, &a.df, g);
+        be.linear_backward(&trunk, self.trunk.backward_io(&a.x, &a.df, None));
     }
 
     /// One optimiser update of every parameter from its gradient.

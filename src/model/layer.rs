@@ -1,7 +1,10 @@
 //! A layer with a weight and a bias, the building block of every net here.
 
 use super::Param;
-use crate::backend::{Backend, Grads, WeightBias};
+use crate::backend::{
+    Backend, Backward, BatchNorm2d, BatchStats, Forward, Grads, Nchw, RunningStats, TrainStats,
+    WeightBias,
+};
 use rand_chacha::ChaCha8Rng;
 
 /// A layer with a weight and a bias: a convolution, or a linear layer batched
@@ -54,24 +57,114 @@ impl<B: Backend> Layer<B> {
         }
     }
 
-    pub fn params(&self) -> WeightBias<&B::Buf> {
-        WeightBias {
+    /// The forward's operands: `y = layer(x)`.
+    pub fn forward_io<'a>(&'a self, x: &'a B::Buf, y: &'a mut B::Buf) -> Forward<'a, B::Buf> {
+        let p = WeightBias {
             w: &self.w.value,
             b: &self.b.value,
-        }
+        };
+        Forward { x, p, y }
     }
 
-    /// What the backward reads (the weight) and where it writes (the parameters'
-    /// gradients and `dx`).
-    pub fn for_backward<'a>(
+    /// The backward's operands: it reads the forward's input `x`, the weight and
+    /// `dy`, and writes the parameters' gradients and, when asked for, `dx`.
+    pub fn backward_io<'a>(
         &'a mut self,
+        x: &'a B::Buf,
+        dy: &'a B::Buf,
         dx: Option<&'a mut B::Buf>,
-    ) -> (&'a B::Buf, Grads<'a, B::Buf>) {
+    ) -> Backward<'a, B::Buf> {
         let g = Grads {
             dx,
             dw: &mut self.w.grad,
             db: &mut self.b.grad,
         };
-        (&self.w.value, g)
+        Backward {
+            x,
+            w: &self.w.value,
+            dy,
+            g,
+        }
+    }
+}
+
+/// PyTorch's BatchNorm2d defaults: running-statistic momentum and eps.
+pub const BN_MOMENTUM: f32 = 0.1;
+pub const BN_EPS: f32 = 1e-5;
+
+/// A 2-D batchnorm: γ (`weight`), β (`bias`) and the running statistics.
+pub struct BatchNorm<B: Backend> {
+    pub gamma: Param<B>,
+    pub beta: Param<B>,
+    pub running_mean: B::Buf,
+    pub running_var: B::Buf,
+}
+
+impl<B: Backend> BatchNorm<B> {
+    pub fn new(be: &B, name: &str, channels: usize) -> Self {
+        Self {
+            gamma: Param::constant(be, &format!("{name}.weight"), &[channels], 1.0),
+            beta: Param::constant(be, &format!("{name}.bias"), &[channels], 0.0),
+            running_mean: be.upload(&vec![0.0; channels]),
+            running_var: be.upload(&vec![1.0; channels]),
+        }
+    }
+
+    /// Batch statistics (and the running ones) in training, running ones otherwise.
+    pub fn forward(
+        &mut self,
+        be: &B,
+        s: &Nchw,
+        x: &B::Buf,
+        y: &mut B::Buf,
+        batch: BatchStats<&mut B::Buf>,
+        train: bool,
+    ) {
+        let bn = BatchNorm2d {
+            shape: *s,
+            momentum: BN_MOMENTUM,
+            eps: BN_EPS,
+        };
+        let p = WeightBias {
+            w: &self.gamma.value,
+            b: &self.beta.value,
+        };
+        let io = Forward { x, p, y };
+        if train {
+            let running = RunningStats {
+                mean: &mut self.running_mean,
+                var: &mut self.running_var,
+            };
+            be.batchnorm2d_forward_train(&bn, io, TrainStats { batch, running });
+        } else {
+            let running = RunningStats {
+                mean: &self.running_mean,
+                var: &self.running_var,
+            };
+            be.batchnorm2d_forward_eval(&bn, io, running);
+        }
+    }
+
+    pub fn backward(
+        &mut self,
+        be: &B,
+        s: &Nchw,
+        x: &B::Buf,
+        batch: BatchStats<&B::Buf>,
+        dy: &B::Buf,
+        dx: &mut B::Buf,
+    ) {
+        let g = Grads {
+            dx: Some(dx),
+            dw: &mut self.gamma.grad,
+            db: &mut self.beta.grad,
+        };
+        let io = Backward {
+            x,
+            w: &self.gamma.value,
+            dy,
+            g,
+        };
+        be.batchnorm2d_backward(s, io, batch);
     }
 }

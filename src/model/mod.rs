@@ -9,11 +9,11 @@ mod net;
 
 pub use branches::Branches;
 pub use hetero::{HeteroActs, HeteroNet, HeteroSpec};
-pub use layer::Layer;
+pub use layer::{BatchNorm, Layer, BN_EPS, BN_MOMENTUM};
 
 pub use net::{Activations, Net};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ParamBufs};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -160,7 +160,13 @@ impl<B: Backend> Param<B> {
         while self.state.len() < step.state_len() {
             self.state.push(backend.zeros(len));
         }
-        backend.optim_step(step, len, &mut self.value, &self.grad, &mut self.state);
+        let bufs = ParamBufs {
+            len,
+            value: &mut self.value,
+            grad: &self.grad,
+            state: &mut self.state,
+        };
+        backend.optim_step(step, bufs);
     }
 
     /// Copies branch 0's row over every other branch's (first axis = branch).

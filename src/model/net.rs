@@ -10,25 +10,11 @@
 //!   → head [T,out,50] reading branch task_branch[t] → logits [T,N,out]
 //! ```
 
-use super::layer::Layer;
+use super::layer::{BatchNorm, Layer};
 use super::{Branched, Branches};
 use super::{Loss, NetSpec, Param};
-use crate::backend::{
-    Backend, BatchNorm2d, BatchStats, Conv2dShape, Grads, LinearShape, LossIo, Nchw, OptimStep,
-    RunningStats, WeightBias,
-};
+use crate::backend::{Backend, BatchStats, Conv2dShape, LinearShape, LossIo, Nchw, OptimStep};
 use rand_chacha::ChaCha8Rng;
-
-/// BatchNorm momentum and eps, PyTorch defaults.
-pub const BN_MOMENTUM: f32 = 0.1;
-pub const BN_EPS: f32 = 1e-5;
-
-struct BatchNorm<B: Backend> {
-    gamma: Param<B>,
-    beta: Param<B>,
-    running_mean: B::Buf,
-    running_var: B::Buf,
-}
 
 pub struct Net<B: Backend> {
     pub spec: NetSpec,
@@ -175,68 +161,6 @@ impl Shapes {
     }
 }
 
-impl<B: Backend> BatchNorm<B> {
-    fn new(be: &B, name: &str, channels: usize) -> Self {
-        Self {
-            gamma: Param::constant(be, &format!("{name}.weight"), &[channels], 1.0),
-            beta: Param::constant(be, &format!("{name}.bias"), &[channels], 0.0),
-            running_mean: be.upload(&vec![0.0; channels]),
-            running_var: be.upload(&vec![1.0; channels]),
-        }
-    }
-
-    /// Batch statistics (and the running ones) in training, running ones otherwise.
-    fn forward(
-        &mut self,
-        be: &B,
-        s: &Nchw,
-        x: &B::Buf,
-        y: &mut B::Buf,
-        batch: BatchStats<&mut B::Buf>,
-        train: bool,
-    ) {
-        let bn = BatchNorm2d {
-            shape: *s,
-            momentum: BN_MOMENTUM,
-            eps: BN_EPS,
-        };
-        let p = WeightBias {
-            w: &self.gamma.value,
-            b: &self.beta.value,
-        };
-        if train {
-            let running = RunningStats {
-                mean: &mut self.running_mean,
-                var: &mut self.running_var,
-            };
-            be.batchnorm2d_forward_train(&bn, x, p, y, batch, running);
-        } else {
-            let running = RunningStats {
-                mean: &self.running_mean,
-                var: &self.running_var,
-            };
-            be.batchnorm2d_forward_eval(&bn, x, p, running, y);
-        }
-    }
-
-    fn backward(
-        &mut self,
-        be: &B,
-        s: &Nchw,
-        x: &B::Buf,
-        batch: BatchStats<&B::Buf>,
-        dy: &B::Buf,
-        dx: &mut B::Buf,
-    ) {
-        let g = Grads {
-            dx: Some(dx),
-            dw: &mut self.gamma.grad,
-            db: &mut self.beta.grad,
-        };
-        be.batchnorm2d_backward(s, x, &self.gamma.value, batch, dy, g);
-    }
-}
-
 impl<B: Backend> Net<B> {
     /// A freshly initialised network; every task starts on its own branch
     /// (STL: the single task on the single branch).
@@ -355,7 +279,7 @@ impl<B: Backend> Net<B> {
         let s = Shapes::new(&self.spec, &self.branches.task_branch, n);
         let a = act;
         // Trunk.
-        be.conv2d_forward(&s.conv1, &a.x, self.conv1.params(), &mut a.c1);
+        be.conv2d_forward(&s.conv1, self.conv1.forward_io(&a.x, &mut a.c1));
         let stats1 = BatchStats {
             mean: &mut a.mean1,
             inv_std: &mut a.inv_std1,
@@ -364,7 +288,7 @@ impl<B: Backend> Net<B> {
             .forward(be, &s.act1, &a.c1, &mut a.n1, stats1, train);
         be.relu_forward(s.act1.len(), &a.n1, &mut a.r1);
         be.maxpool2x2_forward(&s.act1, &a.r1, &mut a.p1);
-        be.conv2d_forward(&s.conv2, &a.p1, self.conv2.params(), &mut a.c2);
+        be.conv2d_forward(&s.conv2, self.conv2.forward_io(&a.p1, &mut a.c2));
         let stats2 = BatchStats {
             mean: &mut a.mean2,
             inv_std: &mut a.inv_std2,
@@ -373,15 +297,15 @@ impl<B: Backend> Net<B> {
             .forward(be, &s.act2, &a.c2, &mut a.n2, stats2, train);
         be.relu_forward(s.act2.len(), &a.n2, &mut a.r2);
         be.maxpool2x2_forward(&s.act2, &a.r2, &mut a.p2);
-        be.linear_forward(&s.fc, &a.p2, self.fc.params(), &mut a.f);
+        be.linear_forward(&s.fc, self.fc.forward_io(&a.p2, &mut a.f));
         be.relu_forward(s.fc.y_len(), &a.f, &mut a.fr);
         // Branches: every branch in one call per layer.
-        be.linear_forward(&s.fc1, &a.fr, self.branches.fc1.params(), &mut a.h1);
+        be.linear_forward(&s.fc1, self.branches.fc1.forward_io(&a.fr, &mut a.h1));
         be.relu_forward(s.fc1.y_len(), &a.h1, &mut a.h1r);
-        be.linear_forward(&s.fc2, &a.h1r, self.branches.fc2.params(), &mut a.h2);
+        be.linear_forward(&s.fc2, self.branches.fc2.forward_io(&a.h1r, &mut a.h2));
         be.relu_forward(s.fc2.y_len(), &a.h2, &mut a.h2r);
         // Heads: task t reads branch task_branch[t].
-        be.linear_forward(&s.head, &a.h2r, self.head.params(), &mut a.logits);
+        be.linear_forward(&s.head, self.head.forward_io(&a.h2r, &mut a.logits));
     }
 
     /// Loss of the last forward against `act.targets`; writes `act.loss` and the
@@ -406,22 +330,31 @@ impl<B: Backend> Net<B> {
         let s = Shapes::new(&self.spec, &self.branches.task_branch, n);
         let a = act;
         // Heads and branches.
-        let (w, g) = self.head.for_backward(Some(&mut a.dh2r));
-        be.linear_backward(&s.head, &a.h2r, w, &a.dlogits, g);
+        be.linear_backward(
+            &s.head,
+            self.head.backward_io(&a.h2r, &a.dlogits, Some(&mut a.dh2r)),
+        );
         be.relu_backward(s.fc2.y_len(), &a.h2r, &a.dh2r, &mut a.dh2);
-        let (w, g) = self.branches.fc2.for_backward(Some(&mut a.dh1r));
-        be.linear_backward(&s.fc2, &a.h1r, w, &a.dh2, g);
+        be.linear_backward(
+            &s.fc2,
+            self.branches
+                .fc2
+                .backward_io(&a.h1r, &a.dh2, Some(&mut a.dh1r)),
+        );
         be.relu_backward(s.fc1.y_len(), &a.h1r, &a.dh1r, &mut a.dh1);
-        let (w, g) = self.branches.fc1.for_backward(Some(&mut a.dfr));
-        be.linear_backward(&s.fc1, &a.fr, w, &a.dh1, g);
+        be.linear_backward(
+            &s.fc1,
+            self.branches
+                .fc1
+                .backward_io(&a.fr, &a.dh1, Some(&mut a.dfr)),
+        );
         // Selective Sharing's signal (DESIGN.md §5.1): this step's ∂L/∂W1, added
         // the moment it exists. Only a training step runs backward, so evaluation
         // never reaches the capture.
         self.branches.capture_step(be);
         // Trunk.
         be.relu_backward(s.fc.y_len(), &a.fr, &a.dfr, &mut a.df);
-        let (w, g) = self.fc.for_backward(Some(&mut a.dp2));
-        be.linear_backward(&s.fc, &a.p2, w, &a.df, g);
+        be.linear_backward(&s.fc, self.fc.backward_io(&a.p2, &a.df, Some(&mut a.dp2)));
         be.maxpool2x2_backward(&s.act2, &a.r2, &a.dp2, &mut a.dr2);
         be.relu_backward(s.act2.len(), &a.r2, &a.dr2, &mut a.dn2);
         let stats2 = BatchStats {
@@ -430,8 +363,10 @@ impl<B: Backend> Net<B> {
         };
         self.bn2
             .backward(be, &s.act2, &a.c2, stats2, &a.dn2, &mut a.dc2);
-        let (w, g) = self.conv2.for_backward(Some(&mut a.dp1));
-        be.conv2d_backward(&s.conv2, &a.p1, w, &a.dc2, g);
+        be.conv2d_backward(
+            &s.conv2,
+            self.conv2.backward_io(&a.p1, &a.dc2, Some(&mut a.dp1)),
+        );
         be.maxpool2x2_backward(&s.act1, &a.r1, &a.dp1, &mut a.dr1);
         be.relu_backward(s.act1.len(), &a.r1, &a.dr1, &mut a.dn1);
         let stats1 = BatchStats {
@@ -440,8 +375,7 @@ impl<B: Backend> Net<B> {
         };
         self.bn1
             .backward(be, &s.act1, &a.c1, stats1, &a.dn1, &mut a.dc1);
-        let (w, g) = self.conv1.for_backward(None);
-        be.conv2d_backward(&s.conv1, &a.x, w, &a.dc1, g);
+        be.conv2d_backward(&s.conv1, self.conv1.backward_io(&a.x, &a.dc1, None));
     }
 
     /// One training step on the first `n` samples already in `act.x` and

@@ -15,8 +15,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::{
-    ops::*, BatchNorm2d, BatchStats, Conv2dShape, Grads, LinearShape, LossIo, Nchw, OptimStep,
-    RunningStats, WeightBias,
+    ops::*, Backward, BatchNorm2d, BatchStats, Conv2dShape, Dropout, Forward, Grads, LinearShape,
+    LossIo, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats, WeightBias,
 };
 
 /// Every parity body, listed once: `parity_bodies!(m)` expands to
@@ -111,6 +111,14 @@ pub fn wb<'a, B>(w: &'a B, b: &'a B) -> WeightBias<&'a B> {
     WeightBias { w, b }
 }
 
+pub fn fwd<'a, B>(x: &'a B, p: WeightBias<&'a B>, y: &'a mut B) -> Forward<'a, B> {
+    Forward { x, p, y }
+}
+
+pub fn bwd<'a, B>(x: &'a B, w: &'a B, dy: &'a B, g: Grads<'a, B>) -> Backward<'a, B> {
+    Backward { x, w, dy, g }
+}
+
 pub fn grads<'a, B>(dx: Option<&'a mut B>, dw: &'a mut B, db: &'a mut B) -> Grads<'a, B> {
     Grads { dx, dw, db }
 }
@@ -181,8 +189,8 @@ pub fn conv2d_forward_and_backward<B: Backend>(dev: &B) {
         );
         let ((xs, xc), (ws, wc), (bs, bc), (dys, dyc)) = (d.up(&x), d.up(&w), d.up(&b), d.up(&dy));
         let (mut ys, mut yc) = d.poisoned(s.y_len());
-        d.dev.conv2d_forward(&s, &xs, wb(&ws, &bs), &mut ys);
-        d.cpu.conv2d_forward(&s, &xc, wb(&wc, &bc), &mut yc);
+        d.dev.conv2d_forward(&s, fwd(&xs, wb(&ws, &bs), &mut ys));
+        d.cpu.conv2d_forward(&s, fwd(&xc, wb(&wc, &bc), &mut yc));
         assert_close(
             &format!("conv y {s:?}"),
             &d.dev.download(&ys),
@@ -195,17 +203,11 @@ pub fn conv2d_forward_and_backward<B: Backend>(dev: &B) {
         let (mut dbs, mut dbc) = d.poisoned(s.out_channels);
         d.dev.conv2d_backward(
             &s,
-            &xs,
-            &ws,
-            &dys,
-            grads(Some(&mut dxs), &mut dws, &mut dbs),
+            bwd(&xs, &ws, &dys, grads(Some(&mut dxs), &mut dws, &mut dbs)),
         );
         d.cpu.conv2d_backward(
             &s,
-            &xc,
-            &wc,
-            &dyc,
-            grads(Some(&mut dxc), &mut dwc, &mut dbc),
+            bwd(&xc, &wc, &dyc, grads(Some(&mut dxc), &mut dwc, &mut dbc)),
         );
         assert_close(
             &format!("conv dx {s:?}"),
@@ -231,7 +233,7 @@ pub fn conv2d_forward_and_backward<B: Backend>(dev: &B) {
         let (mut dws, _) = d.poisoned(s.w_len());
         let (mut dbs, _) = d.poisoned(s.out_channels);
         d.dev
-            .conv2d_backward(&s, &xs, &ws, &dys, grads(None, &mut dws, &mut dbs));
+            .conv2d_backward(&s, bwd(&xs, &ws, &dys, grads(None, &mut dws, &mut dbs)));
         assert_close(
             &format!("conv dw (no dx) {s:?}"),
             &d.dev.download(&dws),
@@ -296,19 +298,19 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
         let (mut iss, mut isc) = d.poisoned(c);
         d.dev.batchnorm2d_forward_train(
             &bn(s),
-            &xs,
-            wb(&gs, &bs),
-            &mut ys,
-            stats(&mut ms, &mut iss),
-            running(&mut rms, &mut rvs),
+            fwd(&xs, wb(&gs, &bs), &mut ys),
+            TrainStats {
+                batch: stats(&mut ms, &mut iss),
+                running: running(&mut rms, &mut rvs),
+            },
         );
         d.cpu.batchnorm2d_forward_train(
             &bn(s),
-            &xc,
-            wb(&gc, &bc),
-            &mut yc,
-            stats(&mut mc, &mut isc),
-            running(&mut rmc, &mut rvc),
+            fwd(&xc, wb(&gc, &bc), &mut yc),
+            TrainStats {
+                batch: stats(&mut mc, &mut isc),
+                running: running(&mut rmc, &mut rvc),
+            },
         );
         let what = |n: &str| format!("batchnorm {n} {s:?}");
         assert_close(&what("y"), &d.dev.download(&ys), &yc, REDUCTION);
@@ -323,10 +325,16 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
         assert_close(&what("running_var"), &d.dev.download(&rvs), &rvc, REDUCTION);
 
         let (mut ys, mut yc) = d.poisoned(s.len());
-        d.dev
-            .batchnorm2d_forward_eval(&bn(s), &xs, wb(&gs, &bs), running(&rms, &rvs), &mut ys);
-        d.cpu
-            .batchnorm2d_forward_eval(&bn(s), &xc, wb(&gc, &bc), running(&rmc, &rvc), &mut yc);
+        d.dev.batchnorm2d_forward_eval(
+            &bn(s),
+            fwd(&xs, wb(&gs, &bs), &mut ys),
+            running(&rms, &rvs),
+        );
+        d.cpu.batchnorm2d_forward_eval(
+            &bn(s),
+            fwd(&xc, wb(&gc, &bc), &mut yc),
+            running(&rmc, &rvc),
+        );
         // From the device's running statistics, which went through a reduction.
         assert_close(
             &what("eval y (device statistics)"),
@@ -338,8 +346,11 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
         // part is compared, into a freshly poisoned output.
         let (rms, rvs) = (d.dev.upload(&rmc), d.dev.upload(&rvc));
         let (mut ys, _) = d.poisoned(s.len());
-        d.dev
-            .batchnorm2d_forward_eval(&bn(s), &xs, wb(&gs, &bs), running(&rms, &rvs), &mut ys);
+        d.dev.batchnorm2d_forward_eval(
+            &bn(s),
+            fwd(&xs, wb(&gs, &bs), &mut ys),
+            running(&rms, &rvs),
+        );
         assert_close(&what("eval y"), &d.dev.download(&ys), &yc, ELEMENTWISE);
 
         // Backward from the CPU's saved statistics (same inputs on both sides).
@@ -349,19 +360,13 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
         let (mut dbs, mut dbc) = d.poisoned(c);
         d.dev.batchnorm2d_backward(
             &s,
-            &xs,
-            &gs,
+            bwd(&xs, &gs, &dys, grads(Some(&mut dxs), &mut dgs, &mut dbs)),
             stats(&ms, &is),
-            &dys,
-            grads(Some(&mut dxs), &mut dgs, &mut dbs),
         );
         d.cpu.batchnorm2d_backward(
             &s,
-            &xc,
-            &gc,
+            bwd(&xc, &gc, &dyc, grads(Some(&mut dxc), &mut dgc, &mut dbc)),
             stats(&mc, &isc),
-            &dyc,
-            grads(Some(&mut dxc), &mut dgc, &mut dbc),
         );
         assert_close(&what("dx"), &d.dev.download(&dxs), &dxc, REDUCTION);
         assert_close(&what("dgamma"), &d.dev.download(&dgs), &dgc, REDUCTION);
@@ -506,8 +511,8 @@ pub fn linear_branch_batched_forward_and_backward<B: Backend>(dev: &B) {
         );
         let ((xs, xc), (ws, wc), (bs, bc), (dys, dyc)) = (d.up(&x), d.up(&w), d.up(&b), d.up(&dy));
         let (mut ys, mut yc) = d.poisoned(s.y_len());
-        d.dev.linear_forward(&s, &xs, wb(&ws, &bs), &mut ys);
-        d.cpu.linear_forward(&s, &xc, wb(&wc, &bc), &mut yc);
+        d.dev.linear_forward(&s, fwd(&xs, wb(&ws, &bs), &mut ys));
+        d.cpu.linear_forward(&s, fwd(&xc, wb(&wc, &bc), &mut yc));
         let what = |n: &str| format!("linear {n} {s:?}");
         assert_close(&what("y"), &d.dev.download(&ys), &yc, REDUCTION);
 
@@ -516,17 +521,11 @@ pub fn linear_branch_batched_forward_and_backward<B: Backend>(dev: &B) {
         let (mut dbs, mut dbc) = d.poisoned(s.b_len());
         d.dev.linear_backward(
             &s,
-            &xs,
-            &ws,
-            &dys,
-            grads(Some(&mut dxs), &mut dws, &mut dbs),
+            bwd(&xs, &ws, &dys, grads(Some(&mut dxs), &mut dws, &mut dbs)),
         );
         d.cpu.linear_backward(
             &s,
-            &xc,
-            &wc,
-            &dyc,
-            grads(Some(&mut dxc), &mut dwc, &mut dbc),
+            bwd(&xc, &wc, &dyc, grads(Some(&mut dxc), &mut dwc, &mut dbc)),
         );
         let dx = d.dev.download(&dxs);
         assert_close(&what("dx"), &dx, &dxc, REDUCTION);
@@ -650,8 +649,9 @@ pub fn dropout<B: Backend>(dev: &B) {
         let ((xs, xc), (dys, dyc)) = (d.up(&rand_vec(&mut g, len)), d.up(&rand_vec(&mut g, len)));
         let ((mut ms, mut mc), (mut ys, mut yc)) = (d.poisoned(len), d.poisoned(len));
         let key = 0x5EED_0000 + i as u32;
-        d.dev.dropout_forward(len, p, key, &xs, &mut ms, &mut ys);
-        d.cpu.dropout_forward(len, p, key, &xc, &mut mc, &mut yc);
+        let drop = Dropout { len, p, key };
+        d.dev.dropout_forward(&drop, &xs, &mut ms, &mut ys);
+        d.cpu.dropout_forward(&drop, &xc, &mut mc, &mut yc);
         assert_bitwise_equal(
             &format!("dropout mask, y {len} p {p}"),
             &[d.dev.download(&ms), d.dev.download(&ys)],
@@ -699,8 +699,24 @@ pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {
         let mut ss = [d.dev.upload(&v1), d.dev.upload(&v2)];
         let mut sc = [v1.clone(), v2.clone()];
         // len − 2: the tail must stay as it was.
-        d.dev.optim_step(&step, len - 2, &mut ps, &gs, &mut ss);
-        d.cpu.optim_step(&step, len - 2, &mut pc, &gc, &mut sc);
+        d.dev.optim_step(
+            &step,
+            ParamBufs {
+                len: len - 2,
+                value: &mut ps,
+                grad: &gs,
+                state: &mut ss,
+            },
+        );
+        d.cpu.optim_step(
+            &step,
+            ParamBufs {
+                len: len - 2,
+                value: &mut pc,
+                grad: &gc,
+                state: &mut sc,
+            },
+        );
         assert_close(
             &format!("{step:?} param"),
             &d.dev.download(&ps),
@@ -814,17 +830,14 @@ pub fn reduction_outputs<B: Backend>(dev: &B) -> [Vec<f32>; 6] {
         dev.zeros(s.w_len()),
         dev.zeros(3 * 33),
     );
-    dev.linear_backward(&s, &x, &w, &dy, grads(Some(&mut dx), &mut dw, &mut db));
+    dev.linear_backward(&s, bwd(&x, &w, &dy, grads(Some(&mut dx), &mut dw, &mut db)));
     let cx = dev.upload(&rand_vec(&mut g, c.x_len()));
     let cw = dev.upload(&rand_vec(&mut g, c.w_len()));
     let cdy = dev.upload(&rand_vec(&mut g, c.y_len()));
     let (mut cdx, mut cdw, mut cdb) = (dev.zeros(c.x_len()), dev.zeros(c.w_len()), dev.zeros(4));
     dev.conv2d_backward(
         &c,
-        &cx,
-        &cw,
-        &cdy,
-        grads(Some(&mut cdx), &mut cdw, &mut cdb),
+        bwd(&cx, &cw, &cdy, grads(Some(&mut cdx), &mut cdw, &mut cdb)),
     );
     [dx, dw, db, cdx, cdw, cdb].map(|b| dev.download(&b))
 }

@@ -6,7 +6,10 @@
 
 use super::real::Real;
 use super::CpuOf;
-use crate::backend::{BatchNorm2d, BatchStats, Grads, Nchw, NormOps, RunningStats, WeightBias};
+use crate::backend::profile;
+use crate::backend::{
+    Backward, BatchNorm2d, BatchStats, Forward, Nchw, NormOps, RunningStats, TrainStats,
+};
 use rayon::prelude::*;
 
 /// Independent partial sums per channel reduction. One running f64 sum is a chain of
@@ -56,12 +59,10 @@ impl<T: Real> NormOps for CpuOf<T> {
     fn batchnorm2d_forward_train(
         &self,
         bn: &BatchNorm2d,
-        x: &Vec<T>,
-        p: WeightBias<&Vec<T>>,
-        y: &mut Vec<T>,
-        batch: BatchStats<&mut Vec<T>>,
-        running: RunningStats<&mut Vec<T>>,
+        Forward { x, p, y }: Forward<Vec<T>>,
+        TrainStats { batch, running }: TrainStats<Vec<T>>,
     ) {
+        let _span = profile::span("batchnorm2d_forward_train", || bn.shape.to_string());
         let s = &bn.shape;
         let (gamma, beta) = (p.w, p.b);
         let (mean, inv_std) = (batch.mean, batch.inv_std);
@@ -106,11 +107,10 @@ impl<T: Real> NormOps for CpuOf<T> {
     fn batchnorm2d_forward_eval(
         &self,
         bn: &BatchNorm2d,
-        x: &Vec<T>,
-        p: WeightBias<&Vec<T>>,
+        Forward { x, p, y }: Forward<Vec<T>>,
         running: RunningStats<&Vec<T>>,
-        y: &mut Vec<T>,
     ) {
+        let _span = profile::span("batchnorm2d_forward_eval", || bn.shape.to_string());
         let s = &bn.shape;
         let (gamma, beta) = (p.w, p.b);
         let (running_mean, running_var) = (running.mean, running.var);
@@ -134,12 +134,10 @@ impl<T: Real> NormOps for CpuOf<T> {
     fn batchnorm2d_backward(
         &self,
         s: &Nchw,
-        x: &Vec<T>,
-        gamma: &Vec<T>,
+        Backward { x, w: gamma, dy, g }: Backward<Vec<T>>,
         batch: BatchStats<&Vec<T>>,
-        dy: &Vec<T>,
-        g: Grads<Vec<T>>,
     ) {
+        let _span = profile::span("batchnorm2d_backward", || s.to_string());
         let (mean, inv_std) = (batch.mean, batch.inv_std);
         let (dgamma, dbeta) = (g.dw, g.db);
         let mut scratch = Vec::new();
@@ -180,11 +178,9 @@ impl<T: Real> NormOps for CpuOf<T> {
                 [T::from_f64(k), T::from_f64(bx), T::from_f64(c0)]
             })
             .collect();
-        if hw == 0 {
-            return;
-        }
+        // hw.max(1): with empty planes dx is empty and no chunk is visited.
         dx[..s.len()]
-            .par_chunks_mut(hw)
+            .par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(plane, dx_p)| {
                 let [a, b, c0] = coef[plane % c_n];
@@ -224,6 +220,7 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{Cpu, Cpu64};
     use super::*;
+    use crate::backend::{Grads, WeightBias};
 
     const BN: fn(Nchw) -> BatchNorm2d = |shape| BatchNorm2d {
         shape,
@@ -259,7 +256,8 @@ mod tests {
             mean: &mut rm,
             var: &mut rv,
         };
-        cpu.batchnorm2d_forward_train(&BN(*s), x, p, &mut y, batch, running);
+        let io = Forward { x, p, y: &mut y };
+        cpu.batchnorm2d_forward_train(&BN(*s), io, TrainStats { batch, running });
         let (mut dx, mut dg, mut db) = (poisoned(s.len()), poisoned(c_n), poisoned(c_n));
         let stats = BatchStats {
             mean: &mean,
@@ -270,7 +268,8 @@ mod tests {
             dw: &mut dg,
             db: &mut db,
         };
-        cpu.batchnorm2d_backward(s, x, gamma, stats, dy, g);
+        let io = Backward { x, w: gamma, dy, g };
+        cpu.batchnorm2d_backward(s, io, stats);
         [y, mean, is, rm, rv, dx, dg, db]
     }
 
@@ -326,7 +325,12 @@ mod tests {
                 mean: &rm,
                 var: &rv,
             };
-            Cpu64.batchnorm2d_forward_eval(&BN(s), &x, p, running, &mut ye);
+            let io = Forward {
+                x: &x,
+                p,
+                y: &mut ye,
+            };
+            Cpu64.batchnorm2d_forward_eval(&BN(s), io, running);
             let want_e: Vec<f64> = (0..s.len())
                 .map(|i| {
                     let c = (i / hw) % c_n;
@@ -391,7 +395,13 @@ mod tests {
             dw: &mut dg2,
             db: &mut db2,
         };
-        Cpu.batchnorm2d_backward(&s, &x, &gamma, stats, &dy, grads);
+        let io = Backward {
+            x: &x,
+            w: &gamma,
+            dy: &dy,
+            g: grads,
+        };
+        Cpu.batchnorm2d_backward(&s, io, stats);
         assert!(same_bits(&dg, &dg2) && same_bits(&db, &db2));
     }
 

@@ -19,7 +19,8 @@
 use super::gemm::{gemm, transpose, Mat, Split};
 use super::real::Real;
 use super::CpuOf;
-use crate::backend::{Conv2dShape, ConvOps, Grads, WeightBias};
+use crate::backend::profile;
+use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 use rayon::prelude::*;
 
 /// Images per partial sum of the weight gradient.
@@ -240,18 +241,13 @@ fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], d
 }
 
 impl<T: Real> ConvOps for CpuOf<T> {
-    fn conv2d_forward(&self, s: &Conv2dShape, x: &Vec<T>, p: WeightBias<&Vec<T>>, y: &mut Vec<T>) {
+    fn conv2d_forward(&self, s: &Conv2dShape, Forward { x, p, y }: Forward<Vec<T>>) {
+        let _span = profile::span("conv2d_forward", || s.to_string());
         forward(s, x, p.w, p.b, y);
     }
 
-    fn conv2d_backward(
-        &self,
-        s: &Conv2dShape,
-        x: &Vec<T>,
-        w: &Vec<T>,
-        dy: &Vec<T>,
-        g: Grads<Vec<T>>,
-    ) {
+    fn conv2d_backward(&self, s: &Conv2dShape, Backward { x, w, dy, g }: Backward<Vec<T>>) {
+        let _span = profile::span("conv2d_backward", || s.to_string());
         if let Some(dx) = g.dx {
             backward_data(s, w, dy, dx);
         }
@@ -316,14 +312,14 @@ mod tests {
     }
 
     impl WeightBiasLayer for Conv2dShape {
-        fn run_forward<T: Real>(&self, x: &V<T>, p: WeightBias<&V<T>>, y: &mut V<T>) {
-            CpuOf::<T>::default().conv2d_forward(self, x, p, y)
+        fn run_forward<T: Real>(&self, io: Forward<V<T>>) {
+            CpuOf::<T>::default().conv2d_forward(self, io)
         }
         fn lens(&self) -> [usize; 4] {
             [self.x_len(), self.w_len(), self.out_channels, self.y_len()]
         }
-        fn run_backward<T: Real>(&self, x: &V<T>, w: &V<T>, dy: &V<T>, g: Grads<V<T>>) {
-            CpuOf::<T>::default().conv2d_backward(self, x, w, dy, g)
+        fn run_backward<T: Real>(&self, io: Backward<V<T>>) {
+            CpuOf::<T>::default().conv2d_backward(self, io)
         }
     }
 
@@ -340,24 +336,13 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn forward_matches_direct_loops_f64_and_f32() {
-        let larger = [shape(4, 3, 5, 9, 8, 5), shape(2, 20, 40, 12, 12, 5)];
-        for s in small_shapes().into_iter().chain(larger) {
-            // f32 vs f64: sums of ≤ 500 products, within the 1e-5 of check_forward.
-            check_forward(&s, |x, w, b| naive_forward(&s, x, w, b));
-        }
-    }
-
-    #[test]
-    fn backward_matches_finite_differences() {
-        for s in small_shapes() {
-            check_backward(&s);
-        }
-    }
-
-    #[test]
-    fn deterministic_across_runs_and_thread_counts() {
-        check_deterministic(&shape(19, 3, 8, 14, 13, 5));
+    // f32 vs f64: sums of ≤ 500 products, within the 1e-5 of check_forward.
+    weight_bias_layer_tests! {
+        forward: small_shapes()
+            .into_iter()
+            .chain([shape(4, 3, 5, 9, 8, 5), shape(2, 20, 40, 12, 12, 5)]),
+        naive: naive_forward,
+        backward: small_shapes(),
+        deterministic: shape(19, 3, 8, 14, 13, 5),
     }
 }

@@ -3,18 +3,18 @@
 
 use super::real::Real;
 use super::CpuOf;
-use crate::backend::{dropout_hash, dropout_threshold, DropoutOps};
+use crate::backend::profile;
+use crate::backend::{dropout_hash, dropout_threshold, Dropout, DropoutOps};
 
 impl<T: Real> DropoutOps for CpuOf<T> {
     fn dropout_forward(
         &self,
-        len: usize,
-        p: f32,
-        key: u32,
+        &Dropout { len, p, key }: &Dropout,
         x: &Vec<T>,
         mask: &mut Vec<T>,
         y: &mut Vec<T>,
     ) {
+        let _span = profile::span("dropout_forward", || len.to_string());
         debug_assert!(x.len() >= len && mask.len() >= len && y.len() >= len);
         let threshold = dropout_threshold(p);
         // The scale in f32, as the kernel computes it.
@@ -27,6 +27,7 @@ impl<T: Real> DropoutOps for CpuOf<T> {
     }
 
     fn dropout_backward(&self, len: usize, mask: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) {
+        let _span = profile::span("dropout_backward", || len.to_string());
         debug_assert!(mask.len() >= len && dy.len() >= len && dx.len() >= len);
         for ((d, &g), &m) in dx[..len].iter_mut().zip(&dy[..len]).zip(&mask[..len]) {
             *d = g * m;
@@ -40,6 +41,10 @@ mod tests {
     use super::super::{Cpu, Cpu64};
     use super::*;
 
+    fn dropout(len: usize, p: f32, key: u32) -> Dropout {
+        Dropout { len, p, key }
+    }
+
     /// About p of the elements are dropped, the rest scaled by 1/(1−p); the same key
     /// gives the same mask, another key another one; the backward is the mask.
     #[test]
@@ -48,7 +53,7 @@ mod tests {
         let x = to_f32(&rand_vec(&mut rng(1), len));
         let run = |key: u32| {
             let (mut mask, mut y) = (poisoned(len), poisoned(len));
-            Cpu.dropout_forward(len, 0.2, key, &x, &mut mask, &mut y);
+            Cpu.dropout_forward(&dropout(len, 0.2, key), &x, &mut mask, &mut y);
             (mask, y)
         };
         let (mask, y) = run(7);
@@ -79,7 +84,7 @@ mod tests {
         let (x, r) = (rand_vec(&mut g, len), rand_vec(&mut g, len));
         let forward = |x: &[f64]| {
             let (mut mask, mut y) = (vec![0.0; len], vec![0.0; len]);
-            Cpu64.dropout_forward(len, 0.3, 11, &x.to_vec(), &mut mask, &mut y);
+            Cpu64.dropout_forward(&dropout(len, 0.3, 11), &x.to_vec(), &mut mask, &mut y);
             (mask, y)
         };
         let (mask, _) = forward(&x);
@@ -89,7 +94,7 @@ mod tests {
         assert!(rel_err(&dx, &fx) < GRAD_TOL);
         // p = 0 keeps everything unscaled.
         let (mut mask0, mut y0) = (poisoned(len), poisoned(len));
-        Cpu64.dropout_forward(len, 0.0, 5, &x, &mut mask0, &mut y0);
+        Cpu64.dropout_forward(&dropout(len, 0.0, 5), &x, &mut mask0, &mut y0);
         assert!(mask0.iter().all(|&m| m == 1.0) && y0 == x);
     }
 }

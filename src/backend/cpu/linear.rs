@@ -15,7 +15,8 @@
 use super::gemm::{gemm, transpose, Mat, Split};
 use super::real::Real;
 use super::CpuOf;
-use crate::backend::{Grads, LinearOps, LinearShape, WeightBias};
+use crate::backend::profile;
+use crate::backend::{Backward, Forward, LinearOps, LinearShape};
 use rayon::prelude::*;
 
 fn check(s: &LinearShape) {
@@ -40,7 +41,8 @@ fn transposed<T: Real>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
 impl<T: Real> LinearOps for CpuOf<T> {
     /// x: `[x_branches, N, in]`, w: `[branches, out, in]`, b: `[branches, out]`
     /// → y: `[branches, N, out]`.
-    fn linear_forward(&self, s: &LinearShape, x: &Vec<T>, p: WeightBias<&Vec<T>>, y: &mut Vec<T>) {
+    fn linear_forward(&self, s: &LinearShape, Forward { x, p, y }: Forward<Vec<T>>) {
+        let _span = profile::span("linear_forward", || s.to_string());
         let (w, b) = (p.w, p.b);
         check(s);
         debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len());
@@ -76,14 +78,8 @@ impl<T: Real> LinearOps for CpuOf<T> {
     /// → dw: `[branches, out, in]`, db: `[branches, out]`, and when asked for
     /// dx: `[x_branches, N, in]`, summed over the branches reading each input
     /// (0 for an input no branch reads).
-    fn linear_backward(
-        &self,
-        s: &LinearShape,
-        x: &Vec<T>,
-        w: &Vec<T>,
-        dy: &Vec<T>,
-        g: Grads<Vec<T>>,
-    ) {
+    fn linear_backward(&self, s: &LinearShape, Backward { x, w, dy, g }: Backward<Vec<T>>) {
+        let _span = profile::span("linear_backward", || s.to_string());
         let (dx, dw, db) = (g.dx, g.dw, g.db);
         check(s);
         debug_assert!(x.len() >= s.x_len() && w.len() >= s.w_len() && dy.len() >= s.y_len());
@@ -207,34 +203,23 @@ mod tests {
     }
 
     impl WeightBiasLayer for LinearShape {
-        fn run_forward<T: Real>(&self, x: &V<T>, p: WeightBias<&V<T>>, y: &mut V<T>) {
-            CpuOf::<T>::default().linear_forward(self, x, p, y)
+        fn run_forward<T: Real>(&self, io: Forward<V<T>>) {
+            CpuOf::<T>::default().linear_forward(self, io)
         }
         fn lens(&self) -> [usize; 4] {
             [self.x_len(), self.w_len(), self.b_len(), self.y_len()]
         }
-        fn run_backward<T: Real>(&self, x: &V<T>, w: &V<T>, dy: &V<T>, g: Grads<V<T>>) {
-            CpuOf::<T>::default().linear_backward(self, x, w, dy, g)
+        fn run_backward<T: Real>(&self, io: Backward<V<T>>) {
+            CpuOf::<T>::default().linear_backward(self, io)
         }
     }
 
-    #[test]
-    fn forward_matches_direct_loops_f64_and_f32() {
-        for s in shapes() {
-            check_forward(&s, |x, w, b| naive_forward(&s, x, w, b));
-        }
-    }
-
-    #[test]
-    fn backward_matches_finite_differences() {
-        for s in shapes() {
-            check_backward(&s);
-        }
-    }
-
-    #[test]
-    fn deterministic_across_runs_and_thread_counts() {
-        // The MNIST heads' shapes: ten branches on one shared 640-wide input.
-        check_deterministic(&shape(1, &[0; 10], 64, 640, 100));
+    // The deterministic shape is the MNIST heads': ten branches on one shared
+    // 640-wide input.
+    weight_bias_layer_tests! {
+        forward: shapes(),
+        naive: naive_forward,
+        backward: shapes(),
+        deterministic: shape(1, &[0; 10], 64, 640, 100),
     }
 }

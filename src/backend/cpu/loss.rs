@@ -3,6 +3,7 @@
 
 use super::real::Real;
 use super::CpuOf;
+use crate::backend::profile;
 use crate::backend::{LossIo, LossOps};
 
 impl<T: Real> LossOps for CpuOf<T> {
@@ -13,6 +14,7 @@ impl<T: Real> LossOps for CpuOf<T> {
     /// (= (p − t)/n for one-hot rows; the general form keeps the FD check exact); an
     /// all-zero row (a missing target) adds nothing and gets dz = 0.
     fn softmax_cross_entropy(&self, batch: usize, classes: usize, io: LossIo<Vec<T>>) {
+        let _span = profile::span("softmax_cross_entropy", || format!("{batch}×{classes}"));
         let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
         let len = batch * classes;
         debug_assert!(logits.len() >= len && targets.len() >= len && dlogits.len() >= len);
@@ -51,6 +53,7 @@ impl<T: Real> LossOps for CpuOf<T> {
     ///
     /// `loss[t] = (1/n) Σ_n max(z,0) − z·y + log(1 + exp(−|z|))`, `dz = (σ(z) − y)/n`.
     fn sigmoid_bce(&self, tasks: usize, batch: usize, io: LossIo<Vec<T>>) {
+        let _span = profile::span("sigmoid_bce", || format!("{tasks}×{batch}"));
         let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
         let len = tasks * batch;
         debug_assert!(logits.len() >= len && targets.len() >= len && dlogits.len() >= len);
@@ -84,6 +87,7 @@ impl<T: Real> LossOps for CpuOf<T> {
     /// logits, targets, dlogits: `[N]` → loss `[1]`.
     /// `loss = (1/n) Σ (z − t)²`, `dz = 2(z − t)/n`.
     fn mse(&self, batch: usize, io: LossIo<Vec<T>>) {
+        let _span = profile::span("mse", || batch.to_string());
         let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
         debug_assert!(logits.len() >= batch && targets.len() >= batch && dlogits.len() >= batch);
         let present = targets[..batch].iter().filter(|t| !t.is_nan()).count();
@@ -106,6 +110,7 @@ impl<T: Real> LossOps for CpuOf<T> {
     /// number of such pairs; each dz_i sums its pairs in index order.
     /// logits, targets, dlogits: `[N]` → loss `[1]`.
     fn pairwise_rank(&self, batch: usize, io: LossIo<Vec<T>>) {
+        let _span = profile::span("pairwise_rank", || batch.to_string());
         let (logits, targets, loss, dlogits) = (io.logits, io.targets, io.loss, io.dlogits);
         debug_assert!(logits.len() >= batch && targets.len() >= batch && dlogits.len() >= batch);
         let t = |n: usize| targets[n].to_f64();

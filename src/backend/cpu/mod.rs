@@ -89,7 +89,7 @@ impl<T: Real> Memory for CpuOf<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{OptimOps, OptimStep};
+    use crate::backend::{OptimOps, OptimStep, ParamBufs};
 
     /// The trait surface: memory ops and that each op reaches its f32 kernel.
     #[test]
@@ -104,16 +104,17 @@ mod tests {
         assert_eq!(cpu.buf_len(&b), 5);
         let mut st = [cpu.zeros(5), cpu.zeros(5)];
         let g = cpu.upload(&[1.0; 5]);
-        cpu.optim_step(
-            &OptimStep::Sgd {
-                lr: 0.5,
-                momentum: 0.9,
-            },
-            5,
-            &mut b,
-            &g,
-            &mut st[..1],
-        );
+        let sgd = OptimStep::Sgd {
+            lr: 0.5,
+            momentum: 0.9,
+        };
+        let bufs = ParamBufs {
+            len: 5,
+            value: &mut b,
+            grad: &g,
+            state: &mut st[..1],
+        };
+        cpu.optim_step(&sgd, bufs);
         assert_eq!(cpu.download(&b), [2.5, 3.5, 1.5, 1.5, -0.5]);
         let adam = OptimStep::Adam {
             lr: 0.1,
@@ -123,7 +124,13 @@ mod tests {
             step: 1,
         };
         let mut st = [cpu.zeros(5), cpu.zeros(5)];
-        cpu.optim_step(&adam, 5, &mut b, &g, &mut st);
+        let bufs = ParamBufs {
+            len: 5,
+            value: &mut b,
+            grad: &g,
+            state: &mut st,
+        };
+        cpu.optim_step(&adam, bufs);
         assert!((b[0] - 2.4).abs() < 1e-6);
     }
 }

@@ -3,7 +3,8 @@
 
 use super::real::Real;
 use super::CpuOf;
-use crate::backend::{OptimOps, OptimStep};
+use crate::backend::profile;
+use crate::backend::{OptimOps, OptimStep, ParamBufs};
 use rayon::prelude::*;
 
 const ELEM_CHUNK: usize = 1 << 14;
@@ -84,14 +85,9 @@ struct AdamScalars<T> {
 }
 
 impl<T: Real> OptimOps for CpuOf<T> {
-    fn optim_step(
-        &self,
-        step: &OptimStep,
-        len: usize,
-        param: &mut Vec<T>,
-        grad: &Vec<T>,
-        state: &mut [Vec<T>],
-    ) {
+    fn optim_step(&self, step: &OptimStep, p: ParamBufs<Vec<T>>) {
+        let (len, param, grad, state) = (p.len, p.value, p.grad, p.state);
+        let _span = profile::span("optim_step", || len.to_string());
         step.check_state(state);
         let real = |v: f32| T::from_f64(v as f64);
         match *step {
@@ -118,6 +114,7 @@ impl<T: Real> OptimOps for CpuOf<T> {
     }
 
     fn axpy(&self, alpha: f32, x: &Vec<T>, y: &mut Vec<T>, len: usize) {
+        let _span = profile::span("axpy", || len.to_string());
         let alpha = T::from_f64(alpha as f64);
         for (y, &x) in y[..len].iter_mut().zip(&x[..len]) {
             *y += alpha * x;

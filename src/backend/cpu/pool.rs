@@ -2,6 +2,7 @@
 
 use super::real::Real;
 use super::CpuOf;
+use crate::backend::profile;
 use crate::backend::{Nchw, PoolOps};
 use rayon::prelude::*;
 
@@ -51,6 +52,7 @@ fn window_max<T: Real>(v: [T; 4]) -> T {
 impl<T: Real> PoolOps for CpuOf<T> {
     /// x, y: `[len]`; `y = max(x, 0)`.
     fn relu_forward(&self, len: usize, x: &Vec<T>, y: &mut Vec<T>) {
+        let _span = profile::span("relu_forward", || len.to_string());
         debug_assert!(x.len() >= len && y.len() >= len);
         y[..len]
             .par_chunks_mut(ELEM_CHUNK)
@@ -64,6 +66,7 @@ impl<T: Real> PoolOps for CpuOf<T> {
 
     /// y, dy, dx: `[len]`; `dx = dy` where the forward output y > 0, else 0.
     fn relu_backward(&self, len: usize, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) {
+        let _span = profile::span("relu_backward", || len.to_string());
         debug_assert!(y.len() >= len && dy.len() >= len && dx.len() >= len);
         dx[..len]
             .par_chunks_mut(ELEM_CHUNK)
@@ -82,6 +85,7 @@ impl<T: Real> PoolOps for CpuOf<T> {
     /// x: `[N, C, H, W]` → y: `[N, C, H/2, W/2]` (an odd last row/column is dropped, as
     /// PyTorch's floor mode does).
     fn maxpool2x2_forward(&self, s: &Nchw, x: &Vec<T>, y: &mut Vec<T>) {
+        let _span = profile::span("maxpool2x2_forward", || s.to_string());
         let (h, w) = (s.height, s.width);
         let (oh, ow) = (h / 2, w / 2);
         let planes = s.batch * s.channels;
@@ -112,6 +116,7 @@ impl<T: Real> PoolOps for CpuOf<T> {
     /// element of its window that holds the maximum (recomputed from x); every other
     /// dx element is 0.
     fn maxpool2x2_backward(&self, s: &Nchw, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) {
+        let _span = profile::span("maxpool2x2_backward", || s.to_string());
         let (h, w) = (s.height, s.width);
         let (oh, ow) = (h / 2, w / 2);
         let planes = s.batch * s.channels;
@@ -134,6 +139,7 @@ impl<T: Real> PoolOps for CpuOf<T> {
     }
 
     fn global_avgpool_forward(&self, s: &Nchw, x: &Vec<T>, y: &mut Vec<T>) {
+        let _span = profile::span("global_avgpool_forward", || s.to_string());
         let (hw, planes) = (s.height * s.width, s.batch * s.channels);
         debug_assert!(x.len() >= s.len() && y.len() >= planes);
         let scale = T::from_f64((1.0f32 / hw.max(1) as f32) as f64);
@@ -147,6 +153,7 @@ impl<T: Real> PoolOps for CpuOf<T> {
     }
 
     fn global_avgpool_backward(&self, s: &Nchw, dy: &Vec<T>, dx: &mut Vec<T>) {
+        let _span = profile::span("global_avgpool_backward", || s.to_string());
         let (hw, planes) = (s.height * s.width, s.batch * s.channels);
         debug_assert!(dy.len() >= planes && dx.len() >= s.len());
         let scale = T::from_f64((1.0f32 / hw.max(1) as f32) as f64);

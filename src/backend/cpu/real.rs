@@ -63,6 +63,18 @@ pub struct RawMat<P> {
     pub cs: isize,
 }
 
+/// `fn f(self) -> Self` for each `f`, calling the float type's own method.
+macro_rules! delegate_unary {
+    ($t:ty: $($f:ident),*) => {
+        $(
+            #[inline(always)]
+            fn $f(self) -> Self {
+                <$t>::$f(self)
+            }
+        )*
+    };
+}
+
 macro_rules! impl_real {
     ($t:ty, $gemm:path) => {
         impl Real for $t {
@@ -76,26 +88,7 @@ macro_rules! impl_real {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            #[inline(always)]
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            #[inline(always)]
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            #[inline(always)]
-            fn ln_1p(self) -> Self {
-                <$t>::ln_1p(self)
-            }
-            #[inline(always)]
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
+            delegate_unary!($t: sqrt, exp, ln, ln_1p, abs);
             #[inline(always)]
             fn max(self, other: Self) -> Self {
                 <$t>::max(self, other)

@@ -2,7 +2,7 @@
 //! relative error and central finite differences (all f64).
 
 use super::Real;
-use crate::backend::{Grads, WeightBias};
+use crate::backend::{Backward, Forward, Grads, WeightBias};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -109,15 +109,16 @@ pub type V<T> = Vec<T>;
 /// A layer with a weight and a bias (conv, branch-batched linear), as the shared
 /// checks below drive it: its buffer lengths and its two ops on the CPU device.
 pub trait WeightBiasLayer: std::fmt::Debug + Sync {
-    fn run_forward<T: Real>(&self, x: &V<T>, p: WeightBias<&V<T>>, y: &mut V<T>);
+    fn run_forward<T: Real>(&self, io: Forward<V<T>>);
     /// Lengths of `[x, w, b, y]`.
     fn lens(&self) -> [usize; 4];
-    fn run_backward<T: Real>(&self, x: &V<T>, w: &V<T>, dy: &V<T>, g: Grads<V<T>>);
+    fn run_backward<T: Real>(&self, io: Backward<V<T>>);
 
     /// y (poisoned first), `extra` floats longer than the shape needs.
     fn forward<T: Real>(&self, x: &V<T>, [w, b]: [&V<T>; 2], extra: usize) -> V<T> {
         let mut y = poisoned(self.lens()[3] + extra);
-        self.run_forward(x, WeightBias { w, b }, &mut y);
+        let p = WeightBias { w, b };
+        self.run_forward(Forward { x, p, y: &mut y });
         y
     }
 
@@ -130,7 +131,7 @@ pub trait WeightBiasLayer: std::fmt::Debug + Sync {
             dw: &mut dw,
             db: &mut db,
         };
-        self.run_backward(x, w, dy, g);
+        self.run_backward(Backward { x, w, dy, g });
         [dx, dw, db]
     }
 
@@ -196,3 +197,31 @@ pub fn check_deterministic<L: WeightBiasLayer>(l: &L) {
         }
     }
 }
+
+/// The three tests of a [`WeightBiasLayer`]: the forward against direct loops
+/// (`naive(&shape, x, w, b)`) on every `forward` shape, the backward against
+/// finite differences on every `backward` shape, and bit-identical results across
+/// runs and thread counts at the `deterministic` shape.
+macro_rules! weight_bias_layer_tests {
+    (forward: $fwd:expr, naive: $naive:path, backward: $bwd:expr, deterministic: $det:expr $(,)?) => {
+        #[test]
+        fn forward_matches_direct_loops_f64_and_f32() {
+            for s in $fwd {
+                check_forward(&s, |x, w, b| $naive(&s, x, w, b));
+            }
+        }
+
+        #[test]
+        fn backward_matches_finite_differences() {
+            for s in $bwd {
+                check_backward(&s);
+            }
+        }
+
+        #[test]
+        fn deterministic_across_runs_and_thread_counts() {
+            check_deterministic(&$det);
+        }
+    };
+}
+pub(crate) use weight_bias_layer_tests;

@@ -264,7 +264,7 @@ impl Cuda {
     }
 
     /// Runs every launch of a plan in order on the stream.
-    pub fn execute(&self, plan: &Plan<'_, CudaBuf>) {
+    pub fn launch_plan(&self, plan: &Plan<'_, CudaBuf>) {
         self.ctx
             .bind_to_thread()
             .unwrap_or_else(|e| panic!("cuda: binding the context: {e}"));
@@ -374,8 +374,8 @@ impl Memory for Cuda {
 }
 
 impl KernelDevice for Cuda {
-    fn execute(&self, plan: &Plan<'_, CudaBuf>) {
-        Cuda::execute(self, plan)
+    fn launch_plan(&self, plan: &Plan<'_, CudaBuf>) {
+        Cuda::launch_plan(self, plan)
     }
 }
 

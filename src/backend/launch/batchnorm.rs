@@ -1,7 +1,9 @@
 //! Plans of the batchnorm ops (kernels/batchnorm.cu).
 
 use super::{block_per, elementwise, i32_of, Arg, KernelDevice, Plan};
-use crate::backend::{BatchNorm2d, BatchStats, Grads, Nchw, NormOps, RunningStats, WeightBias};
+use crate::backend::{
+    Backward, BatchNorm2d, BatchStats, Forward, Nchw, NormOps, RunningStats, TrainStats,
+};
 
 /// The shape arguments every batchnorm kernel takes: batch, channels, H·W.
 fn nchw_dims<'a, B>(s: &Nchw) -> [Arg<'a, B>; 3] {
@@ -16,11 +18,8 @@ impl<D: KernelDevice> NormOps for D {
     fn batchnorm2d_forward_train(
         &self,
         bn: &BatchNorm2d,
-        x: &D::Buf,
-        p: WeightBias<&D::Buf>,
-        y: &mut D::Buf,
-        batch: BatchStats<&mut D::Buf>,
-        running: RunningStats<&mut D::Buf>,
+        Forward { x, p, y }: Forward<D::Buf>,
+        TrainStats { batch, running }: TrainStats<D::Buf>,
     ) {
         let mut args = vec![
             Arg::Buf(x),
@@ -47,10 +46,8 @@ impl<D: KernelDevice> NormOps for D {
     fn batchnorm2d_forward_eval(
         &self,
         bn: &BatchNorm2d,
-        x: &D::Buf,
-        p: WeightBias<&D::Buf>,
+        Forward { x, p, y }: Forward<D::Buf>,
         running: RunningStats<&D::Buf>,
-        y: &mut D::Buf,
     ) {
         let mut args = vec![
             Arg::Buf(x),
@@ -73,11 +70,8 @@ impl<D: KernelDevice> NormOps for D {
     fn batchnorm2d_backward(
         &self,
         s: &Nchw,
-        x: &D::Buf,
-        gamma: &D::Buf,
+        Backward { x, w: gamma, dy, g }: Backward<D::Buf>,
         batch: BatchStats<&D::Buf>,
-        dy: &D::Buf,
-        g: Grads<D::Buf>,
     ) {
         let dx = g.dx.as_deref().map_or(Arg::Scratch(0), Arg::Buf);
         let mut args = vec![

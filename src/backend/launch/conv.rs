@@ -4,7 +4,7 @@ use super::{
     block_per, gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK,
     CONV_IMAGES_PER_PART, GEMM_BLOCK,
 };
-use crate::backend::{Conv2dShape, ConvOps, Grads, WeightBias};
+use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 
 /// The shape arguments every conv kernel takes, in their order.
 fn conv_dims<'a, B>(s: &Conv2dShape) -> Vec<Arg<'a, B>> {
@@ -21,7 +21,7 @@ fn conv_dims<'a, B>(s: &Conv2dShape) -> Vec<Arg<'a, B>> {
 }
 
 impl<D: KernelDevice> ConvOps for D {
-    fn conv2d_forward(&self, s: &Conv2dShape, x: &D::Buf, p: WeightBias<&D::Buf>, y: &mut D::Buf) {
+    fn conv2d_forward(&self, s: &Conv2dShape, Forward { x, p, y }: Forward<D::Buf>) {
         let mut args = vec![Arg::Buf(x), Arg::Buf(p.w), Arg::Buf(p.b), Arg::Buf(&*y)];
         args.extend(conv_dims(s));
         self.execute(&Plan::one(Launch {
@@ -35,14 +35,7 @@ impl<D: KernelDevice> ConvOps for D {
 
     /// dx (when given) by backward-data; dw by per-image-group partials summed in
     /// order (scratch 0); db by a block per channel.
-    fn conv2d_backward(
-        &self,
-        s: &Conv2dShape,
-        x: &D::Buf,
-        w: &D::Buf,
-        dy: &D::Buf,
-        g: Grads<D::Buf>,
-    ) {
+    fn conv2d_backward(&self, s: &Conv2dShape, Backward { x, w, dy, g }: Backward<D::Buf>) {
         let mut plan = Plan::new();
         if let Some(dx) = g.dx.as_deref() {
             let mut args = vec![Arg::Buf(w), Arg::Buf(dy), Arg::Buf(dx)];

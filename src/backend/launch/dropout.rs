@@ -1,16 +1,14 @@
 //! Plans of dropout (kernels/dropout.cu).
 
 use super::{elementwise, i32_of, Arg, KernelDevice};
-use crate::backend::{dropout_threshold, DropoutOps};
+use crate::backend::{dropout_threshold, Dropout, DropoutOps};
 
 impl<D: KernelDevice> DropoutOps for D {
     /// The key and threshold travel as the bits of an int (the kernel reads them
     /// unsigned); the scale is computed in f32, as the CPU twin does.
     fn dropout_forward(
         &self,
-        len: usize,
-        p: f32,
-        key: u32,
+        &Dropout { len, p, key }: &Dropout,
         x: &D::Buf,
         mask: &mut D::Buf,
         y: &mut D::Buf,

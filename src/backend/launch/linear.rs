@@ -3,7 +3,7 @@
 use super::{
     branch_map, gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK, GEMM_BLOCK,
 };
-use crate::backend::{Grads, LinearOps, LinearShape, WeightBias};
+use crate::backend::{Backward, Forward, LinearOps, LinearShape};
 
 /// The shape arguments every linear kernel takes: batch, in, out.
 fn linear_dims<'a, B>(s: &LinearShape) -> [Arg<'a, B>; 3] {
@@ -23,7 +23,7 @@ fn check_linear(s: &LinearShape) {
 }
 
 impl<D: KernelDevice> LinearOps for D {
-    fn linear_forward(&self, s: &LinearShape, x: &D::Buf, p: WeightBias<&D::Buf>, y: &mut D::Buf) {
+    fn linear_forward(&self, s: &LinearShape, Forward { x, p, y }: Forward<D::Buf>) {
         check_linear(s);
         let mut args = vec![
             Arg::Buf(x),
@@ -42,14 +42,7 @@ impl<D: KernelDevice> LinearOps for D {
         }));
     }
 
-    fn linear_backward(
-        &self,
-        s: &LinearShape,
-        x: &D::Buf,
-        w: &D::Buf,
-        dy: &D::Buf,
-        g: Grads<D::Buf>,
-    ) {
+    fn linear_backward(&self, s: &LinearShape, Backward { x, w, dy, g }: Backward<D::Buf>) {
         check_linear(s);
         let mut plan = Plan::new();
         if let Some(dx) = g.dx.as_deref() {

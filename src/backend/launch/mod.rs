@@ -10,8 +10,9 @@
 //! executor holds the `&mut` the trait method received).
 
 use super::kernels::{KernelInfo, ParamKind};
-use super::Memory;
+use super::{profile, Memory};
 use std::ffi::c_void;
+use std::time::Instant;
 
 /// Block size of elementwise and per-channel kernels.
 pub const BLOCK: u32 = 256;
@@ -253,7 +254,30 @@ pub fn fill<'a, B>(y: &'a B, value: f32, len: usize) -> Plan<'a, B> {
 pub trait KernelDevice: Memory {
     /// Runs every launch of `plan` in order (outputs are written through device
     /// pointers, so the plan holds shared references to them).
-    fn execute(&self, plan: &Plan<'_, Self::Buf>);
+    fn launch_plan(&self, plan: &Plan<'_, Self::Buf>);
+
+    /// What the op families call: [`Self::launch_plan`], timed and recorded under
+    /// the plan's kernels and grids while [`profile`] is on.
+    fn execute(&self, plan: &Plan<'_, Self::Buf>) {
+        if !profile::is_on() {
+            return self.launch_plan(plan);
+        }
+        self.synchronize();
+        let started = Instant::now();
+        self.launch_plan(plan);
+        self.synchronize();
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let kernels: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
+        let grids: Vec<String> = plan.launches.iter().map(|l| grid_text(l.grid)).collect();
+        profile::record(kernels.join("+"), grids.join(" + "), ms);
+    }
+}
+
+/// A grid as `x×y×z` blocks, trailing 1s left out.
+fn grid_text(grid: [u32; 3]) -> String {
+    let last = grid.iter().rposition(|&g| g != 1).unwrap_or(0);
+    let dims: Vec<String> = grid[..=last].iter().map(u32::to_string).collect();
+    format!("{} blocks", dims.join("×"))
 }
 
 mod batchnorm;

@@ -1,25 +1,19 @@
 //! Plans of the parameter updates (kernels/optim.cu, memory.cu).
 
 use super::{elementwise, i32_of, Arg, KernelDevice};
-use crate::backend::{OptimOps, OptimStep};
+use crate::backend::{OptimOps, OptimStep, ParamBufs};
 
 impl<D: KernelDevice> OptimOps for D {
     /// `state`: SGD `[velocity]`, Adam `[m, v]`. Adam's bias corrections are computed
     /// here in f64, as the CPU path (and PyTorch, in Python floats) does.
-    fn optim_step(
-        &self,
-        step: &OptimStep,
-        len: usize,
-        param: &mut D::Buf,
-        grad: &D::Buf,
-        state: &mut [D::Buf],
-    ) {
-        step.check_state(state);
+    fn optim_step(&self, step: &OptimStep, p: ParamBufs<D::Buf>) {
+        step.check_state(p.state);
+        let (len, param, grad, state) = (p.len, &*p.value, p.grad, &*p.state);
         let n = Arg::I32(i32_of(len, "len"));
         let plan = match *step {
             OptimStep::Sgd { lr, momentum } => {
                 let args = vec![
-                    Arg::Buf(&*param),
+                    Arg::Buf(param),
                     Arg::Buf(grad),
                     Arg::Buf(&state[0]),
                     Arg::F32(lr),
@@ -40,7 +34,7 @@ impl<D: KernelDevice> OptimOps for D {
                 let bc1 = 1.0 - (beta1 as f64).powi(t);
                 let bc2 = 1.0 - (beta2 as f64).powi(t);
                 let args = vec![
-                    Arg::Buf(&*param),
+                    Arg::Buf(param),
                     Arg::Buf(grad),
                     Arg::Buf(&state[0]),
                     Arg::Buf(&state[1]),

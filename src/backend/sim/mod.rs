@@ -189,7 +189,7 @@ impl Sim {
     /// Runs every launch of a plan in order, checking every buffer's guards after
     /// each. Panics (naming the kernel) on a bad argument list, a failed block or
     /// an out-of-bounds write.
-    pub fn execute(&self, plan: &Plan<'_, SimBuf>) {
+    pub fn launch_plan(&self, plan: &Plan<'_, SimBuf>) {
         let scratch: Vec<SimBuf> = plan
             .scratch
             .iter()
@@ -320,8 +320,8 @@ impl Memory for Sim {
 }
 
 impl KernelDevice for Sim {
-    fn execute(&self, plan: &Plan<'_, SimBuf>) {
-        Sim::execute(self, plan)
+    fn launch_plan(&self, plan: &Plan<'_, SimBuf>) {
+        Sim::launch_plan(self, plan)
     }
 }
 
