@@ -7,6 +7,9 @@
 //! scripts/compare-cpu.sh sets beside the PyTorch reference's figures (and
 //! scripts/gpu-check puts in its table).
 
+mod common;
+
+use common::Args;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -22,29 +25,10 @@ use std::time::Instant;
 const WARMUP_STEPS: usize = 10;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| {
-                v.parse::<usize>()
-                    .unwrap_or_else(|_| panic!("{name} takes a number, got {v}"))
-            })
-    };
-    let steps = flag("--steps").unwrap_or(100);
-    let batch = flag("--batch").unwrap_or(64);
-    if let Some(threads) = flag("--threads") {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .expect("the global pool is set once");
-    }
-    let device = args
-        .iter()
-        .position(|a| a == "--device")
-        .and_then(|i| args.get(i + 1))
-        .map_or("cpu", String::as_str);
+    let args = Args::parse();
+    let steps = args.number("--steps").unwrap_or(100);
+    let batch = args.number("--batch").unwrap_or(64);
+    let device = args.value("--device").unwrap_or("cpu");
     let data = data::load(DatasetName::Mnist, None).expect("the embedded MNIST loads");
     let inputs = Inputs::new(&data.train);
     match device {

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sskernel::backend::{on_device, Backend, DeviceChoice, OnDevice};
 use sskernel::data::{self, DatasetName};
-use sskernel::model::Mode;
+use sskernel::model::{HeteroSpec, Mode};
 use sskernel::sharing::cluster_cmd::{self, Metric};
 use sskernel::sharing::criteria::Criterion;
 use sskernel::sharing::hdbscan::{HdbscanParams, Selection};
@@ -84,7 +84,8 @@ enum KernelsCommand {
 }
 
 /// What `train` and `reproduce` learn: a digit data set (the CNN of §4, ten binary
-/// tasks) or a heterogeneous problem (the features net, one head per task kind).
+/// tasks) or a heterogeneous problem (the features net — behind a conv stack for
+/// images — one head per task kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Problem {
     Mnist,
@@ -93,6 +94,14 @@ enum Problem {
     MnistAttributes,
     /// Your own: --features X.npy --targets Y.csv --task NAME:TYPE …
     Features,
+    /// CIFAR-10's binary version in --data-dir: VGG-16, one binary task per class.
+    Cifar10,
+    /// OmniGlot's images_background (and images_evaluation) in --data-dir: the
+    /// 3-layer CNN, one binary task per alphabet.
+    Omniglot,
+    /// CUB-200-2011's annotations in --data-dir and --features X.npy (a row per
+    /// images.txt line): one ranking task per attribute.
+    Birds,
 }
 
 impl Problem {
@@ -101,7 +110,7 @@ impl Problem {
         match self {
             Problem::Mnist => Some(DatasetName::Mnist),
             Problem::FashionMnist => Some(DatasetName::FashionMnist),
-            Problem::MnistAttributes | Problem::Features => None,
+            _ => None,
         }
     }
 
@@ -111,6 +120,20 @@ impl Problem {
             Problem::FashionMnist => "fashion-mnist",
             Problem::MnistAttributes => "mnist-attributes",
             Problem::Features => "features",
+            Problem::Cifar10 => "cifar10",
+            Problem::Omniglot => "omniglot",
+            Problem::Birds => "birds",
+        }
+    }
+
+    /// The paper's net for a heterogeneous problem (tasks aside): the conv stack,
+    /// the shared and branch widths, the dropout.
+    fn layout(self) -> HeteroSpec {
+        match self {
+            Problem::Cifar10 => HeteroSpec::cifar10(1, Vec::new()),
+            Problem::Omniglot => HeteroSpec::omniglot(Vec::new()),
+            Problem::Birds => HeteroSpec::birds(0, Vec::new()),
+            _ => HeteroSpec::omniart(0, Vec::new()),
         }
     }
 }
@@ -137,7 +160,8 @@ struct RunArgs {
     /// Stop after N optimiser steps (smoke tests); the partial epoch is still logged.
     #[arg(long)]
     max_steps: Option<usize>,
-    /// Read the standard IDX files from here instead of the default source.
+    /// Read the data set from here: the standard IDX files (digits, instead of the
+    /// default source), CIFAR-10's binary files, OmniGlot's folders, CUB-200-2011.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -146,10 +170,11 @@ struct RunArgs {
     hetero: HeteroArgs,
 }
 
-/// Heterogeneous problems (`mnist-attributes`, `features`).
+/// Heterogeneous problems (`mnist-attributes`, `features`, `cifar10`, `omniglot`,
+/// `birds`).
 #[derive(clap::Args)]
 struct HeteroArgs {
-    /// `features`: the [rows, dim] float16/32/64 C-order .npy (memory-mapped).
+    /// `features`, `birds`: the [rows, dim] float16/32/64 C-order .npy (memory-mapped).
     #[arg(long)]
     features: Option<PathBuf>,
     /// `features`: a CSV with a header, one row per row of X.
@@ -163,22 +188,66 @@ struct HeteroArgs {
     /// CSV's `split` column if it has one, else 0.8:0.1:0.1.
     #[arg(long)]
     split: Option<String>,
-    /// Width of the shared FC.
-    #[arg(long, default_value_t = 2048)]
-    shared: usize,
-    /// Widths of the two hidden layers of every branch.
-    #[arg(long, value_delimiter = ',', default_values_t = [300, 300])]
-    hidden: Vec<usize>,
-    /// Dropout after the second branch layer.
-    #[arg(long, default_value_t = 0.2)]
-    dropout: f32,
+    /// Width of the shared FC (default the paper's for the problem: 2048; CIFAR-10
+    /// 1024, OmniGlot 300).
+    #[arg(long)]
+    shared: Option<usize>,
+    /// Widths of the two hidden layers of every branch (default the paper's: 300,300;
+    /// CIFAR-10 and OmniGlot 100,100, birds 512,256).
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// Dropout after the second branch layer (default the paper's: 0.2; CIFAR-10 and
+    /// birds 0).
+    #[arg(long)]
+    dropout: Option<f32>,
 }
 
 impl HeteroArgs {
     /// The problem's data: the embedded MNIST's attributes, or the user's files.
-    fn load(&self, problem: Problem, seed: u64) -> Result<data::HeteroData> {
+    fn load(
+        &self,
+        problem: Problem,
+        data_dir: Option<&std::path::Path>,
+        seed: u64,
+    ) -> Result<data::HeteroData> {
+        let dir = |problem: Problem| {
+            data_dir
+                .map(PathBuf::from)
+                .with_context(|| format!("`{}` needs --data-dir DIR (see README)", problem.name()))
+        };
         match problem {
             Problem::MnistAttributes => Ok(data::attributes::load()?),
+            Problem::Cifar10 => {
+                let ds = data::cifar10::load_cifar10(&dir(problem)?)?;
+                let names = data::cifar10::CLASS_NAMES.map(String::from);
+                Ok(data::images::one_vs_rest(&ds, &names, true))
+            }
+            Problem::Omniglot => {
+                let dir = dir(problem)?;
+                let options = data::omniglot::Options {
+                    // The paper's 50 alphabets are both sets'.
+                    evaluation: dir.join(data::omniglot::EVALUATION).is_dir(),
+                    seed,
+                    ..Default::default()
+                };
+                let o = data::omniglot::load_omniglot(&dir, &options)?;
+                Ok(data::images::one_vs_rest(&o.dataset, &o.alphabets, false))
+            }
+            Problem::Birds => {
+                let features = self
+                    .features
+                    .clone()
+                    .context("`birds` needs --features X.npy (a row per images.txt line)")?;
+                let options = data::birds::Options {
+                    seed,
+                    ..Default::default()
+                };
+                Ok(data::birds::load_birds(
+                    &dir(problem)?,
+                    &features,
+                    &options,
+                )?)
+            }
             _ => {
                 let need = |v: &Option<PathBuf>, flag: &str| {
                     v.clone()
@@ -325,19 +394,27 @@ impl RunArgs {
         seed: u64,
         out: PathBuf,
     ) -> Result<HeteroConfig> {
-        let batch = self.batch.unwrap_or(100);
+        let layout = self.dataset.layout();
+        // The paper's batch: 32 for the birds' ranking, else 100 (OmniArt's).
+        let batch = self.batch.unwrap_or(if self.dataset == Problem::Birds {
+            32
+        } else {
+            100
+        });
         anyhow::ensure!(batch > 0, "--batch must be at least 1");
         let h = &self.hetero;
+        let dropout = h.dropout.unwrap_or(layout.dropout);
         anyhow::ensure!(
-            (0.0..1.0).contains(&h.dropout),
-            "--dropout must be in [0, 1), got {}",
-            h.dropout
+            (0.0..1.0).contains(&dropout),
+            "--dropout must be in [0, 1), got {dropout}"
         );
-        let [h1, h2] = h.hidden[..] else {
-            anyhow::bail!("--hidden takes two widths, W1,W2; got {:?}", h.hidden);
+        let hidden = h.hidden.clone().unwrap_or(layout.branch_hidden.to_vec());
+        let [h1, h2] = hidden[..] else {
+            anyhow::bail!("--hidden takes two widths, W1,W2; got {hidden:?}");
         };
+        let shared = h.shared.unwrap_or(layout.shared);
         anyhow::ensure!(
-            h.shared > 0 && h1 > 0 && h2 > 0,
+            shared > 0 && h1 > 0 && h2 > 0,
             "--shared and --hidden must be at least 1"
         );
         Ok(HeteroConfig {
@@ -345,12 +422,18 @@ impl RunArgs {
             only_task,
             epochs: self.epochs,
             batch,
-            lr: self.lr.unwrap_or(0.001),
+            // Adam 0.001 as the paper's OmniArt; the birds' ranking: 0.01.
+            lr: self.lr.unwrap_or(if self.dataset == Problem::Birds {
+                0.01
+            } else {
+                0.001
+            }),
             seed,
             max_steps: self.max_steps,
-            shared: h.shared,
+            convs: layout.convs,
+            shared,
             branch_hidden: [h1, h2],
-            dropout: h.dropout,
+            dropout,
             out,
             device,
             sharing: match mode {
@@ -447,7 +530,10 @@ impl OnDevice for TrainArgs {
             ))
         });
         let Some(images) = self.run.dataset.images() else {
-            let data = self.run.hetero.load(self.run.dataset, self.seed)?;
+            let data =
+                self.run
+                    .hetero
+                    .load(self.run.dataset, self.run.data_dir.as_deref(), self.seed)?;
             anyhow::ensure!(
                 self.mode != Mode::Stl,
                 "STL on a heterogeneous problem is one net per task: `sskernel reproduce {} \
@@ -509,7 +595,10 @@ fn reproduce_hetero<B: Backend>(
     rows: &[(Mode, Criterion)],
     out: &std::path::Path,
 ) -> Result<()> {
-    let data = args.run.hetero.load(args.run.dataset, 0)?;
+    let data = args
+        .run
+        .hetero
+        .load(args.run.dataset, args.run.data_dir.as_deref(), 0)?;
     let mut runs = Vec::new();
     for seed in 0..args.seeds {
         for &(mode, criterion) in rows {

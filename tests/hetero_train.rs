@@ -26,6 +26,7 @@ fn config(out: &Path, mode: Mode, epochs: usize, max_steps: Option<usize>) -> He
         lr: 0.002,
         seed: 3,
         max_steps,
+        convs: None,
         shared: 128,
         branch_hidden: [48, 32],
         dropout: 0.2,
@@ -103,6 +104,7 @@ fn branches_of_different_kinds_merge_and_train_on() {
     let data = attributes::load().unwrap();
     let spec = HeteroSpec {
         input: 784,
+        convs: None,
         shared: 64,
         branch_hidden: [32, 16],
         dropout: 0.2,

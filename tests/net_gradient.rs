@@ -16,7 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu64;
 use sskernel::backend::ops::*;
 use sskernel::data::TaskKind;
-use sskernel::model::{Activations, HeteroActs, HeteroNet, HeteroSpec, Mode, Net, NetSpec, Param};
+use sskernel::model::{
+    Activations, ConvBlock, ConvEnd, ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode, Net,
+    NetSpec, Param,
+};
 
 /// Batch size: small, the check is about wiring, not statistics (BN still sees
 /// N·H·W ≥ 128 values per channel).
@@ -225,6 +228,7 @@ fn heterogeneous_gradient_of_every_task_kind_matches_finite_differences() {
     ];
     let spec = HeteroSpec {
         input: 7,
+        convs: None,
         shared: 9,
         branch_hidden: [6, 5],
         dropout: 0.0,
@@ -270,4 +274,63 @@ fn heterogeneous_gradient_of_every_task_kind_matches_finite_differences() {
         fc1.grad[3 * row..].iter().all(|&v| v == 0.0),
         "branch 3 is read by no head"
     );
+}
+
+/// The image problems' net (CIFAR-10, OmniGlot): a conv stack — padded and valid
+/// 3×3 convs, batchnorm, ReLU, a 2×2 max-pool — ending in a global average pool or
+/// flattened, under the shared FC and binary heads; its gradient against central
+/// differences. The conv biases sit before batchnorm: zero gradient analytically.
+#[test]
+fn conv_stack_gradient_matches_finite_differences_for_both_ends() {
+    for (end, seed) in [(ConvEnd::GlobalAvgPool, 5), (ConvEnd::Flatten, 6)] {
+        let block = |out_channels, pad, pool| ConvBlock {
+            out_channels,
+            kernel: 3,
+            pad,
+            pool,
+        };
+        let convs = ConvStackSpec {
+            input: [2, 6, 6],
+            blocks: vec![block(3, 1, true), block(4, 0, false)],
+            end,
+        };
+        let tasks = vec![TaskKind::Binary; 3];
+        let spec = HeteroSpec {
+            input: convs.input_len(),
+            convs: Some(convs),
+            shared: 5,
+            branch_hidden: [4, 3],
+            dropout: 0.0,
+            branches: tasks.len(),
+            tasks: tasks.clone(),
+            identical_branches: false,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let net = HeteroNet::new(&Cpu64, spec.clone(), seed, &mut rng);
+        let mut act = HeteroActs::new(&Cpu64, &spec, N_HETERO);
+        let x: Vec<f32> = (0..N_HETERO * spec.input)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        Cpu64.write(&mut act.x, &x);
+        for t in 0..tasks.len() {
+            let host: Vec<f32> = (0..N_HETERO)
+                .map(|_| f32::from(rng.random_bool(0.5)))
+                .collect();
+            Cpu64.write(&mut act.targets[t], &host);
+        }
+        let mut both = (net, act);
+        let names: Vec<String> = both.0.params().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(
+            names[..4],
+            [
+                "trunk.convs.0.conv.weight",
+                "trunk.convs.0.conv.bias",
+                "trunk.convs.0.bn.weight",
+                "trunk.convs.0.bn.bias"
+            ]
+        );
+        let zero = ["trunk.convs.0.conv.bias", "trunk.convs.1.conv.bias"];
+        let worst = check_gradient(&mut both, 2 * 4 + 2 + 4 + 2 * 3, &zero, 50 + seed);
+        println!("conv stack ({end:?}): worst {worst:.1e}");
+    }
 }

@@ -6,6 +6,7 @@
 //! a new op is profiled without being listed anywhere else. `benches/ops.rs` prints
 //! the table.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -68,6 +69,67 @@ impl Drop for Span {
     }
 }
 
+/// One row of a per-op table: an op at one shape, its calls per step, and the
+/// median over steps of its summed time in a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub op: String,
+    pub shape: String,
+    pub calls: usize,
+    pub ms: f64,
+}
+
+/// The per-op table of several profiled steps (each step's records, as [`stop`]
+/// returns them), slowest first.
+pub fn per_op(steps: &[Vec<Record>]) -> Vec<Row> {
+    let mut by_op: BTreeMap<(&str, &str), Vec<Vec<f64>>> = BTreeMap::new();
+    for (k, records) in steps.iter().enumerate() {
+        for r in records {
+            let per_step = by_op.entry((&r.op, &r.shape)).or_default();
+            per_step.resize(k + 1, Vec::new());
+            per_step[k].push(r.ms);
+        }
+    }
+    let mut rows: Vec<Row> = by_op
+        .into_iter()
+        .map(|((op, shape), mut per_step)| {
+            per_step.resize(steps.len(), Vec::new());
+            let mut sums: Vec<f64> = per_step.iter().map(|c| c.iter().sum()).collect();
+            Row {
+                op: op.to_string(),
+                shape: shape.to_string(),
+                calls: per_step[0].len(),
+                ms: median(&mut sums),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    rows
+}
+
+/// The median (the upper one of an even count); NaN for none.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `rows` as a Markdown table, each op's share of a `step_ms` step beside it.
+pub fn markdown(rows: &[Row], step_ms: f64) -> String {
+    let mut out = String::from("| op | shape | calls/step | ms/step (median) | share |\n");
+    out.push_str("|---|---|---:|---:|---:|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.3} | {:.1}% |\n",
+            r.op,
+            r.shape,
+            r.calls,
+            r.ms,
+            100.0 * r.ms / step_ms
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +157,23 @@ mod tests {
             .collect();
         assert_eq!(names, [("a", "1×2"), ("b", "3")]);
         assert!(mine[1].ms >= 2.0, "{got:?}");
+    }
+
+    #[test]
+    fn per_op_sums_calls_within_a_step_and_takes_the_median_step() {
+        let rec = |op: &str, ms| Record {
+            op: op.into(),
+            shape: "s".into(),
+            ms,
+        };
+        let steps = [
+            vec![rec("a", 1.0), rec("b", 5.0), rec("a", 2.0)],
+            vec![rec("a", 10.0), rec("b", 6.0), rec("a", 20.0)],
+            vec![rec("a", 4.0), rec("b", 7.0), rec("a", 4.0)],
+        ];
+        let rows = per_op(&steps);
+        let got: Vec<(&str, usize, f64)> = rows.iter().map(|r| (&*r.op, r.calls, r.ms)).collect();
+        assert_eq!(got, [("a", 2, 8.0), ("b", 1, 6.0)]);
+        assert!(markdown(&rows, 16.0).contains("| a | s | 2 | 8.000 | 50.0% |"));
     }
 }

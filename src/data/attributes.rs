@@ -29,9 +29,10 @@
 //! of the pixels that the digit does not determine.
 
 use super::error::Result;
+use super::images::Pixels;
 use super::mnist;
-use super::split::{Dataset, Split};
-use super::tasks::{FeatureRows, HeteroData, TaskKind, TaskSpec};
+use super::split::Dataset;
+use super::tasks::{HeteroData, TaskKind, TaskSpec};
 
 pub const NAME: &str = "mnist-attributes";
 
@@ -85,7 +86,7 @@ pub fn from_dataset(ds: &Dataset) -> HeteroData {
                 labels,
             })
             .collect(),
-        inputs: Box::new(Pixels::new(parts, rows * cols)),
+        inputs: Box::new(Pixels::new(parts, Vec::new())),
         targets,
         train: (0..n_train).collect(),
         val: (n_train..n_train + n_val).collect(),
@@ -142,49 +143,6 @@ pub fn loops(digit: u8) -> u8 {
         0 | 6 | 9 => 1,
         8 => 2,
         _ => 0,
-    }
-}
-
-/// All images of the problem, kept as bytes (7.8 MB for 10k) and scaled to
-/// pixel/255 only for the rows a batch asks for. data: [rows, dim].
-struct Pixels {
-    bytes: Vec<u8>,
-    dim: usize,
-}
-
-impl Pixels {
-    fn new(parts: [&Split; 3], dim: usize) -> Pixels {
-        Pixels {
-            bytes: parts
-                .iter()
-                .flat_map(|s| s.images.iter().copied())
-                .collect(),
-            dim,
-        }
-    }
-}
-
-impl FeatureRows for Pixels {
-    fn rows(&self) -> usize {
-        self.bytes.len() / self.dim.max(1)
-    }
-
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn gather(&self, idx: &[usize], out: &mut [f32]) {
-        assert_eq!(
-            out.len(),
-            idx.len() * self.dim,
-            "out is not [idx.len(), dim]"
-        );
-        for (&r, row) in idx.iter().zip(out.chunks_exact_mut(self.dim)) {
-            let image = &self.bytes[r * self.dim..(r + 1) * self.dim];
-            for (o, &b) in row.iter_mut().zip(image) {
-                *o = f32::from(b) / 255.0;
-            }
-        }
     }
 }
 

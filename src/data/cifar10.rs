@@ -24,6 +24,19 @@ pub const ROWS: usize = 32;
 pub const COLS: usize = 32;
 pub const CHANNELS: usize = 3;
 pub const CLASSES: usize = 10;
+/// The categories of labels 0..=9 (`batches.meta.txt` of the official archive).
+pub const CLASS_NAMES: [&str; CLASSES] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 /// One record: the label byte, then `[3, 32, 32]` pixels.
 pub const RECORD: usize = 1 + CHANNELS * ROWS * COLS;
 

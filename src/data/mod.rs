@@ -24,6 +24,7 @@ pub mod error;
 pub mod features;
 pub mod fetch;
 pub mod idx;
+pub mod images;
 pub mod mnist;
 pub mod npy;
 pub mod omniglot;

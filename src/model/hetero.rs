@@ -1,11 +1,13 @@
-//! The heterogeneous multi-task net (DESIGN.md §4, OmniArt / features): a shared
-//! FC on precomputed features, one branch per task (FC → FC → dropout), and one
-//! head per task of that task's kind — softmax classification, sigmoid binary,
-//! linear regression, or a ranking score. Forward and backward are written out
-//! layer by layer, as in `net.rs`.
+//! The heterogeneous multi-task net (DESIGN.md §4, OmniArt / features, and the
+//! image problems): a shared FC on precomputed features — or on the output of a
+//! conv stack over images (`convs`: VGG-16 for CIFAR-10, the OmniGlot CNN) — one
+//! branch per task (FC → FC → dropout), and one head per task of that task's kind:
+//! softmax classification, sigmoid binary, linear regression, or a ranking score.
+//! Forward and backward are written out layer by layer, as in `net.rs`.
 //!
 //! ```text
-//! x [N, input] → trunk fc → f [N, shared] → relu → fr                  (shared by all)
+//! x [N, input] → (convs → [N, convs.out_features()])
+//!   → trunk fc → f [N, shared] → relu → fr                              (shared by all)
 //!   → fc1 [B, h1, shared] → h1 [B, N, h1] → relu → h1r                  (all branches)
 //!   → fc2 [B, h2, h1]     → h2 [B, N, h2] → relu → h2r → dropout → h2d
 //!   → head t [1, out_t, h2] reading branch task_branch[t] → logits_t [N, out_t]
@@ -15,7 +17,7 @@
 //! compares fc1's gradients): a merged branch then feeds several heads, each its
 //! task's kind. The heads' input gradients into a shared branch are summed.
 
-use super::{Branched, Branches, Layer, Param};
+use super::{Branched, Branches, ConvActs, ConvStack, ConvStackSpec, Layer, Param};
 use crate::backend::{dropout_hash, Backend, Dropout, LinearShape, LossIo, OptimStep};
 use crate::data::TaskKind;
 use rand_chacha::ChaCha8Rng;
@@ -24,8 +26,10 @@ use serde::Serialize;
 /// Every size of the heterogeneous net.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HeteroSpec {
-    /// Features per sample.
+    /// Features per sample (with `convs`: the image's C·H·W values).
     pub input: usize,
+    /// The conv stack in front of the shared FC, for image inputs.
+    pub convs: Option<ConvStackSpec>,
     /// Width of the shared FC (the paper: 2048).
     pub shared: usize,
     /// Widths of the two hidden layers of every branch (the paper: 300, 300).
@@ -44,20 +48,67 @@ pub struct HeteroSpec {
 impl HeteroSpec {
     /// The paper's OmniArt layout for `input` features and these tasks.
     pub fn omniart(input: usize, tasks: Vec<TaskKind>) -> Self {
+        Self::on_features(input, 2048, [300, 300], 0.2, tasks)
+    }
+
+    /// The paper's UCSD-Birds layout: shared FC 2048, branches FC 512 → FC 256,
+    /// one ranking score per task.
+    pub fn birds(input: usize, tasks: Vec<TaskKind>) -> Self {
+        Self::on_features(input, 2048, [512, 256], 0.0, tasks)
+    }
+
+    /// The paper's CIFAR-10 layout: VGG-16 (widths divided by `width_div`; 1 is the
+    /// paper's) on 3×32×32 images, shared FC 1024, branches FC 100 → FC 100.
+    pub fn cifar10(width_div: usize, tasks: Vec<TaskKind>) -> Self {
+        let convs = ConvStackSpec::vgg16([3, 32, 32], width_div);
+        Self::on_features(convs.input_len(), 1024, [100, 100], 0.0, tasks).behind(convs)
+    }
+
+    /// The paper's OmniGlot layout: the 3-layer CNN on 28×28 images, shared FC 300,
+    /// branches FC 100 → FC 100 with dropout 0.2.
+    pub fn omniglot(tasks: Vec<TaskKind>) -> Self {
+        let convs = ConvStackSpec::omniglot();
+        Self::on_features(convs.input_len(), 300, [100, 100], 0.2, tasks).behind(convs)
+    }
+
+    /// This net with `convs` in front of its shared FC.
+    fn behind(self, convs: ConvStackSpec) -> Self {
+        Self {
+            convs: Some(convs),
+            ..self
+        }
+    }
+
+    fn on_features(
+        input: usize,
+        shared: usize,
+        branch_hidden: [usize; 2],
+        dropout: f32,
+        tasks: Vec<TaskKind>,
+    ) -> Self {
         Self {
             input,
-            shared: 2048,
-            branch_hidden: [300, 300],
-            dropout: 0.2,
+            convs: None,
+            shared,
+            branch_hidden,
+            dropout,
             branches: tasks.len(),
             tasks,
             identical_branches: true,
         }
     }
+
+    /// Width of the shared FC's input: the conv stack's output, else the features.
+    pub fn trunk_input(&self) -> usize {
+        self.convs
+            .as_ref()
+            .map_or(self.input, ConvStackSpec::out_features)
+    }
 }
 
 pub struct HeteroNet<B: Backend> {
     pub spec: HeteroSpec,
+    convs: Option<ConvStack<B>>,
     trunk: Layer<B>,
     pub branches: Branches<B>,
     heads: Vec<Layer<B>>,
@@ -79,6 +130,7 @@ pub struct HeteroActs<B: Backend> {
     /// Per task: `[N, out_t]` and its `[1]` loss.
     pub logits: Vec<B::Buf>,
     pub loss: Vec<B::Buf>,
+    convs: Option<ConvActs<B>>,
     f: B::Buf,
     fr: B::Buf,
     h1: B::Buf,
@@ -112,6 +164,7 @@ impl<B: Backend> HeteroActs<B> {
             targets: per_task(&|k| capacity * k.outputs()),
             logits: per_task(&|k| capacity * k.outputs()),
             loss: per_task(&|_| 1),
+            convs: spec.convs.as_ref().map(|c| ConvActs::new(be, c, capacity)),
             f: z(capacity * spec.shared),
             fr: z(capacity * spec.shared),
             h1: z(b * capacity * h1),
@@ -135,7 +188,11 @@ impl<B: Backend> HeteroActs<B> {
 
 impl<B: Backend> HeteroNet<B> {
     pub fn new(be: &B, spec: HeteroSpec, seed: u64, rng: &mut ChaCha8Rng) -> Self {
-        let trunk = Layer::linear(be, "trunk.fc", 1, spec.input, spec.shared, rng);
+        let convs = spec
+            .convs
+            .clone()
+            .map(|c| ConvStack::new(be, "trunk.convs", c, rng));
+        let trunk = Layer::linear(be, "trunk.fc", 1, spec.trunk_input(), spec.shared, rng);
         let branches = Branches::new(
             be,
             spec.branches,
@@ -153,6 +210,7 @@ impl<B: Backend> HeteroNet<B> {
             .collect();
         Self {
             spec,
+            convs,
             trunk,
             branches,
             heads,
@@ -178,7 +236,7 @@ impl<B: Backend> HeteroNet<B> {
         let b = self.branches.count();
         let [h1, h2] = self.spec.branch_hidden;
         [
-            LinearShape::single(n, self.spec.input, self.spec.shared),
+            LinearShape::single(n, self.spec.trunk_input(), self.spec.shared),
             LinearShape {
                 branches: b,
                 x_branches: 1,
@@ -203,7 +261,14 @@ impl<B: Backend> HeteroNet<B> {
     pub fn forward(&mut self, be: &B, a: &mut HeteroActs<B>, n: usize, train: bool) {
         debug_assert!(n <= a.capacity);
         let [trunk, fc1, fc2] = self.shapes(n);
-        be.linear_forward(&trunk, self.trunk.forward_io(&a.x, &mut a.f));
+        let trunk_in = match (&mut self.convs, &mut a.convs) {
+            (Some(stack), Some(ca)) => {
+                stack.forward(be, ca, &a.x, n, train);
+                stack.output(ca)
+            }
+            _ => &a.x,
+        };
+        be.linear_forward(&trunk, self.trunk.forward_io(trunk_in, &mut a.f));
         be.relu_forward(trunk.y_len(), &a.f, &mut a.fr);
         be.linear_forward(&fc1, self.branches.fc1.forward_io(&a.fr, &mut a.h1));
         be.relu_forward(fc1.y_len(), &a.h1, &mut a.h1r);
@@ -289,7 +354,14 @@ impl<B: Backend> HeteroNet<B> {
         // Selective Sharing's signal, the moment it exists (DESIGN.md §5.1).
         self.branches.capture_step(be);
         be.relu_backward(trunk.y_len(), &a.fr, &a.dfr, &mut a.df);
-        be.linear_backward(&trunk, self.trunk.backward_io(&a.x, &a.df, None));
+        match (&mut self.convs, &mut a.convs) {
+            (Some(stack), Some(ca)) => {
+                let (out, dout) = stack.output_and_grad(ca);
+                be.linear_backward(&trunk, self.trunk.backward_io(out, &a.df, Some(dout)));
+                stack.backward(be, ca, &a.x, n);
+            }
+            _ => be.linear_backward(&trunk, self.trunk.backward_io(&a.x, &a.df, None)),
+        }
     }
 
     /// One optimiser update of every parameter from its gradient.
@@ -299,16 +371,21 @@ impl<B: Backend> HeteroNet<B> {
         }
     }
 
-    /// Every trainable tensor: trunk, branches, heads in task order.
+    /// Every trainable tensor: conv stack, trunk, branches, heads in task order.
     pub fn params(&self) -> Vec<&Param<B>> {
-        let mut v = vec![&self.trunk.w, &self.trunk.b];
+        let mut v = self.convs.as_ref().map_or(Vec::new(), ConvStack::params);
+        v.extend([&self.trunk.w, &self.trunk.b]);
         v.extend(self.branches.params());
         v.extend(self.heads.iter().flat_map(|h| [&h.w, &h.b]));
         v
     }
 
     pub fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        let mut v = vec![&mut self.trunk.w, &mut self.trunk.b];
+        let mut v = self
+            .convs
+            .as_mut()
+            .map_or(Vec::new(), ConvStack::params_mut);
+        v.extend([&mut self.trunk.w, &mut self.trunk.b]);
         v.extend(self.branches.params_mut());
         v.extend(self.heads.iter_mut().flat_map(|h| [&mut h.w, &mut h.b]));
         v
@@ -316,6 +393,12 @@ impl<B: Backend> HeteroNet<B> {
 
     pub fn param_count(&self) -> usize {
         self.params().iter().map(|p| p.len()).sum()
+    }
+
+    /// The non-trainable buffers (the conv stack's batchnorm running statistics)
+    /// under their checkpoint names.
+    pub fn buffers(&self) -> Vec<(&str, &B::Buf)> {
+        self.convs.as_ref().map_or(Vec::new(), ConvStack::buffers)
     }
 }
 

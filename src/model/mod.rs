@@ -3,11 +3,13 @@
 //! and heads in `net.rs`.
 
 mod branches;
+mod convs;
 mod hetero;
 mod layer;
 mod net;
 
 pub use branches::Branches;
+pub use convs::{BlockShapes, ConvActs, ConvBlock, ConvEnd, ConvStack, ConvStackSpec};
 pub use hetero::{HeteroActs, HeteroNet, HeteroSpec};
 pub use layer::{BatchNorm, Layer, BN_EPS, BN_MOMENTUM};
 

@@ -35,7 +35,7 @@ pub fn serialize<B: Backend>(be: &B, net: &Net<B>, epoch: usize, steps: usize) -
 /// and its branches' task map and origins.
 pub struct Model<'a, B: Backend> {
     pub params: &'a [&'a Param<B>],
-    pub buffers: &'a [(&'static str, &'a B::Buf)],
+    pub buffers: &'a [(&'a str, &'a B::Buf)],
     pub branches: &'a Branches<B>,
 }
 

@@ -11,7 +11,7 @@ use super::{progress, sharing_step, Tally};
 use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::{Backend, OptimStep};
 use crate::data::{HeteroData, TaskKind};
-use crate::model::{HeteroActs, HeteroNet, HeteroSpec, Mode};
+use crate::model::{ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode};
 pub use crate::run::{metric_name, HeteroSummary};
 use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
 use anyhow::{Context, Result};
@@ -35,6 +35,9 @@ pub struct HeteroConfig {
     pub lr: f32,
     pub seed: u64,
     pub max_steps: Option<usize>,
+    /// The conv stack in front of the shared FC (image problems; the inputs are
+    /// then images of `convs.input` values each).
+    pub convs: Option<ConvStackSpec>,
     pub shared: usize,
     pub branch_hidden: [usize; 2],
     pub dropout: f32,
@@ -261,8 +264,19 @@ pub fn train_hetero<B: Backend>(
         .with_context(|| format!("cannot create {}", log_path.display()))?;
 
     let kinds: Vec<TaskKind> = tasks.iter().map(|&t| data.tasks[t].kind).collect();
+    if let Some(convs) = &cfg.convs {
+        anyhow::ensure!(
+            convs.input_len() == data.inputs.dim(),
+            "{}: {} values per sample, but the conv stack reads {:?} images ({} values)",
+            data.name,
+            data.inputs.dim(),
+            convs.input,
+            convs.input_len()
+        );
+    }
     let spec = HeteroSpec {
         input: data.inputs.dim(),
+        convs: cfg.convs.clone(),
         shared: cfg.shared,
         branch_hidden: cfg.branch_hidden,
         dropout: cfg.dropout,
@@ -393,7 +407,7 @@ pub fn train_hetero<B: Backend>(
         let about = serde_json::json!({ "epoch": epoch, "steps": steps, "spec": &net.spec });
         let model = Model {
             params: &net.params(),
-            buffers: &[],
+            buffers: &net.buffers(),
             branches: &net.branches,
         };
         let bytes = checkpoint::serialize_model(be, model, about)?;
