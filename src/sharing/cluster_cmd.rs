@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::hdbscan::{hdbscan_precomputed_timed, hdbscan_timed, HdbscanParams};
+use super::hdbscan::{
+    hdbscan_precomputed_timed, hdbscan_timed, Clustering, HdbscanParams, StepTimes,
+};
 use crate::data::npy;
 
 /// How the input file is read.
@@ -59,24 +61,12 @@ pub fn run_cluster(
     out: &Path,
 ) -> Result<Summary> {
     let start = Instant::now();
-    let m = npy::read_matrix(points)?;
-    let read = start.elapsed().as_secs_f64();
-    let (clustering, times) = match metric {
-        Metric::Euclidean => hdbscan_timed(&m.data, m.rows, m.cols, params),
-        Metric::Precomputed => {
-            if m.rows != m.cols {
-                anyhow::bail!(
-                    "{}: --metric precomputed needs a square [n, n] distance matrix, got [{}, {}]",
-                    points.display(),
-                    m.rows,
-                    m.cols
-                );
-            }
-            hdbscan_precomputed_timed(&m.data, m.rows, params)
-        }
-    }
-    .with_context(|| format!("clustering {}", points.display()))?;
-
+    let Clustered {
+        matrix: m,
+        clustering,
+        read,
+        times,
+    } = cluster_file(points, params, metric)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     npy::write_i64_vector(&out.join("labels.npy"), &clustering.labels)?;
     npy::write_f64_vector(&out.join("probabilities.npy"), &clustering.probabilities)?;
@@ -106,6 +96,45 @@ pub fn run_cluster(
     };
     crate::atomic_file::write_json(&out.join("summary.json"), &summary)?;
     Ok(summary)
+}
+
+/// What `cluster_file` read and found.
+pub struct Clustered {
+    pub matrix: npy::Matrix,
+    pub clustering: Clustering,
+    /// Seconds spent reading the file.
+    pub read: f64,
+    pub times: StepTimes,
+}
+
+/// Reads `points` (`[n, d]` points, or `[n, n]` distances with
+/// `Metric::Precomputed`) and clusters them: everything `run_cluster` does before
+/// it writes. Every error names the file.
+pub fn cluster_file(points: &Path, params: &HdbscanParams, metric: Metric) -> Result<Clustered> {
+    let start = Instant::now();
+    let m = npy::read_matrix(points)?;
+    let read = start.elapsed().as_secs_f64();
+    let (clustering, times) = match metric {
+        Metric::Euclidean => hdbscan_timed(&m.data, m.rows, m.cols, params),
+        Metric::Precomputed => {
+            if m.rows != m.cols {
+                anyhow::bail!(
+                    "{}: --metric precomputed needs a square [n, n] distance matrix, got [{}, {}]",
+                    points.display(),
+                    m.rows,
+                    m.cols
+                );
+            }
+            hdbscan_precomputed_timed(&m.data, m.rows, params)
+        }
+    }
+    .with_context(|| format!("clustering {}", points.display()))?;
+    Ok(Clustered {
+        matrix: m,
+        clustering,
+        read,
+        times,
+    })
 }
 
 #[cfg(test)]
