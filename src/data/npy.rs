@@ -75,6 +75,14 @@ pub enum NpyError {
         shape: Vec<usize>,
     },
 
+    #[error("{}: shape {shape:?} of {item}-byte values is more than any file can hold (this one is {len} bytes)", path.display())]
+    Overflow {
+        path: PathBuf,
+        len: usize,
+        item: usize,
+        shape: Vec<usize>,
+    },
+
     #[error("{}: value at row {row}, column {col} is {value}; expected finite numbers", path.display())]
     NonFinite {
         path: PathBuf,
@@ -414,8 +422,23 @@ fn parse<'a>(
             path: path.to_path_buf(),
         });
     }
-    let count: usize = header.shape.iter().product();
-    let expected_len = header.data_offset + count * dtype.size();
+    // A shape is the file's claim, checked against the file's length before it sizes
+    // anything; a product that overflows cannot match any file.
+    let count = header
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d));
+    let expected_len = count
+        .and_then(|c| c.checked_mul(dtype.size()))
+        .and_then(|b| b.checked_add(header.data_offset));
+    let (Some(count), Some(expected_len)) = (count, expected_len) else {
+        return Err(NpyError::Overflow {
+            path: path.to_path_buf(),
+            len: bytes.len(),
+            item: dtype.size(),
+            shape: header.shape,
+        });
+    };
     if bytes.len() != expected_len {
         return Err(NpyError::Length {
             path: path.to_path_buf(),
@@ -666,6 +689,20 @@ mod tests {
         let e = read_matrix(&p).unwrap_err().to_string();
         assert!(e.contains("bad.npy"), "message must name the file: {e}");
         e
+    }
+
+    /// A shape whose size overflows is refused, not multiplied out (found by
+    /// tests/fuzz_readers.rs: `(8, 9223372036854775807)` panicked in the product).
+    #[test]
+    fn overflowing_shapes_are_refused() {
+        for shape in [
+            vec![8, usize::MAX / 4],
+            vec![usize::MAX / 8 + 1],
+            vec![1 << 40, 1 << 40],
+        ] {
+            let e = err(&encode("<f8", &shape, &[0u8; 16]));
+            assert!(e.contains("more than any file can hold"), "{e}");
+        }
     }
 
     #[test]
