@@ -211,6 +211,30 @@ fn truncated_png_is_named() {
     );
 }
 
+/// A PNG whose header claims far more pixels than its bytes can hold is refused
+/// before the decoder allocates the image (tests/fuzz_readers.rs found a 267-byte
+/// file claiming 65535×105 pixels allocating 20 MB; up to 512 MiB could go).
+#[test]
+fn png_claiming_more_pixels_than_its_bytes_is_refused() {
+    fails(
+        |d| {
+            let p = png_path(d, "images_background", "Greek", 1, 0);
+            let mut b = fs::read(&p).unwrap();
+            // IHDR: length, type, then width and height; its CRC follows the 13 bytes.
+            b[16..20].copy_from_slice(&30_000u32.to_be_bytes());
+            b[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+            let mut crc = flate2::Crc::new();
+            crc.update(&b[12..29]);
+            b[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+            fs::write(&p, &b).unwrap();
+        },
+        &[
+            "Greek/character02/0002_01.png: the PNG header claims 30000x20000 pixels",
+            "a damaged file",
+        ],
+    );
+}
+
 #[test]
 fn non_png_file_is_an_error() {
     fails(

@@ -206,6 +206,16 @@ pub enum DataError {
         source: image::ImageError,
     },
 
+    #[error("{}: the PNG header claims {width}x{height} pixels ({scanlines} bytes of scanlines), more than a {len}-byte file can hold ({most} at deflate's 1032:1): a damaged file", path.display())]
+    ImageTooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        scanlines: u64,
+        len: u64,
+        most: u64,
+    },
+
     #[error("{}: line {line}: {problem}", path.display())]
     BadLine {
         path: PathBuf,

@@ -36,6 +36,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
+use image::ImageDecoder;
 use rayon::prelude::*;
 
 use super::error::{DataError, Result};
@@ -244,16 +245,42 @@ fn decode_all(pngs: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
     decoded.into_iter().collect()
 }
 
+/// The most a deflate stream expands: 258 bytes from a 2-bit code, about 1032:1.
+/// A PNG's scanlines are deflated, so a file of L bytes holds at most this × L bytes
+/// of them.
+pub const DEFLATE_MAX_RATIO: u64 = 1032;
+
 /// One PNG as `[28, 28]` grey bytes (see the module doc for the filter).
+///
+/// The size the header claims is checked against the file's length before the
+/// decoder allocates the image: a damaged header would otherwise have it allocate
+/// up to the `image` crate's 512 MiB limit for a file of a few hundred bytes.
 pub fn decode(path: &Path) -> Result<Vec<u8>> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let image =
-        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|source| {
-            DataError::Image {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+    let image_err = |source| DataError::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader =
+        image::ImageReader::with_format(std::io::Cursor::new(&bytes[..]), image::ImageFormat::Png);
+    let decoder = reader.into_decoder().map_err(image_err)?;
+    let (width, height) = decoder.dimensions();
+    // The fewest scanline bytes such an image deflates from: per row a filter byte
+    // and the packed pixels (interlacing only adds rows).
+    let bits = u64::from(decoder.original_color_type().bits_per_pixel());
+    let scanlines = u64::from(height) * (1 + (u64::from(width) * bits).div_ceil(8));
+    let most = DEFLATE_MAX_RATIO * bytes.len() as u64;
+    if scanlines > most {
+        return Err(DataError::ImageTooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            scanlines,
+            len: bytes.len() as u64,
+            most,
+        });
+    }
+    let image = image::DynamicImage::from_decoder(decoder).map_err(image_err)?;
     let grey = image.to_luma8();
     let small = image::imageops::resize(&grey, COLS as u32, ROWS as u32, FilterType::Triangle);
     Ok(small.into_raw())
