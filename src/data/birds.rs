@@ -93,9 +93,10 @@ pub fn load_birds(dir: &Path, features: &Path, options: &Options) -> Result<Hete
             images: n,
         });
     }
-    let is_train = read_split(&dir.join(SPLIT), &row_of)?;
+    let is_train = read_split(&dir.join(SPLIT), &row_of, &images_path)?;
     let labels_path = dir.join(LABELS);
-    let targets = read_scores(&labels_path, &row_of, &task_of, options.attributes.len())?;
+    let m = options.attributes.len();
+    let targets = read_scores(&labels_path, (&row_of, &images_path), &task_of, m)?;
 
     let official: Vec<usize> = (0..n).filter(|&r| is_train[r]).collect();
     let test: Vec<usize> = (0..n).filter(|&r| !is_train[r]).collect();
@@ -119,7 +120,6 @@ pub fn load_birds(dir: &Path, features: &Path, options: &Options) -> Result<Hete
             rows: n,
         });
     }
-    let m = options.attributes.len();
     let tasks: Vec<TaskSpec> = options
         .attributes
         .iter()
@@ -244,12 +244,17 @@ fn field(
     }
 }
 
-/// The row of an image id of `images.txt`.
-fn known(row_of: &HashMap<u32, usize>, id: u32) -> std::result::Result<usize, String> {
+/// The row of an image id of `images.txt` (at `images`, named in full: the error
+/// is reported against another file's line, and either file may be the damaged one).
+fn known(
+    row_of: &HashMap<u32, usize>,
+    images: &Path,
+    id: u32,
+) -> std::result::Result<usize, String> {
     row_of
         .get(&id)
         .copied()
-        .ok_or_else(|| format!("image id {id} is not in {IMAGES}"))
+        .ok_or_else(|| format!("image id {id} is not in {}", images.display()))
 }
 
 /// `images.txt`: image id → row (its line's order among the images).
@@ -274,12 +279,12 @@ fn read_images(path: &Path) -> Result<HashMap<u32, usize>> {
 }
 
 /// `train_test_split.txt`: is_train[row]. Every image must have exactly one line.
-fn read_split(path: &Path, row_of: &HashMap<u32, usize>) -> Result<Vec<bool>> {
+fn read_split(path: &Path, row_of: &HashMap<u32, usize>, images: &Path) -> Result<Vec<bool>> {
     let mut split: Vec<Option<bool>> = vec![None; row_of.len()];
     for_each_line(path, |_, fields| {
         arity(fields, 2, 2, "<image_id> <is_training_image>")?;
         let id = field(fields, 0, "image id", 1..=u32::MAX)?;
-        let row = known(row_of, id)?;
+        let row = known(row_of, images, id)?;
         let is_train = field(fields, 1, "is_training_image", 0..=1)? == 1;
         if split[row].replace(is_train).is_some() {
             return Err(format!("image id {id} appears twice"));
@@ -293,7 +298,11 @@ fn read_split(path: &Path, row_of: &HashMap<u32, usize>) -> Result<Vec<bool>> {
             .map_or(0, |(&id, _)| id);
         return Err(DataError::Layout {
             path: path.to_path_buf(),
-            problem: format!("no line for image id {id} ({IMAGES} line {})", row + 1),
+            problem: format!(
+                "no line for image id {id} ({} line {})",
+                images.display(),
+                row + 1
+            ),
         });
     }
     Ok(split.into_iter().map(|s| s == Some(true)).collect())
@@ -303,7 +312,7 @@ fn read_split(path: &Path, row_of: &HashMap<u32, usize>) -> Result<Vec<bool>> {
 /// where missing. Lines of attributes that are not tasks are checked but not kept.
 fn read_scores(
     path: &Path,
-    row_of: &HashMap<u32, usize>,
+    (row_of, images): (&HashMap<u32, usize>, &Path),
     task_of: &[Option<usize>],
     m: usize,
 ) -> Result<Vec<f32>> {
@@ -318,7 +327,7 @@ fn read_scores(
             "<image_id> <attribute_id> <is_present> <certainty_id> …",
         )?;
         let id = field(fields, 0, "image id", 1..=u32::MAX)?;
-        let row = known(row_of, id)?;
+        let row = known(row_of, images, id)?;
         let attribute = field(fields, 1, "attribute id", 1..=ATTRIBUTES)?;
         let present = field(fields, 2, "is_present", 0..=1)?;
         let certainty = field(fields, 3, "certainty_id", 1..=4)?;
