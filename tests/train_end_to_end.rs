@@ -819,6 +819,27 @@ fn checkpoint_load_refuses_bad_files_plainly() {
             "does not fit a net of 10 tasks and 10 branches".into(),
         ),
         (stl, "does not fit a net of 10 tasks and 10 branches".into()),
+        // Found by tests/fuzz_readers.rs: a flipped exponent loaded as NaN weights.
+        (
+            write("nan-weight.safetensors", &|t| {
+                let e = t.iter_mut().find(|e| e.0 == "heads.weight").unwrap();
+                e.3[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+            }),
+            "heads.weight[1] = NaN; a checkpoint holds finite values only".into(),
+        ),
+        (
+            write("negative-index.safetensors", &|t| {
+                set(t, "branches.origin", Dtype::I64, vec![1], i64s(&[-1]))
+            }),
+            "branches.origin[0] = -1, expected an index".into(),
+        ),
+        (
+            write("origin-twice.safetensors", &|t| {
+                let origin = [0, 1, 2, 3, 4, 5, 6, 7, 8, 8];
+                set(t, "branches.origin", Dtype::I64, vec![10], i64s(&origin))
+            }),
+            "branch origins [0, 1, 2, 3, 4, 5, 6, 7, 8, 8] are not distinct".into(),
+        ),
     ];
     for (path, expected) in cases {
         let mut target = net(Mode::Mtl, 3);
@@ -831,5 +852,29 @@ fn checkpoint_load_refuses_bad_files_plainly() {
             "{}: want {expected:?}, got: {msg}",
             path.display()
         );
+    }
+
+    // Nothing partial (found by tests/fuzz_readers.rs): a merged run's maps with
+    // unmerged branch tensors are refused before the net is pruned to one branch.
+    let merged_maps = write("merged-maps.safetensors", &|t| {
+        set(t, "heads.task_branch", Dtype::I64, vec![10], i64s(&[0; 10]));
+        set(t, "branches.origin", Dtype::I64, vec![1], i64s(&[0]));
+    });
+    let mut target = net(Mode::Mtl, 3);
+    let err = checkpoint::load(&Cpu, &mut target, &merged_maps).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(
+            "tensor branches.fc1.weight is F32 [10, 100, 640], expected F32 [1, 100, 640]"
+        ),
+        "{err:#}"
+    );
+    assert_eq!(
+        (target.spec.branches, target.branches.task_branch.len()),
+        (10, 10),
+        "the refused file pruned the net"
+    );
+    let untouched = net(Mode::Mtl, 3);
+    for (a, b) in untouched.params().iter().zip(target.params()) {
+        assert!(a.value == b.value, "{} changed by a refused load", a.name);
     }
 }

@@ -92,8 +92,13 @@ pub fn serialize_model<B: Backend>(
     Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
-/// Loads the tensors saved by [`save`] into `net`, built with the same spec; a
+/// Loads the tensors saved by [`serialize`] into `net`, built with the same spec; a
 /// checkpoint of a run whose branches merged first prunes `net` to its branches.
+///
+/// Everything is checked before `net` changes, so a damaged file leaves `net` as it
+/// was: the maps (task → branch within the branches; origins distinct and within
+/// the net's branches), every tensor's dtype and shape, and every value finite
+/// (`serialize` never writes a non-finite one, so such a file is damaged).
 pub fn load<B: Backend>(be: &B, net: &mut Net<B>, path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -116,17 +121,32 @@ pub fn load<B: Backend>(be: &B, net: &mut Net<B>, path: &Path) -> Result<()> {
     };
     let indices = |name: &str| -> Result<Vec<usize>> {
         let t = tensor(name, Dtype::I64, None)?;
-        Ok(t.data()
+        t.data()
             .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-            .collect())
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .enumerate()
+            .map(|(i, v)| {
+                usize::try_from(v).map_err(|_| {
+                    anyhow::anyhow!("{}: {name}[{i}] = {v}, expected an index", path.display())
+                })
+            })
+            .collect()
     };
     let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let t = tensor(name, Dtype::F32, Some(shape))?;
-        Ok(t.data()
+        let values: Vec<f32> = t
+            .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect())
+            .collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: {name}[{i}] = {}; a checkpoint holds finite values only: the file is damaged",
+                path.display(),
+                values[i]
+            );
+        }
+        Ok(values)
     };
 
     let task_branch = indices(TASK_BRANCH)?;
@@ -145,19 +165,53 @@ pub fn load<B: Backend>(be: &B, net: &mut Net<B>, path: &Path) -> Result<()> {
             net.spec.branches
         );
     }
+    // Each branch was created for a distinct branch of the unmerged net.
+    let mut seen = vec![false; net.spec.branches];
+    if origin
+        .iter()
+        .any(|&o| o >= seen.len() || std::mem::replace(&mut seen[o], true))
+    {
+        bail!(
+            "{}: branch origins {origin:?} are not distinct branches of a net of {} branches",
+            path.display(),
+            net.spec.branches
+        );
+    }
+    // A merged run's branch tensors hold `branches` rows of the net's.
+    let branch_names: Vec<String> = net
+        .branches
+        .params()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let params = net
+        .params()
+        .iter()
+        .map(|p| {
+            let mut shape = p.shape.clone();
+            if branch_names.contains(&p.name) {
+                shape[0] = branches;
+            }
+            f32s(&p.name, &shape)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let buffers = net
+        .buffers()
+        .iter()
+        .map(|(name, buf)| f32s(name, &[be.buf_len(buf)]))
+        .collect::<Result<Vec<_>>>()?;
+
     if branches < net.spec.branches {
         net.prune(be, &(0..branches).collect::<Vec<_>>(), task_branch);
     } else {
         net.branches.task_branch = task_branch;
     }
     net.branches.branch_origin = origin;
-    for p in net.params_mut() {
-        let host = f32s(&p.name, &p.shape)?;
-        p.value = be.upload(&host);
+    for (p, host) in net.params_mut().into_iter().zip(&params) {
+        p.value = be.upload(host);
     }
-    for (name, buf) in net.buffers_mut() {
-        let len = be.buf_len(buf);
-        *buf = be.upload(&f32s(name, &[len])?);
+    for ((_, buf), host) in net.buffers_mut().into_iter().zip(&buffers) {
+        *buf = be.upload(host);
     }
     Ok(())
 }
