@@ -778,8 +778,26 @@ fn checkpoint_load_refuses_bad_files_plainly() {
         checkpoint::serialize(&Cpu, &net(Mode::Stl, 1), 1, 1).unwrap(),
     )
     .unwrap();
+    // Offsets summing to near 2^64: safetensors 0.8 overflowed adding them up
+    // (a panic in a debug build).
+    let huge = dir.path().join("huge-offsets.safetensors");
+    let size: u64 = (1 << 61) - 25;
+    let tensors: Vec<String> = (0..8u64)
+        .map(|i| {
+            let (s, e) = (i * size, (i + 1) * size);
+            format!("\"t{i}\":{{\"dtype\":\"U8\",\"shape\":[{size}],\"data_offsets\":[{s},{e}]}}")
+        })
+        .collect();
+    let header = format!("{{{}}}", tensors.join(","));
+    let mut huge_bytes = (header.len() as u64).to_le_bytes().to_vec();
+    huge_bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(&huge, huge_bytes).unwrap();
     let cases: Vec<(std::path::PathBuf, String)> = vec![
         (dir.path().join("missing.safetensors"), "cannot read".into()),
+        (
+            huge,
+            "tensor t0 ends at byte 2305843009213693927 of the data, which holds 0 bytes".into(),
+        ),
         (garbage, "not a valid safetensors file".into()),
         (truncated, "not a valid safetensors file".into()),
         (

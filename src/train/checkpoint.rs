@@ -101,6 +101,7 @@ pub fn serialize_model<B: Backend>(
 /// (`serialize` never writes a non-finite one, so such a file is damaged).
 pub fn load<B: Backend>(be: &B, net: &mut Net<B>, path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    check_data_offsets(&bytes, path)?;
     let st = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
     let tensor = |name: &str, dtype: Dtype, shape: Option<&[usize]>| {
@@ -212,6 +213,42 @@ pub fn load<B: Backend>(be: &B, net: &mut Net<B>, path: &Path) -> Result<()> {
     }
     for ((_, buf), host) in net.buffers_mut().into_iter().zip(&buffers) {
         *buf = be.upload(host);
+    }
+    Ok(())
+}
+
+/// Refuses a header whose tensors end past the file. safetensors 0.8 adds the last
+/// tensor's end offset to the header length unchecked, so a crafted header whose
+/// offsets sum to near 2^64 panics with an overflow in a debug build (release
+/// wraps and reports the length mismatch). Anything else wrong with the header is
+/// left to `SafeTensors::deserialize` to report.
+fn check_data_offsets(bytes: &[u8], path: &Path) -> Result<()> {
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    else {
+        return Ok(());
+    };
+    let Some((header, data)) = usize::try_from(n)
+        .ok()
+        .and_then(|n| 8usize.checked_add(n))
+        .filter(|&end| end <= bytes.len())
+        .map(|end| (&bytes[8..end], bytes.len() - end))
+    else {
+        return Ok(());
+    };
+    let Ok(serde_json::Value::Object(tensors)) = serde_json::from_slice(header) else {
+        return Ok(());
+    };
+    for (name, info) in &tensors {
+        let end = info["data_offsets"][1].as_u64();
+        if let Some(end) = end.filter(|&e| e > data as u64) {
+            bail!(
+                "{}: not a valid safetensors file: tensor {name} ends at byte {end} of the \
+                 data, which holds {data} bytes (truncated or damaged)",
+                path.display()
+            );
+        }
     }
     Ok(())
 }
