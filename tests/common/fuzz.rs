@@ -308,7 +308,9 @@ pub fn file_in(dir: &Path, name: &str) -> PathBuf {
 
 /// Counts the bytes each thread has allocated and not freed, and the peak since
 /// `peak_during` started; install with `#[global_allocator]` in the test binary.
-/// Per thread, so tests running in parallel do not see each other's allocations.
+/// Per thread, so tests running in parallel do not see each other's allocations;
+/// what a reader allocates on rayon's workers is not seen either (the readers
+/// fuzzed allocate their buffers on the calling thread; workers only fill them).
 pub struct CountingAlloc;
 
 thread_local! {
