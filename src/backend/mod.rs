@@ -39,7 +39,7 @@ impl Conv2dShape {
     pub fn out_width(&self) -> usize {
         (self.width + 2 * self.pad - self.kernel) / self.stride + 1
     }
-    /// Valid (no padding) and stride 1: the case the CPU copies rows for.
+    /// Valid (no padding) and stride 1: the MNIST nets' convolutions.
     pub fn is_valid_unit_stride(&self) -> bool {
         self.pad == 0 && self.stride == 1
     }

@@ -1,14 +1,17 @@
-//! Valid, stride-1 2-D convolution as im2col + GEMM.
+//! 2-D convolution (zero padding, any stride) as im2col + GEMM.
 //!
 //! Per image n (P = OH·OW output pixels, CRR = C·R·R patch length):
-//! - `col[CRR, P]`, `col[(c·R + i)·R + j, oy·OW + ox] = x[n, c, oy+i, ox+j]`
+//! - `col[CRR, P]`, `col[(c·R + i)·R + j, oy·OW + ox] = x[n, c, oy·S+i−pad, ox·S+j−pad]`
+//!   (0 in the padding; the valid stride-1 case copies whole rows)
 //! - forward:          `y[n] (K×P)   = W (K×CRR) · col (CRR×P) + b`
 //! - backward-data:    `dcol (CRR×P) = Wᵀ (CRR×K) · dy[n] (K×P)`, then col2im → dx[n]
 //! - backward-weights: `dW (K×CRR)  = Σ_n dy[n] (K×P) · colᵀ (P×CRR)`, `db[k] = Σ_{n,p} dy[n, k, p]`
 //!
-//! Forward and backward-data run one image per rayon task. The weight gradient is a
-//! reduction over the batch: images are grouped into fixed chunks of `IMG_CHUNK`
-//! (independent of the thread count); each chunk is one GEMM with k = IMG_CHUNK·P
+//! Forward and backward-data run one group of images per rayon task, the group's
+//! patch matrices side by side in one GEMM (`images_per_gemm`: one image unless
+//! its P is small). The weight gradient is a
+//! reduction over the batch: images are grouped into fixed chunks of
+//! `images_per_part` (independent of the thread count); each chunk is one GEMM with k = images·P
 //! over its stacked `colᵀ` and `dyᵀ` into its own partial, and the partials are
 //! added in chunk order.
 //!
@@ -23,8 +26,33 @@ use crate::backend::profile;
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 use rayon::prelude::*;
 
-/// Images per partial sum of the weight gradient.
+/// Images per partial sum of the weight gradient, at least.
 const IMG_CHUNK: usize = 8;
+
+/// Fewest rows (the GEMM's k: images × P) of a weight-gradient partial: for small
+/// P, more images per partial, so each is a real GEMM rather than a rank-32 update
+/// of the whole `[K, CRR]` (the MNIST nets' P of 576 and 64 keep `IMG_CHUNK`).
+const MIN_PART_ROWS: usize = 256;
+
+/// Images per weight-gradient partial: a function of the shape only, so the
+/// summation order does not depend on the thread count.
+fn images_per_part(s: &Conv2dShape) -> usize {
+    let p = s.out_height() * s.out_width();
+    IMG_CHUNK.max(MIN_PART_ROWS.div_ceil(p.max(1)))
+}
+
+/// Fewest columns of a forward or backward-data GEMM: images are stacked side by
+/// side until their output pixels reach it (VGG's 2×2 and 4×4 layers would make
+/// matrix-vector products image by image). The MNIST nets' P of 576 and 64 keep
+/// one image per GEMM.
+const MIN_GEMM_COLS: usize = 64;
+
+/// Images per forward / backward-data GEMM: a function of the shape only, so the
+/// result does not depend on the thread count.
+fn images_per_gemm(s: &Conv2dShape) -> usize {
+    let p = s.out_height() * s.out_width();
+    MIN_GEMM_COLS.div_ceil(p.max(1)).clamp(1, s.batch.max(1))
+}
 
 /// The input pixel that patch entry (i, j) of output (oy, ox) reads — `(iy, ix)`
 /// of `[H, W]` — or None where it falls in the zero padding.
@@ -35,8 +63,21 @@ fn source(s: &Conv2dShape, (oy, ox): (usize, usize), (i, j): (usize, usize)) -> 
     (iy < s.height && ix < s.width).then_some(iy * s.width + ix)
 }
 
+/// Stride 1: the outputs `o` (of `out` along a side of `len` inputs) whose tap `t`
+/// reads inside the input, `[lo, hi)`; output o then reads input `o + t − pad`.
+fn tap_span(len: usize, pad: usize, out: usize, t: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(t).min(out);
+    let hi = (len + pad).saturating_sub(t).clamp(lo, out);
+    (lo, hi)
+}
+
+/// Stride 1: the input row tap `i` of output row `oy` reads, None in the padding.
+fn tap_row(s: &Conv2dShape, oy: usize, i: usize) -> Option<usize> {
+    (oy + i).checked_sub(s.pad).filter(|&iy| iy < s.height)
+}
+
 /// Every (c, i, j, oy, ox) in the order the patch matrix lists them, with the
-/// pixel it reads: the general (padded, strided) im2col, im2col_t and col2im.
+/// pixel it reads: the strided im2col, im2col_t and col2im.
 fn for_each_tap(s: &Conv2dShape, mut f: impl FnMut(usize, usize, Option<usize>)) {
     let (r, ow, p) = (s.kernel, s.out_width(), s.out_height() * s.out_width());
     for c in 0..s.in_channels {
@@ -53,12 +94,12 @@ fn for_each_tap(s: &Conv2dShape, mut f: impl FnMut(usize, usize, Option<usize>))
     }
 }
 
-/// x_n: `[C, H, W]` → col: `[C·R·R, OH·OW]` (overwritten).
-fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T]) {
-    if !s.is_valid_unit_stride() {
-        let p = s.out_height() * s.out_width();
+/// x_n: `[C, H, W]` → col: `[C·R·R, OH·OW]` (overwritten), row i at `col[i·ld..]`
+/// (`ld` ≥ OH·OW: several images' patch matrices side by side).
+fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T], ld: usize) {
+    if s.stride != 1 {
         for_each_tap(s, |crr, q, src| {
-            col[crr * p + q] = src.map_or(T::ZERO, |i| x_n[i])
+            col[crr * ld + q] = src.map_or(T::ZERO, |i| x_n[i])
         });
         return;
     }
@@ -69,9 +110,17 @@ fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T]) {
         let x_c = &x_n[c * h * w..(c + 1) * h * w];
         for i in 0..r {
             for j in 0..r {
-                let row = &mut col[((c * r + i) * r + j) * p..][..p];
+                let row = &mut col[((c * r + i) * r + j) * ld..][..p];
+                let (lo, hi) = tap_span(w, s.pad, ow, j);
                 for oy in 0..oh {
-                    row[oy * ow..(oy + 1) * ow].copy_from_slice(&x_c[(oy + i) * w + j..][..ow]);
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    let Some(iy) = tap_row(s, oy, i) else {
+                        dst.fill(T::ZERO);
+                        continue;
+                    };
+                    dst[..lo].fill(T::ZERO);
+                    dst[hi..].fill(T::ZERO);
+                    dst[lo..hi].copy_from_slice(&x_c[iy * w + lo + j - s.pad..][..hi - lo]);
                 }
             }
         }
@@ -80,7 +129,7 @@ fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T]) {
 
 /// x_n: `[C, H, W]` → col_t: `[OH·OW, C·R·R]` (overwritten), the transpose of `im2col`.
 fn im2col_t<T: Real>(s: &Conv2dShape, x_n: &[T], col_t: &mut [T]) {
-    if !s.is_valid_unit_stride() {
+    if s.stride != 1 {
         let crr_n = s.in_channels * s.kernel * s.kernel;
         for_each_tap(s, |crr, q, src| {
             col_t[q * crr_n + crr] = src.map_or(T::ZERO, |i| x_n[i])
@@ -93,27 +142,36 @@ fn im2col_t<T: Real>(s: &Conv2dShape, x_n: &[T], col_t: &mut [T]) {
     for oy in 0..oh {
         for ox in 0..ow {
             let row = &mut col_t[(oy * ow + ox) * crr..][..crr];
+            // Taps j in [lo, hi) read inside the row.
+            let lo = s.pad.saturating_sub(ox).min(r);
+            let hi = (w + s.pad).saturating_sub(ox).clamp(lo, r);
             for c in 0..s.in_channels {
                 for i in 0..r {
-                    let src = &x_n[(c * h + oy + i) * w + ox..][..r];
-                    row[(c * r + i) * r..][..r].copy_from_slice(src);
+                    let dst = &mut row[(c * r + i) * r..][..r];
+                    let Some(iy) = tap_row(s, oy, i) else {
+                        dst.fill(T::ZERO);
+                        continue;
+                    };
+                    dst[..lo].fill(T::ZERO);
+                    dst[hi..].fill(T::ZERO);
+                    let src = &x_n[(c * h + iy) * w + ox + lo - s.pad..][..hi - lo];
+                    dst[lo..hi].copy_from_slice(src);
                 }
             }
         }
     }
 }
 
-/// col: `[C·R·R, OH·OW]` → dx_n: `[C, H, W]`, the sum of every patch entry that reads
-/// each pixel (overwrites dx_n; fixed summation order).
-fn col2im<T: Real>(s: &Conv2dShape, col: &[T], dx_n: &mut [T]) {
+/// col: `[C·R·R, OH·OW]`, row i at `col[i·ld..]` → dx_n: `[C, H, W]`, the sum of
+/// every patch entry that reads each pixel (overwrites dx_n; fixed summation order).
+fn col2im<T: Real>(s: &Conv2dShape, col: &[T], ld: usize, dx_n: &mut [T]) {
     let (h, w, r) = (s.height, s.width, s.kernel);
     let (oh, ow) = (s.out_height(), s.out_width());
-    let p = oh * ow;
     dx_n[..s.in_channels * h * w].fill(T::ZERO);
-    if !s.is_valid_unit_stride() {
+    if s.stride != 1 {
         for_each_tap(s, |crr, q, dst| {
             if let Some(i) = dst {
-                dx_n[i] += col[crr * p + q];
+                dx_n[i] += col[crr * ld + q];
             }
         });
         return;
@@ -122,10 +180,14 @@ fn col2im<T: Real>(s: &Conv2dShape, col: &[T], dx_n: &mut [T]) {
         let dx_c = &mut dx_n[c * h * w..(c + 1) * h * w];
         for i in 0..r {
             for j in 0..r {
-                let row = &col[((c * r + i) * r + j) * p..][..p];
+                let row = &col[((c * r + i) * r + j) * ld..][..oh * ow];
+                let (lo, hi) = tap_span(w, s.pad, ow, j);
                 for oy in 0..oh {
-                    let dst = &mut dx_c[(oy + i) * w + j..][..ow];
-                    for (d, &v) in dst.iter_mut().zip(&row[oy * ow..(oy + 1) * ow]) {
+                    let Some(iy) = tap_row(s, oy, i) else {
+                        continue;
+                    };
+                    let dst = &mut dx_c[iy * w + lo + j - s.pad..][..hi - lo];
+                    for (d, &v) in dst.iter_mut().zip(&row[oy * ow + lo..oy * ow + hi]) {
                         *d += v;
                     }
                 }
@@ -147,30 +209,46 @@ fn forward<T: Real>(s: &Conv2dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     let mut w_t = vec![T::ZERO; crr * k];
     transpose(&w[..k * crr], k, crr, &mut w_t);
     let w = Mat::row_major(&w_t, crr, k).t();
+    // Per group of G images: col [CRR, G·P] (image i's columns i·P…), then
+    // out [K, G·P] = b + W · col, then out's image blocks into y [G, K, P].
+    let g_max = images_per_gemm(s);
     y[..s.y_len()]
-        .par_chunks_mut(k * p)
+        .par_chunks_mut(g_max * k * p)
         .enumerate()
         .for_each_init(
-            || vec![T::ZERO; crr * p],
-            |col, (n, y_n)| {
-                im2col(s, &x[n * x_img..(n + 1) * x_img], col);
-                for (y_k, &b_k) in y_n.chunks_mut(p).zip(b) {
-                    y_k.fill(b_k);
+            || (vec![T::ZERO; crr * g_max * p], vec![T::ZERO; k * g_max * p]),
+            |(col, out), (group, y_g)| {
+                let g = y_g.len() / (k * p);
+                let ld = g * p;
+                for i in 0..g {
+                    let n = group * g_max + i;
+                    im2col(s, &x[n * x_img..(n + 1) * x_img], &mut col[i * p..], ld);
                 }
+                for (out_k, &b_k) in out[..k * ld].chunks_mut(ld).zip(b) {
+                    out_k.fill(b_k);
+                }
+                let col = Mat::row_major(&col[..crr * ld], crr, ld);
                 gemm(
                     T::ONE,
                     w,
-                    Mat::row_major(col, crr, p),
+                    col,
                     T::ONE,
-                    y_n,
-                    p,
+                    &mut out[..k * ld],
+                    ld,
                     Split::Serial,
                 );
+                for (i, y_n) in y_g.chunks_mut(k * p).enumerate() {
+                    for (y_k, out_k) in y_n.chunks_mut(p).zip(out.chunks(ld)) {
+                        y_k.copy_from_slice(&out_k[i * p..(i + 1) * p]);
+                    }
+                }
             },
         );
 }
 
 /// Backward-data. w: `[K, C, R, R]`, dy: `[N, K, OH, OW]` → dx: `[N, C, H, W]`.
+/// Per group of G images (as the forward): dy's blocks side by side, dy_g [K, G·P],
+/// then dcol [CRR, G·P] = Wᵀ · dy_g, then col2im of each image's columns.
 fn backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mut [T]) {
     debug_assert!(w.len() >= s.w_len() && dy.len() >= s.y_len() && dx.len() >= s.x_len());
     let (k, crr) = (s.out_channels, s.in_channels * s.kernel * s.kernel);
@@ -180,15 +258,37 @@ fn backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mut [T]) {
         return;
     }
     let wt = Mat::row_major(&w[..k * crr], k, crr).t();
+    let g_max = images_per_gemm(s);
     dx[..s.x_len()]
-        .par_chunks_mut(x_img)
+        .par_chunks_mut(g_max * x_img)
         .enumerate()
         .for_each_init(
-            || vec![T::ZERO; crr * p],
-            |dcol, (n, dx_n)| {
-                let dy_n = Mat::row_major(&dy[n * k * p..(n + 1) * k * p], k, p);
-                gemm(T::ONE, wt, dy_n, T::ZERO, dcol, p, Split::Serial);
-                col2im(s, dcol, dx_n);
+            || (vec![T::ZERO; k * g_max * p], vec![T::ZERO; crr * g_max * p]),
+            |(dy_g, dcol), (group, dx_g)| {
+                let g = dx_g.len() / x_img;
+                let ld = g * p;
+                let first = group * g_max;
+                for (i, dy_n) in dy[first * k * p..(first + g) * k * p]
+                    .chunks(k * p)
+                    .enumerate()
+                {
+                    for (row, dy_k) in dy_g.chunks_mut(ld).zip(dy_n.chunks(p)) {
+                        row[i * p..(i + 1) * p].copy_from_slice(dy_k);
+                    }
+                }
+                let dy_g = Mat::row_major(&dy_g[..k * ld], k, ld);
+                gemm(
+                    T::ONE,
+                    wt,
+                    dy_g,
+                    T::ZERO,
+                    &mut dcol[..crr * ld],
+                    ld,
+                    Split::Serial,
+                );
+                for (i, dx_n) in dx_g.chunks_mut(x_img).enumerate() {
+                    col2im(s, &dcol[i * p..], ld, dx_n);
+                }
             },
         );
 }
@@ -202,19 +302,21 @@ fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], d
     let x_img = s.in_channels * s.height * s.width;
     let w_len = k * crr;
     let part_len = w_len + k;
-    let n_chunks = s.batch.div_ceil(IMG_CHUNK);
+    let per_part = images_per_part(s);
+    let n_chunks = s.batch.div_ceil(per_part);
     // One partial [dW | db] per chunk of images.
     let mut parts = vec![T::ZERO; n_chunks * part_len];
     parts.par_chunks_mut(part_len).enumerate().for_each_init(
         || {
+            let images = per_part.min(s.batch);
             (
-                vec![T::ZERO; IMG_CHUNK * p * crr],
-                vec![T::ZERO; IMG_CHUNK * p * k],
+                vec![T::ZERO; images * p * crr],
+                vec![T::ZERO; images * p * k],
             )
         },
         |(col_t, dy_t), (chunk, part)| {
             let (pdw, pdb) = part.split_at_mut(w_len);
-            let images = chunk * IMG_CHUNK..s.batch.min((chunk + 1) * IMG_CHUNK);
+            let images = chunk * per_part..s.batch.min((chunk + 1) * per_part);
             let rows = images.len() * p;
             for (i, n) in images.enumerate() {
                 im2col_t(s, &x[n * x_img..(n + 1) * x_img], &mut col_t[i * p * crr..]);
@@ -227,7 +329,7 @@ fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], d
             // dW_chunk (K×CRR) = [dy_n…] (K × rows) · [colᵀ_n…] (rows × CRR)
             let a = Mat::row_major(&dy_t[..rows * k], rows, k).t();
             let b = Mat::row_major(&col_t[..rows * crr], rows, crr);
-            gemm(T::ONE, a, b, T::ZERO, pdw, crr, Split::Serial);
+            gemm(T::ONE, a, b, T::ZERO, pdw, crr, Split::for_tasks(n_chunks));
         },
     );
     let (dw, db) = (&mut dw[..w_len], &mut db[..k]);
@@ -323,12 +425,15 @@ mod tests {
         }
     }
 
-    /// Odd sizes; batch 10 > IMG_CHUNK exercises several partial sums; VGG's 3×3
-    /// pad 1, and strides 2 with and without padding (a window that ends early).
-    fn small_shapes() -> [Conv2dShape; 6] {
+    /// Odd sizes; several images per GEMM (P of 12 and 35: groups of 6 and 2 with
+    /// a partial last group); batch 10 with P = 64 makes two weight-gradient
+    /// partials (8 + 2 images); VGG's 3×3 pad 1, and strides 2 with and without
+    /// padding (a window that ends early).
+    fn small_shapes() -> [Conv2dShape; 7] {
         [
             shape(3, 2, 3, 5, 7, 3),
             shape(10, 2, 2, 4, 5, 2),
+            shape(10, 2, 3, 9, 9, 2),
             shape(2, 3, 2, 6, 5, 1),
             padded(shape(3, 2, 3, 5, 7, 3), 1, 1),
             padded(shape(2, 2, 3, 7, 6, 3), 1, 2),
