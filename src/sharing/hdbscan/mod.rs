@@ -13,12 +13,22 @@
 //! | EOM / leaf selection, labels, probabilities | `select` | `_hdbscan_tree.get_clusters` |
 //! | GLOSH outlier scores | `outlier` | `_hdbscan_tree.outlier_scores` |
 //!
+//! Large low-dimensional inputs take the tree path (`Algorithm::Tree`) for the first
+//! two steps, with the same results and O(n·d) memory:
+//!
+//! | step | here | library |
+//! | --- | --- | --- |
+//! | KD-tree, core distances, balls (points within c_k) | `kdtree` | `KDTree.query` in `_hdbscan_boruvka` |
+//! | Borůvka MST, then Prim over balls ∪ MST | `boruvka` | `KDTreeBoruvkaAlgorithm` (exact mode), `mst_linkage_core_vector` |
+//!
 //! One deliberate difference: MST edges of equal weight are sorted stably; the
 //! library's `np.argsort` is not stable (see `mst::sort_by_weight`). Clusters are the
 //! same; the numbering of clusters that split at exactly the same height can differ.
 
+pub mod boruvka;
 pub mod condense;
 pub mod distance;
+pub mod kdtree;
 pub mod linkage;
 pub mod mst;
 pub mod outlier;
@@ -145,12 +155,63 @@ pub enum ClusterError {
     },
 }
 
+/// How the core distances and the MST are computed. Both give the library's Prim
+/// rows (see `boruvka` for where ties can make them differ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// `Tree` for large low-dimensional inputs, else `Dense`.
+    #[default]
+    Auto,
+    /// O(n²) time, O(n·d) memory: every distance row, Prim on the fly.
+    Dense,
+    /// KD-tree core distances, Borůvka MST, Prim over the candidate edges.
+    Tree,
+}
+
+/// `Auto` takes the tree path from this many points…
+pub const TREE_MIN_POINTS: usize = 4096;
+/// …up to this many dimensions (beyond, boxes stop pruning; measured in BENCHMARKS.md).
+pub const TREE_MAX_DIMS: usize = 16;
+
+impl Algorithm {
+    /// The path `Auto` resolves to for n points in d dimensions.
+    pub fn resolve(self, n: usize, d: usize) -> Algorithm {
+        match self {
+            Algorithm::Auto if n >= TREE_MIN_POINTS && d <= TREE_MAX_DIMS => Algorithm::Tree,
+            Algorithm::Auto => Algorithm::Dense,
+            other => other,
+        }
+    }
+}
+
+/// Where a long run is: called at the start of each phase and each Borůvka round.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Progress {
+    CoreDistances,
+    /// Borůvka round (from 0) with this many components left.
+    MstRound { round: usize, components: usize },
+    /// Dense Prim (one pass, no rounds).
+    Mst,
+    Tree,
+    Selection,
+}
+
 /// Times of each step in seconds, for benchmarks and the summary.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct StepTimes {
+    /// The path taken (`Dense` or `Tree`).
+    pub algorithm: Algorithm,
+    /// Tree build, core distances and balls (tree path), or the distance rows (dense).
     pub core_distances: f64,
+    /// Borůvka and Prim over the candidates (tree path), or dense Prim; and the sort.
     pub mst: f64,
+    /// Single linkage, condensed tree and stabilities.
     pub tree: f64,
+    /// Cluster selection, labels, probabilities, outlier scores.
+    pub selection: f64,
+    /// Borůvka rounds (0 on the dense path).
+    pub boruvka_rounds: usize,
 }
 
 /// HDBSCAN on Euclidean points. points: [n, d].
@@ -170,6 +231,18 @@ pub fn hdbscan_timed(
     d: usize,
     params: &HdbscanParams,
 ) -> Result<(Clustering, StepTimes), ClusterError> {
+    hdbscan_with(points, n, d, params, Algorithm::Auto, &mut |_| {})
+}
+
+/// `hdbscan_timed` on a chosen path, reporting progress.
+pub fn hdbscan_with(
+    points: &[f64],
+    n: usize,
+    d: usize,
+    params: &HdbscanParams,
+    algorithm: Algorithm,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Clustering, StepTimes), ClusterError> {
     if points.len() != n * d {
         return Err(ClusterError::PointsShape {
             len: points.len(),
@@ -187,7 +260,33 @@ pub fn hdbscan_timed(
             value: points[k],
         });
     }
-    run(&Distances::euclidean(points, n, d), params)
+    let k = check(n, params)?;
+    let mut times = StepTimes {
+        algorithm: algorithm.resolve(n, d),
+        ..Default::default()
+    };
+    let (core, rows) = if times.algorithm == Algorithm::Tree {
+        progress(Progress::CoreDistances);
+        let t = Instant::now();
+        let tree = kdtree::KdTree::build(points, n, d);
+        let (core, balls) = kdtree::core_distances_and_balls(&tree, k);
+        times.core_distances = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let forest = boruvka::boruvka(&tree, &core, &balls, &mut |round, components| {
+            times.boruvka_rounds = round + 1;
+            progress(Progress::MstRound { round, components })
+        });
+        let rows = boruvka::prim_over_candidates(&tree, &core, &balls, &forest);
+        times.mst = t.elapsed().as_secs_f64();
+        let mut original = vec![0.0; n];
+        for (p, &i) in tree.index.iter().enumerate() {
+            original[i] = core[p];
+        }
+        (original, rows)
+    } else {
+        dense_mst(&Distances::euclidean(points, n, d), k, &mut times, progress)
+    };
+    Ok((finish(rows, core, k, params, &mut times, progress), times))
 }
 
 /// HDBSCAN on a precomputed distance matrix. dist: [n, n], symmetric, finite,
@@ -205,6 +304,16 @@ pub fn hdbscan_precomputed_timed(
     dist: &[f64],
     n: usize,
     params: &HdbscanParams,
+) -> Result<(Clustering, StepTimes), ClusterError> {
+    hdbscan_precomputed_with(dist, n, params, &mut |_| {})
+}
+
+/// `hdbscan_precomputed_timed`, reporting progress.
+pub fn hdbscan_precomputed_with(
+    dist: &[f64],
+    n: usize,
+    params: &HdbscanParams,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(Clustering, StepTimes), ClusterError> {
     if dist.len() != n * n {
         return Err(ClusterError::MatrixShape { len: dist.len(), n });
@@ -228,11 +337,17 @@ pub fn hdbscan_precomputed_timed(
             }
         }
     }
-    run(&Distances::precomputed(dist, n), params)
+    let k = check(n, params)?;
+    let mut times = StepTimes {
+        algorithm: Algorithm::Dense,
+        ..Default::default()
+    };
+    let (core, rows) = dense_mst(&Distances::precomputed(dist, n), k, &mut times, progress);
+    Ok((finish(rows, core, k, params, &mut times, progress), times))
 }
 
-fn run(dist: &Distances, params: &HdbscanParams) -> Result<(Clustering, StepTimes), ClusterError> {
-    let n = dist.n();
+/// Validates n and the parameters; returns the k of the core distance.
+fn check(n: usize, params: &HdbscanParams) -> Result<usize, ClusterError> {
     if n < 2 {
         return Err(ClusterError::TooFewPoints { n });
     }
@@ -243,21 +358,49 @@ fn run(dist: &Distances, params: &HdbscanParams) -> Result<(Clustering, StepTime
     if min_samples == 0 {
         return Err(ClusterError::MinSamplesZero);
     }
-    let k = min_samples.min(n - 1);
-    let mut times = StepTimes::default();
+    Ok(min_samples.min(n - 1))
+}
 
+/// Core distances and Prim's rows from every distance row.
+fn dense_mst(
+    dist: &Distances,
+    k: usize,
+    times: &mut StepTimes,
+    progress: &mut dyn FnMut(Progress),
+) -> (Vec<f64>, Vec<MstEdge>) {
+    progress(Progress::CoreDistances);
     let t = Instant::now();
     let core = distance::core_distances(dist, k);
     times.core_distances = t.elapsed().as_secs_f64();
-
+    progress(Progress::Mst);
     let t = Instant::now();
-    let sorted = mst::sort_by_weight(&mst::prim(dist, &core));
+    let rows = mst::prim(dist, &core);
     times.mst = t.elapsed().as_secs_f64();
+    (core, rows)
+}
 
+/// Sort, single linkage, condensed tree, selection (the steps both paths share).
+fn finish(
+    rows: Vec<MstEdge>,
+    core: Vec<f64>,
+    k: usize,
+    params: &HdbscanParams,
+    times: &mut StepTimes,
+    progress: &mut dyn FnMut(Progress),
+) -> Clustering {
+    let t = Instant::now();
+    let sorted = mst::sort_by_weight(&rows);
+    times.mst += t.elapsed().as_secs_f64();
+
+    progress(Progress::Tree);
     let t = Instant::now();
     let hierarchy = linkage::single_linkage(&sorted);
     let tree = condense::condense_tree(&hierarchy, params.min_cluster_size);
     let stability = condense::stability(&tree);
+    times.tree = t.elapsed().as_secs_f64();
+
+    progress(Progress::Selection);
+    let t = Instant::now();
     let selected = select::select_clusters(
         &tree,
         &stability,
@@ -267,22 +410,19 @@ fn run(dist: &Distances, params: &HdbscanParams) -> Result<(Clustering, StepTime
     let labels = select::label_points(&tree, &selected, params.allow_single_cluster);
     let probabilities = select::probabilities(&tree, &labels, &selected);
     let outlier_scores = outlier::outlier_scores(&tree);
-    times.tree = t.elapsed().as_secs_f64();
+    times.selection = t.elapsed().as_secs_f64();
 
-    Ok((
-        Clustering {
-            labels,
-            probabilities,
-            outlier_scores,
-            condensed_tree: tree,
-            mst: sorted.iter().map(|e| (e.from, e.to, e.weight)).collect(),
-            single_linkage: hierarchy,
-            core_distances: core,
-            selected,
-            min_samples_used: k,
-        },
-        times,
-    ))
+    Clustering {
+        labels,
+        probabilities,
+        outlier_scores,
+        condensed_tree: tree,
+        mst: sorted.iter().map(|e| (e.from, e.to, e.weight)).collect(),
+        single_linkage: hierarchy,
+        core_distances: core,
+        selected,
+        min_samples_used: k,
+    }
 }
 
 #[cfg(test)]

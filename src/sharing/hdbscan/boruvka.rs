@@ -1,0 +1,534 @@
+//! Step 2 on the tree path: the exact minimum spanning tree of the mutual-reachability
+//! graph by Borůvka over the KD-tree (McInnes & Healy 2017, "Accelerated Hierarchical
+//! Density Clustering"), then the library's Prim run over a sparse candidate graph so
+//! that the rows are the ones `mst::prim` (and the library's `generic` run) emits.
+//!
+//! **Borůvka.** Every round, each component finds its lightest outgoing edge under
+//! m(a,b) = max(c(a), c(b), d(a,b)), and all of them join the forest; the number of
+//! components at least halves. Edges are ordered by (weight, smaller position, larger
+//! position), a total order, so the lightest edge of a component is unique, the
+//! chosen edges never close a cycle, and the tree is the same for any thread count.
+//! The search runs, in parallel, one query *leaf* Q of the tree against the whole
+//! tree (the query side of a dual-tree traversal cut at its leaves):
+//! - a node R whose points all share Q's single component is skipped;
+//! - R is skipped when max(min_dist(Q, R), min c over Q, min c over R) is above every
+//!   bound of Q's points, the bound of point q being min(q's best edge so far, the
+//!   best edge any point of q's component has found so far — a per-component atomic);
+//! - a point q with c(q) above its bound, and a point r with c(r) above it, are
+//!   skipped without computing d(q, r).
+//!   Pruning is on strict inequalities only, so an edge tied with the lightest is
+//!   never skipped and the (weight, position) order decides. Each point starts from the
+//!   lightest edge in its ball (all of whose weights are max(c(q), c(r)), known without
+//!   a distance) that leaves its component, which makes the first rounds nearly free.
+//!
+//! **Prim over candidates.** Minimum spanning trees are not unique (m ties wherever a
+//! point's neighbours are closer than its core distance), and the single-linkage tree
+//! and the label numbering depend on which one Prim picked. An edge can be picked by
+//! Prim only if it is the lightest across some cut, i.e. only if m(a,b) equals the
+//! largest weight on the tree path between a and b. Those edges are: every (a, b)
+//! with d(a,b) ≤ max(c(a), c(b)) — the balls — plus the tree's own edges, plus, only
+//! when two *distances* tie exactly, pairs whose distance equals a tree weight. Prim
+//! with the library's tie rules (smallest (value, node); a source changes only on a
+//! strictly smaller value) over balls ∪ tree therefore emits exactly the rows it
+//! emits over the full graph wherever the input has no tied distances; where it has
+//! (grids, duplicates that are not within a core distance), the result is still a
+//! minimum spanning tree with the same total weight, but the single-linkage tree may
+//! resolve equal heights differently.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use super::distance::{euclidean, mutual_reachability};
+use super::kdtree::{Balls, KdTree};
+use super::mst::MstEdge;
+
+/// No component (a node whose points span several).
+const MIXED: u32 = u32::MAX;
+
+/// A candidate edge from a point: weight, then the pair (smaller, larger position).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Candidate {
+    w: f64,
+    a: u32,
+    b: u32,
+}
+
+impl Candidate {
+    const NONE: Candidate = Candidate {
+        w: f64::INFINITY,
+        a: u32::MAX,
+        b: u32::MAX,
+    };
+
+    fn new(w: f64, p: usize, q: usize) -> Self {
+        let (a, b) = if p < q { (p, q) } else { (q, p) };
+        Candidate {
+            w,
+            a: a as u32,
+            b: b as u32,
+        }
+    }
+
+    /// The total order of edges: (weight, a, b).
+    #[inline]
+    fn lighter(&self, other: &Candidate) -> bool {
+        self.w < other.w || (self.w == other.w && (self.a, self.b) < (other.a, other.b))
+    }
+}
+
+/// Union-find over points, by size with path halving.
+struct Forest {
+    parent: Vec<u32>,
+    size: Vec<u32>,
+}
+
+impl Forest {
+    fn new(n: usize) -> Self {
+        Forest {
+            parent: (0..n as u32).collect(),
+            size: vec![1; n],
+        }
+    }
+
+    fn find(&mut self, mut x: u32) -> u32 {
+        while self.parent[x as usize] != x {
+            let up = self.parent[self.parent[x as usize] as usize];
+            self.parent[x as usize] = up;
+            x = up;
+        }
+        x
+    }
+
+    fn union(&mut self, a: u32, b: u32) -> bool {
+        let (mut a, mut b) = (self.find(a), self.find(b));
+        if a == b {
+            return false;
+        }
+        if self.size[a as usize] < self.size[b as usize] {
+            std::mem::swap(&mut a, &mut b);
+        }
+        self.parent[b as usize] = a;
+        self.size[a as usize] += self.size[b as usize];
+        true
+    }
+}
+
+/// Non-negative f64 values order like their bits, so an atomic min on the bits is a
+/// min on the values.
+#[inline]
+fn fetch_min(slot: &AtomicU64, w: f64) {
+    slot.fetch_min(w.to_bits(), Ordering::Relaxed);
+}
+
+#[inline]
+fn load(slot: &AtomicU64) -> f64 {
+    f64::from_bits(slot.load(Ordering::Relaxed))
+}
+
+/// One round's read-only state, shared by the leaf queries.
+struct Round<'a> {
+    tree: &'a KdTree,
+    core: &'a [f64],
+    /// [n]: component (root) of each tree position.
+    comp: &'a [u32],
+    /// [nodes]: the component all of a node's points share, or MIXED.
+    node_comp: &'a [u32],
+    /// [nodes]: smallest core distance in the node.
+    node_core: &'a [f64],
+    /// [n], by component root: the lightest weight any of its points has found.
+    bound: &'a [AtomicU64],
+}
+
+impl Round<'_> {
+    /// q's bound: nothing heavier than this can be q's component's lightest edge.
+    #[inline]
+    fn bound_of(&self, q: usize, best: &Candidate) -> f64 {
+        best.w.min(load(&self.bound[self.comp[q] as usize]))
+    }
+
+    /// Lightest outgoing edge of every point of leaf `q_node` (best: its slice).
+    fn query_leaf(&self, q_node: usize, best: &mut [Candidate]) {
+        let nd = self.tree.nodes[q_node];
+        let mut q_bound = best
+            .iter()
+            .enumerate()
+            .map(|(o, b)| self.bound_of(nd.start + o, b))
+            .fold(0.0f64, f64::max);
+        let mut stack = vec![0usize];
+        while let Some(r_node) = stack.pop() {
+            if self.node_comp[q_node] != MIXED && self.node_comp[q_node] == self.node_comp[r_node]
+            {
+                continue;
+            }
+            if self.lower_bound(q_node, r_node) > q_bound {
+                continue;
+            }
+            let r = self.tree.nodes[r_node];
+            if r.is_leaf() {
+                self.leaf_pair(q_node, r_node, best);
+                q_bound = best
+                    .iter()
+                    .enumerate()
+                    .map(|(o, b)| self.bound_of(nd.start + o, b))
+                    .fold(0.0f64, f64::max);
+            } else {
+                // Nearer child on top of the stack.
+                let (bl, br) = (
+                    self.lower_bound(q_node, r.left),
+                    self.lower_bound(q_node, r.right),
+                );
+                if bl <= br {
+                    stack.push(r.right);
+                    stack.push(r.left);
+                } else {
+                    stack.push(r.left);
+                    stack.push(r.right);
+                }
+            }
+        }
+    }
+
+    /// No edge between the two nodes is lighter than this.
+    #[inline]
+    fn lower_bound(&self, a: usize, b: usize) -> f64 {
+        mutual_reachability(
+            self.tree.min_dist_nodes(a, b),
+            self.node_core[a],
+            self.node_core[b],
+        )
+    }
+
+    fn leaf_pair(&self, q_node: usize, r_node: usize, best: &mut [Candidate]) {
+        let (q, r) = (self.tree.nodes[q_node], self.tree.nodes[r_node]);
+        for (o, b) in best.iter_mut().enumerate() {
+            let i = q.start + o;
+            let mut limit = self.bound_of(i, b);
+            let (ci, comp_i) = (self.core[i], self.comp[i]);
+            if ci > limit {
+                continue;
+            }
+            let x = self.tree.point(i);
+            for j in r.start..r.end {
+                if self.comp[j] == comp_i || self.core[j] > limit {
+                    continue;
+                }
+                let w = mutual_reachability(euclidean(x, self.tree.point(j)), ci, self.core[j]);
+                let c = Candidate::new(w, i, j);
+                if c.lighter(b) {
+                    *b = c;
+                    if w < limit {
+                        limit = w;
+                        fetch_min(&self.bound[comp_i as usize], w);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The exact MST of the mutual-reachability graph. core: [n] in tree order; balls as
+/// from `kdtree::core_distances_and_balls`. Edges in tree positions, in the order the
+/// rounds found them; `progress(round, components)` is called before every round.
+pub fn boruvka(
+    tree: &KdTree,
+    core: &[f64],
+    balls: &Balls,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<MstEdge> {
+    let n = tree.n;
+    let nodes = &tree.nodes;
+    let mut node_core = vec![f64::INFINITY; nodes.len()];
+    for id in (0..nodes.len()).rev() {
+        let nd = nodes[id];
+        node_core[id] = if nd.is_leaf() {
+            core[nd.start..nd.end].iter().copied().fold(f64::INFINITY, f64::min)
+        } else {
+            node_core[nd.left].min(node_core[nd.right])
+        };
+    }
+    let leaves: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_leaf()).collect();
+    debug_assert!(leaves
+        .windows(2)
+        .all(|w| nodes[w[0]].end == nodes[w[1]].start));
+
+    let mut forest = Forest::new(n);
+    let mut comp = vec![0u32; n];
+    let mut node_comp = vec![MIXED; nodes.len()];
+    let bound: Vec<AtomicU64> = (0..n)
+        .map(|_| AtomicU64::new(f64::INFINITY.to_bits()))
+        .collect();
+    let mut best = vec![Candidate::NONE; n];
+    let mut lightest = vec![Candidate::NONE; n];
+    let mut edges = Vec::with_capacity(n.saturating_sub(1));
+    let mut components = n;
+    let mut round = 0;
+    while components > 1 {
+        progress(round, components);
+        round += 1;
+        for (i, c) in comp.iter_mut().enumerate() {
+            *c = forest.find(i as u32);
+        }
+        for id in (0..nodes.len()).rev() {
+            let nd = nodes[id];
+            node_comp[id] = if nd.is_leaf() {
+                let c = comp[nd.start];
+                if comp[nd.start..nd.end].iter().all(|&x| x == c) {
+                    c
+                } else {
+                    MIXED
+                }
+            } else if node_comp[nd.left] == node_comp[nd.right] {
+                node_comp[nd.left]
+            } else {
+                MIXED
+            };
+        }
+        bound
+            .par_iter()
+            .for_each(|b| b.store(f64::INFINITY.to_bits(), Ordering::Relaxed));
+        // Seeds: the lightest ball edge leaving the component (d ≤ c(i) there, so
+        // m = max(c(i), c(j)) exactly as `mutual_reachability` would give it).
+        best.par_iter_mut().enumerate().for_each(|(i, b)| {
+            *b = Candidate::NONE;
+            for &j in balls.of(i) {
+                let j = j as usize;
+                if comp[j] != comp[i] {
+                    let c = Candidate::new(core[i].max(core[j]), i, j);
+                    if c.lighter(b) {
+                        *b = c;
+                    }
+                }
+            }
+            if b.w.is_finite() {
+                fetch_min(&bound[comp[i] as usize], b.w);
+            }
+        });
+
+        let state = Round {
+            tree,
+            core,
+            comp: &comp,
+            node_comp: &node_comp,
+            node_core: &node_core,
+            bound: &bound,
+        };
+        let mut slices = Vec::with_capacity(leaves.len());
+        let mut rest = best.as_mut_slice();
+        for &leaf in &leaves {
+            let (here, tail) = rest.split_at_mut(nodes[leaf].end - nodes[leaf].start);
+            slices.push((leaf, here));
+            rest = tail;
+        }
+        slices
+            .into_par_iter()
+            .with_min_len(4)
+            .for_each(|(leaf, b)| state.query_leaf(leaf, b));
+
+        // Each component's lightest edge, then the merges.
+        for (i, b) in best.iter().enumerate() {
+            let c = comp[i] as usize;
+            if b.lighter(&lightest[c]) {
+                lightest[c] = *b;
+            }
+        }
+        for i in 0..n {
+            let c = lightest[i];
+            if c.w.is_finite() {
+                lightest[i] = Candidate::NONE;
+                if forest.union(c.a, c.b) {
+                    edges.push(MstEdge {
+                        from: c.a as usize,
+                        to: c.b as usize,
+                        weight: c.w,
+                    });
+                    components -= 1;
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// Prim's rows over the candidate graph balls ∪ tree, in original point ids, with
+/// the library's tie rules (see the module comment and `mst::prim`). core: [n] in tree
+/// order; tree_edges: from `boruvka`.
+pub fn prim_over_candidates(
+    tree: &KdTree,
+    core: &[f64],
+    balls: &Balls,
+    tree_edges: &[MstEdge],
+) -> Vec<MstEdge> {
+    let n = tree.n;
+    // Original id → tree position.
+    let mut pos = vec![0u32; n];
+    for (p, &i) in tree.index.iter().enumerate() {
+        pos[i] = p as u32;
+    }
+    // Undirected adjacency in tree positions (duplicates are harmless).
+    let mut degree = vec![0usize; n + 1];
+    for i in 0..n {
+        for &j in balls.of(i) {
+            degree[i] += 1;
+            degree[j as usize] += 1;
+        }
+    }
+    for e in tree_edges {
+        degree[e.from] += 1;
+        degree[e.to] += 1;
+    }
+    let mut offset = vec![0usize; n + 1];
+    for i in 0..n {
+        offset[i + 1] = offset[i] + degree[i];
+    }
+    let mut fill = offset.clone();
+    let mut adj = vec![0u32; offset[n]];
+    let mut add = |a: usize, b: usize| {
+        adj[fill[a]] = b as u32;
+        fill[a] += 1;
+    };
+    for i in 0..n {
+        for &j in balls.of(i) {
+            add(i, j as usize);
+            add(j as usize, i);
+        }
+    }
+    for e in tree_edges {
+        add(e.from, e.to);
+        add(e.to, e.from);
+    }
+    drop(degree);
+
+    // Prim from original node 0; the heap holds (weight bits, original id), so equal
+    // weights pop by smallest id, as the dense scan picks them.
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut in_tree = vec![false; n];
+    let mut best = vec![f64::MAX; n];
+    let mut source = vec![0usize; n];
+    let mut heap = BinaryHeap::new();
+    let mut edges = Vec::with_capacity(n.saturating_sub(1));
+    let mut current = 0usize;
+    for _ in 1..n {
+        in_tree[current] = true;
+        let p = pos[current] as usize;
+        let (x, cc) = (tree.point(p), core[p]);
+        for &q in &adj[offset[p]..offset[p + 1]] {
+            let q = q as usize;
+            let j = tree.index[q];
+            if in_tree[j] {
+                continue;
+            }
+            let w = mutual_reachability(euclidean(x, tree.point(q)), core[q], cc);
+            if w < best[j] {
+                best[j] = w;
+                source[j] = current;
+                heap.push(Reverse((w.to_bits(), j)));
+            }
+        }
+        let next = loop {
+            let Reverse((w, j)) = heap.pop().expect("the candidate graph is connected");
+            if !in_tree[j] && w == best[j].to_bits() {
+                break j;
+            }
+        };
+        edges.push(MstEdge {
+            from: source[next],
+            to: next,
+            weight: best[next],
+        });
+        current = next;
+    }
+    edges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::distance::{core_distances, Distances};
+    use super::super::kdtree::core_distances_and_balls;
+    use super::super::mst::prim;
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Gaussian-ish blobs (sum of uniforms) plus uniform noise: no tied distances.
+    fn blobs(n: usize, d: usize, seed: u64) -> Vec<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let centres: Vec<f64> = (0..6 * d).map(|_| rng.random_range(-8.0..8.0)).collect();
+        let mut pts = Vec::with_capacity(n * d);
+        for i in 0..n {
+            if i % 10 == 9 {
+                pts.extend((0..d).map(|_| rng.random_range(-12.0..12.0)));
+            } else {
+                let c = &centres[(i % 6) * d..(i % 6 + 1) * d];
+                pts.extend(c.iter().map(|x| {
+                    x + (0..4).map(|_| rng.random_range(-1.0..1.0)).sum::<f64>()
+                }));
+            }
+        }
+        pts
+    }
+
+    fn tree_rows(pts: &[f64], n: usize, d: usize, k: usize) -> (Vec<MstEdge>, Vec<MstEdge>) {
+        let tree = KdTree::build(pts, n, d);
+        let (core, balls) = core_distances_and_balls(&tree, k);
+        let forest = boruvka(&tree, &core, &balls, &mut |_, _| {});
+        let rows = prim_over_candidates(&tree, &core, &balls, &forest);
+        (forest, rows)
+    }
+
+    fn sorted_weights(edges: &[MstEdge]) -> Vec<u64> {
+        let mut w: Vec<u64> = edges.iter().map(|e| e.weight.to_bits()).collect();
+        w.sort();
+        w
+    }
+
+    #[test]
+    fn prim_over_candidates_equals_dense_prim_without_tied_distances() {
+        for (n, d, k) in [(3000, 2, 5), (2500, 5, 3), (2000, 8, 10), (500, 3, 1)] {
+            let pts = blobs(n, d, n as u64 + d as u64);
+            let dist = Distances::euclidean(&pts, n, d);
+            let dense = prim(&dist, &core_distances(&dist, k));
+            let (forest, rows) = tree_rows(&pts, n, d, k);
+            assert_eq!(forest.len(), n - 1);
+            assert_eq!(rows, dense, "n {n} d {d} k {k}");
+        }
+    }
+
+    #[test]
+    fn boruvka_weights_equal_prim_weights_with_ties_and_duplicates() {
+        // Integer grid values: many tied distances and exact duplicates.
+        let (n, d) = (2000, 2);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let pts: Vec<f64> = (0..n * d).map(|_| rng.random_range(0..40) as f64).collect();
+        for k in [1, 4, 9] {
+            let dist = Distances::euclidean(&pts, n, d);
+            let dense = prim(&dist, &core_distances(&dist, k));
+            let (forest, rows) = tree_rows(&pts, n, d, k);
+            // Every MST has the same multiset of weights.
+            assert_eq!(sorted_weights(&forest), sorted_weights(&dense), "k {k}");
+            assert_eq!(sorted_weights(&rows), sorted_weights(&dense), "k {k}");
+        }
+    }
+
+    #[test]
+    fn same_tree_for_any_thread_count() {
+        let (n, d) = (6000, 3);
+        let mut pts = blobs(n, d, 9);
+        // Some ties too: snap a third of the coordinates to a grid.
+        for v in pts.iter_mut().step_by(3) {
+            *v = v.round();
+        }
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| tree_rows(&pts, n, d, 5))
+        };
+        let one = run(1);
+        for threads in [2, 3, 8] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
+    }
+}
