@@ -7,7 +7,7 @@ use sskernel::data::{self, DatasetName};
 use sskernel::model::{HeteroSpec, Mode};
 use sskernel::sharing::cluster_cmd::{self, Metric};
 use sskernel::sharing::criteria::Criterion;
-use sskernel::sharing::hdbscan::{HdbscanParams, Selection};
+use sskernel::sharing::hdbscan::{Algorithm, HdbscanParams, Selection};
 use sskernel::sharing::merge::MergeRule;
 use sskernel::sharing::selective::SharingConfig;
 use sskernel::train::hetero::{train_hetero, HeteroConfig};
@@ -351,6 +351,13 @@ struct ClusterArgs {
     selection: Selection,
     #[arg(long, value_enum, default_value_t = Metric::Euclidean)]
     metric: Metric,
+    /// Core distances and MST: KD-tree + Borůvka (tree), every distance row + Prim
+    /// (dense), or tree for ≥ 4096 points in ≤ 16 dimensions (auto). Same labels.
+    #[arg(long, value_enum, default_value_t = Algorithm::Auto)]
+    algorithm: Algorithm,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
     /// Let the whole set be one cluster when that is the most stable choice.
     #[arg(long)]
     allow_single_cluster: bool,
@@ -493,7 +500,12 @@ fn run(cli: Cli) -> Result<()> {
                 selection: args.selection,
                 allow_single_cluster: args.allow_single_cluster,
             };
-            let summary = cluster_cmd::run_cluster(&args.points, &params, args.metric, &args.out)?;
+            let options = cluster_cmd::ClusterOptions {
+                metric: args.metric,
+                algorithm: args.algorithm,
+                progress: !args.quiet,
+            };
+            let summary = cluster_cmd::run_cluster(&args.points, &params, options, &args.out)?;
             println!(
                 "{}: {} points → {} clusters, {} noise; wrote {}",
                 args.points.display(),

@@ -4,18 +4,29 @@
 //! `--metric precomputed`) and writes into DIR:
 //! - `labels.npy` (int64 [n], −1 = noise), `probabilities.npy` and
 //!   `outlier_scores.npy` (float64 [n]);
-//! - `summary.json`: n, d, the parameters, the number of clusters, noise count,
-//!   cluster sizes, seconds per step.
+//! - `summary.json`: n, d, the parameters, the path taken (dense or tree), the number
+//!   of clusters, noise count, cluster sizes, seconds per phase (read, core
+//!   distances, MST, tree, selection) and the Borůvka rounds.
+//!
+//! Runs longer than `PROGRESS_AFTER` print a progress line on stderr at each phase
+//! and Borůvka round. Nothing is written into DIR unless the clustering succeeds.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use super::hdbscan::{
-    hdbscan_precomputed_timed, hdbscan_timed, Clustering, HdbscanParams, StepTimes,
+    hdbscan_precomputed_with, hdbscan_with, Algorithm, HdbscanParams, Progress, StepTimes,
 };
 use crate::data::npy;
+
+/// `--metric precomputed` reads the whole [n, n] matrix as f64 (8·n² bytes) and runs the
+/// O(n²) dense path: above this many points (3.2 GB) it stops before reading.
+pub const PRECOMPUTED_MAX_POINTS: usize = 20_000;
+
+/// Quiet below this: a small clustering prints nothing but its result line.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 
 /// How the input file is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -36,6 +47,9 @@ pub struct Summary {
     pub d: usize,
     pub metric: Metric,
     pub params: HdbscanParams,
+    /// The path taken: "dense" or "tree".
+    pub algorithm: Algorithm,
+    pub boruvka_rounds: usize,
     pub min_samples_used: usize,
     pub n_clusters: usize,
     pub noise: usize,
@@ -49,7 +63,37 @@ pub struct Seconds {
     pub core_distances: f64,
     pub mst: f64,
     pub tree: f64,
+    pub selection: f64,
     pub total: f64,
+}
+
+/// How `run_cluster` runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterOptions {
+    pub metric: Metric,
+    pub algorithm: Algorithm,
+    /// Print progress lines on stderr for runs longer than a couple of seconds.
+    pub progress: bool,
+}
+
+/// Prints "cluster: 12.3 s: MST round 4, 1234 components" once the run is long.
+fn progress_printer(start: Instant, on: bool) -> impl FnMut(Progress) {
+    move |p: Progress| {
+        let t = start.elapsed();
+        if !on || t < PROGRESS_AFTER {
+            return;
+        }
+        let what = match p {
+            Progress::CoreDistances => "core distances".to_string(),
+            Progress::MstRound { round, components } => {
+                format!("MST (Borůvka) round {}, {components} components", round + 1)
+            }
+            Progress::Mst => "MST (Prim)".to_string(),
+            Progress::Tree => "single linkage and condensed tree".to_string(),
+            Progress::Selection => "cluster selection".to_string(),
+        };
+        eprintln!("cluster: {:.1} s: {what}", t.as_secs_f64());
+    }
 }
 
 /// Clusters the points in `points` and writes the results into `out` (created if
@@ -57,16 +101,48 @@ pub struct Seconds {
 pub fn run_cluster(
     points: &Path,
     params: &HdbscanParams,
-    metric: Metric,
+    options: ClusterOptions,
     out: &Path,
 ) -> Result<Summary> {
     let start = Instant::now();
-    let Clustered {
-        matrix: m,
-        clustering,
-        read,
-        times,
-    } = cluster_file(points, params, metric)?;
+    let metric = options.metric;
+    if metric == Metric::Precomputed {
+        // The header alone: shape errors and the size cap before reading n² values.
+        let header = npy::map_matrix(points)?;
+        let (rows, cols) = (header.rows(), header.cols());
+        if rows != cols {
+            anyhow::bail!(
+                "{}: --metric precomputed needs a square [n, n] distance matrix, got [{rows}, {cols}]",
+                points.display(),
+            );
+        }
+        if rows > PRECOMPUTED_MAX_POINTS {
+            anyhow::bail!(
+                "{}: --metric precomputed with n = {rows}: the dense path needs the whole \
+                 [n, n] matrix in memory ({:.1} GB as float64) and O(n²) time; the limit is \
+                 n = {PRECOMPUTED_MAX_POINTS}. Pass the points instead (--metric euclidean \
+                 runs in O(n·d) memory)",
+                points.display(),
+                8.0 * (rows as f64).powi(2) / 1e9
+            );
+        }
+    }
+    let m = npy::read_matrix(points)?;
+    let read = start.elapsed().as_secs_f64();
+    let mut progress = progress_printer(start, options.progress);
+    let (clustering, times): (_, StepTimes) = match metric {
+        Metric::Euclidean => hdbscan_with(
+            &m.data,
+            m.rows,
+            m.cols,
+            params,
+            options.algorithm,
+            &mut progress,
+        ),
+        Metric::Precomputed => hdbscan_precomputed_with(&m.data, m.rows, params, &mut progress),
+    }
+    .with_context(|| format!("clustering {}", points.display()))?;
+
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     npy::write_i64_vector(&out.join("labels.npy"), &clustering.labels)?;
     npy::write_f64_vector(&out.join("probabilities.npy"), &clustering.probabilities)?;
@@ -82,6 +158,8 @@ pub fn run_cluster(
         },
         metric,
         params: *params,
+        algorithm: times.algorithm,
+        boruvka_rounds: times.boruvka_rounds,
         min_samples_used: clustering.min_samples_used,
         n_clusters: clustering.n_clusters(),
         noise: clustering.noise_count(),
@@ -91,50 +169,12 @@ pub fn run_cluster(
             core_distances: times.core_distances,
             mst: times.mst,
             tree: times.tree,
+            selection: times.selection,
             total: start.elapsed().as_secs_f64(),
         },
     };
     crate::atomic_file::write_json(&out.join("summary.json"), &summary)?;
     Ok(summary)
-}
-
-/// What `cluster_file` read and found.
-pub struct Clustered {
-    pub matrix: npy::Matrix,
-    pub clustering: Clustering,
-    /// Seconds spent reading the file.
-    pub read: f64,
-    pub times: StepTimes,
-}
-
-/// Reads `points` (`[n, d]` points, or `[n, n]` distances with
-/// `Metric::Precomputed`) and clusters them: everything `run_cluster` does before
-/// it writes. Every error names the file.
-pub fn cluster_file(points: &Path, params: &HdbscanParams, metric: Metric) -> Result<Clustered> {
-    let start = Instant::now();
-    let m = npy::read_matrix(points)?;
-    let read = start.elapsed().as_secs_f64();
-    let (clustering, times) = match metric {
-        Metric::Euclidean => hdbscan_timed(&m.data, m.rows, m.cols, params),
-        Metric::Precomputed => {
-            if m.rows != m.cols {
-                anyhow::bail!(
-                    "{}: --metric precomputed needs a square [n, n] distance matrix, got [{}, {}]",
-                    points.display(),
-                    m.rows,
-                    m.cols
-                );
-            }
-            hdbscan_precomputed_timed(&m.data, m.rows, params)
-        }
-    }
-    .with_context(|| format!("clustering {}", points.display()))?;
-    Ok(Clustered {
-        matrix: m,
-        clustering,
-        read,
-        times,
-    })
 }
 
 #[cfg(test)]
@@ -157,7 +197,7 @@ mod tests {
             selection: Selection::Eom,
             allow_single_cluster: false,
         };
-        let s = run_cluster(&pts, &params, Metric::Euclidean, &out).unwrap();
+        let s = run_cluster(&pts, &params, ClusterOptions::default(), &out).unwrap();
         assert_eq!((s.n, s.d, s.n_clusters, s.noise), (7, 2, 2, 1));
         assert_eq!(s.cluster_sizes, vec![3, 3]);
         let labels = npy::read_i64_vector(&out.join("labels.npy")).unwrap();
@@ -181,7 +221,11 @@ mod tests {
         assert_eq!(json["n_clusters"], 2);
 
         // Not square with --metric precomputed: a clear error naming the file.
-        let e = run_cluster(&pts, &params, Metric::Precomputed, &out).unwrap_err();
+        let precomputed = ClusterOptions {
+            metric: Metric::Precomputed,
+            ..Default::default()
+        };
+        let e = run_cluster(&pts, &params, precomputed, &out).unwrap_err();
         assert!(format!("{e:#}").contains("points.npy") && format!("{e:#}").contains("[7, 2]"));
     }
 }

@@ -15,7 +15,8 @@
 //!   bound of Q's points, the bound of point q being min(q's best edge so far, the
 //!   best edge any point of q's component has found so far — a per-component atomic);
 //! - a point q with c(q) above its bound, and a point r with c(r) above it, are
-//!   skipped without computing d(q, r).
+//!   skipped without computing d(q, r); so is a point whose best edge already weighs
+//!   c(q) (nothing is lighter, and every edge that heavy lies in its ball).
 //!   Pruning is on strict inequalities only, so an edge tied with the lightest is
 //!   never skipped and the (weight, position) order decides. Each point starts from the
 //!   lightest edge in its ball (all of whose weights are max(c(q), c(r)), known without
@@ -40,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::distance::{euclidean, mutual_reachability};
-use super::kdtree::{Balls, KdTree};
+use super::kdtree::{Balls, KdTree, LEAF};
 use super::mst::MstEdge;
 
 /// No component (a node whose points span several).
@@ -142,8 +143,13 @@ struct Round<'a> {
 
 impl Round<'_> {
     /// q's bound: nothing heavier than this can be q's component's lightest edge.
+    /// −∞ when q is settled: its best edge weighs c(q), the least any edge of q can,
+    /// and every edge of that weight joins q's ball, which the seed has looked at.
     #[inline]
     fn bound_of(&self, q: usize, best: &Candidate) -> f64 {
+        if best.w == self.core[q] {
+            return f64::NEG_INFINITY;
+        }
         best.w.min(load(&self.bound[self.comp[q] as usize]))
     }
 
@@ -154,7 +160,7 @@ impl Round<'_> {
             .iter()
             .enumerate()
             .map(|(o, b)| self.bound_of(nd.start + o, b))
-            .fold(0.0f64, f64::max);
+            .fold(f64::NEG_INFINITY, f64::max);
         let mut stack = vec![0usize];
         while let Some(r_node) = stack.pop() {
             if self.node_comp[q_node] != MIXED && self.node_comp[q_node] == self.node_comp[r_node]
@@ -171,7 +177,7 @@ impl Round<'_> {
                     .iter()
                     .enumerate()
                     .map(|(o, b)| self.bound_of(nd.start + o, b))
-                    .fold(0.0f64, f64::max);
+                    .fold(f64::NEG_INFINITY, f64::max);
             } else {
                 // Nearer child on top of the stack.
                 let (bl, br) = (
@@ -201,6 +207,8 @@ impl Round<'_> {
 
     fn leaf_pair(&self, q_node: usize, r_node: usize, best: &mut [Candidate]) {
         let (q, r) = (self.tree.nodes[q_node], self.tree.nodes[r_node]);
+        let mut row = [0.0; LEAF];
+        let mut take = [0usize; LEAF];
         for (o, b) in best.iter_mut().enumerate() {
             let i = q.start + o;
             let mut limit = self.bound_of(i, b);
@@ -209,11 +217,32 @@ impl Round<'_> {
                 continue;
             }
             let x = self.tree.point(i);
+            if mutual_reachability(self.tree.min_dist_point(x, r_node), ci, self.node_core[r_node])
+                > limit
+            {
+                continue;
+            }
+            // The points of R that can still beat the bound; all of R's distances in
+            // one kernel call when most of them can, else one at a time.
+            let mut m = 0;
             for j in r.start..r.end {
-                if self.comp[j] == comp_i || self.core[j] > limit {
-                    continue;
-                }
-                let w = mutual_reachability(euclidean(x, self.tree.point(j)), ci, self.core[j]);
+                take[m] = j;
+                m += usize::from(self.comp[j] != comp_i && self.core[j] <= limit);
+            }
+            if m == 0 {
+                continue;
+            }
+            let dense = 2 * m > r.end - r.start;
+            if dense {
+                self.tree.leaf_distances(x, r_node, &mut row);
+            }
+            for &j in &take[..m] {
+                let dist = if dense {
+                    row[j - r.start]
+                } else {
+                    euclidean(x, self.tree.point(j))
+                };
+                let w = mutual_reachability(dist, ci, self.core[j]);
                 let c = Candidate::new(w, i, j);
                 if c.lighter(b) {
                     *b = c;
@@ -320,10 +349,16 @@ pub fn boruvka(
             slices.push((leaf, here));
             rest = tail;
         }
-        slices
-            .into_par_iter()
-            .with_min_len(4)
-            .for_each(|(leaf, b)| state.query_leaf(leaf, b));
+        // Leaves on a component boundary first: the lightest edges are mostly there,
+        // so the component bounds are tight before the interior leaves search.
+        let (boundary, interior): (Vec<_>, Vec<_>) = slices
+            .into_iter()
+            .partition(|(leaf, _)| node_comp[*leaf] == MIXED);
+        for part in [boundary, interior] {
+            part.into_par_iter()
+                .with_min_len(4)
+                .for_each(|(leaf, b)| state.query_leaf(leaf, b));
+        }
 
         // Each component's lightest edge, then the merges.
         for (i, b) in best.iter().enumerate() {
