@@ -630,3 +630,252 @@ fn parity_with_hdbscan_library_and_sklearn() {
         all_failures.join("\n")
     );
 }
+
+// ---- large inputs: the tree path ---------------------------------------------------
+
+/// Blobs of equal size around random centres in [−10, 10]^d, std 1, plus a share of
+/// uniform noise over [−12, 12]^d: what `sskernel cluster` is run on at scale.
+fn large_case(
+    seed: u64,
+    n: usize,
+    d: usize,
+    noise: f64,
+    params: HdbscanParams,
+) -> (Data, HdbscanParams) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n_noise = (n as f64 * noise) as usize;
+    let per = (n - n_noise) / 8;
+    let mut sizes = vec![per; 8];
+    sizes[0] += n - n_noise - 8 * per;
+    let mut data = blobs(&mut rng, d, &sizes, 1.0, 10.0);
+    uniform_noise(&mut rng, &mut data, n_noise, 12.0);
+    (data, params)
+}
+
+/// The tree path against the dense path (Prim over every distance row, the one the
+/// small cases check against the library) at sizes where the dense path still takes
+/// seconds: every field of the result identical, MST weight sums equal.
+#[test]
+fn tree_path_equals_dense_path_at_20k_points() {
+    use Selection::{Eom, Leaf};
+    let cases = [
+        large_case(1, 20_000, 2, 0.05, params(5, None, Eom, false)),
+        large_case(2, 16_000, 5, 0.0, params(10, Some(4), Leaf, false)),
+        large_case(3, 12_000, 8, 0.10, params(15, Some(3), Eom, false)),
+    ];
+    for (data, p) in &cases {
+        let run = |algorithm| {
+            let t = Instant::now();
+            let (c, _) =
+                hdbscan_with(&data.points, data.n, data.d, p, algorithm, &mut |_| {}).unwrap();
+            (c, t.elapsed().as_secs_f64())
+        };
+        let (dense, dense_s) = run(Algorithm::Dense);
+        let (tree, tree_s) = run(Algorithm::Tree);
+        let sum = |c: &Clustering| c.mst.iter().map(|e| e.2).sum::<f64>();
+        eprintln!(
+            "n={} d={}: dense {dense_s:.2}s, tree {tree_s:.2}s; {} clusters, {} noise; MST weight {}",
+            data.n,
+            data.d,
+            tree.n_clusters(),
+            tree.noise_count(),
+            sum(&tree)
+        );
+        assert_eq!(
+            sum(&tree).to_bits(),
+            sum(&dense).to_bits(),
+            "MST weight sums differ"
+        );
+        assert!(
+            tree == dense,
+            "n={} d={}: the tree path differs from the dense path",
+            data.n,
+            data.d
+        );
+    }
+}
+
+/// ARI in contingency form (O(n + clusters²)); noise (−1) counts as one more label,
+/// as scikit-learn's `adjusted_rand_score` sees it.
+fn ari(a: &[i64], b: &[i64]) -> f64 {
+    use std::collections::HashMap;
+    let pairs = |x: f64| x * (x - 1.0) / 2.0;
+    let mut joint: HashMap<(i64, i64), f64> = HashMap::new();
+    let (mut ra, mut rb): (HashMap<i64, f64>, HashMap<i64, f64>) = Default::default();
+    for (&x, &y) in a.iter().zip(b) {
+        *joint.entry((x, y)).or_default() += 1.0;
+        *ra.entry(x).or_default() += 1.0;
+        *rb.entry(y).or_default() += 1.0;
+    }
+    let index: f64 = joint.values().map(|&v| pairs(v)).sum();
+    let (sa, sb): (f64, f64) = (
+        ra.values().map(|&v| pairs(v)).sum(),
+        rb.values().map(|&v| pairs(v)).sum(),
+    );
+    let expected = sa * sb / pairs(a.len() as f64);
+    let max = (sa + sb) / 2.0;
+    if max == expected {
+        1.0
+    } else {
+        (index - expected) / (max - expected)
+    }
+}
+
+/// 50k points against the library itself (`scripts/hdbscan-large-parity.sh`; about ten
+/// minutes on two cores, most of it the library's O(n²) Prim): the library's
+/// `prims_kdtree` run — the same Prim as `generic`, which needs a 20 GB matrix here —
+/// with a stable MST sort must give identical labels, condensed tree, probabilities,
+/// outlier scores and sorted MST; its exact Borůvka run is compared by ARI (it resolves
+/// equal weights its own way).
+#[test]
+#[ignore = "minutes: run scripts/hdbscan-large-parity.sh"]
+fn parity_at_50k_points_with_the_library() {
+    use Selection::{Eom, Leaf};
+    let Some(py) = python() else { return };
+    let cases = [
+        (
+            "50k-2d-noise",
+            large_case(11, 50_000, 2, 0.05, params(5, None, Eom, false)),
+        ),
+        (
+            "50k-4d",
+            large_case(12, 50_000, 4, 0.0, params(10, Some(5), Eom, false)),
+        ),
+        (
+            "50k-8d-noise",
+            large_case(13, 50_000, 8, 0.05, params(5, None, Eom, false)),
+        ),
+        (
+            "50k-8d-leaf",
+            large_case(14, 50_000, 8, 0.0, params(20, Some(8), Leaf, false)),
+        ),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut batch = Vec::new();
+    for (i, (_, (data, p))) in cases.iter().enumerate() {
+        let points = tmp.path().join(format!("case{i}.npy"));
+        npy::write_f64_matrix(&points, &data.points, data.n, data.d).unwrap();
+        batch.push(serde_json::json!({
+            "points": points,
+            "out": tmp.path().join(format!("ref{i}")),
+            "min_cluster_size": p.min_cluster_size,
+            "min_samples": p.min_samples,
+            "selection": match p.selection { Selection::Eom => "eom", Selection::Leaf => "leaf" },
+            "only": "prims,boruvka",
+        }));
+    }
+    let batch_path = tmp.path().join("cases.json");
+    std::fs::write(&batch_path, serde_json::to_string(&batch).unwrap()).unwrap();
+    let out = Command::new(&py)
+        .arg(repo().join("tests/python/hdbscan_reference.py"))
+        .arg("--batch")
+        .arg(&batch_path)
+        .output()
+        .expect("running the Python reference");
+    assert!(
+        out.status.success(),
+        "hdbscan_reference.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut failures = Vec::new();
+    for (i, (name, (data, p))) in cases.iter().enumerate() {
+        let dir = tmp.path().join(format!("ref{i}"));
+        let t = Instant::now();
+        let (ours, times) = hdbscan_with(
+            &data.points,
+            data.n,
+            data.d,
+            p,
+            Algorithm::Auto,
+            &mut |_| {},
+        )
+        .unwrap();
+        let ours_s = t.elapsed().as_secs_f64();
+        let f64s = |n: &str| npy::read_f64_vector(&dir.join(format!("{n}.npy"))).unwrap();
+        let i64s = |n: &str| npy::read_i64_vector(&dir.join(format!("{n}.npy"))).unwrap();
+        let array = |n: &str| {
+            npy::read_f64_array(&dir.join(format!("{n}.npy")))
+                .unwrap()
+                .1
+        };
+        let mut check = |what: &str, r: Result<(), String>| {
+            if let Err(e) = r {
+                failures.push(format!("{name}: {what}: {e}"));
+            }
+        };
+        check(
+            "labels vs prims_kdtree",
+            if ours.labels == i64s("prims_labels") {
+                Ok(())
+            } else {
+                Err("labels differ".into())
+            },
+        );
+        check(
+            "condensed tree vs prims_kdtree",
+            check_condensed(&ours, &array("prims_condensed_tree")),
+        );
+        check(
+            "probabilities vs prims_kdtree",
+            check_vector(
+                "probabilities",
+                &ours.probabilities,
+                &f64s("prims_probabilities"),
+                PROB_ATOL,
+            ),
+        );
+        check(
+            "outlier scores vs prims_kdtree",
+            check_vector(
+                "outlier_scores",
+                &ours.outlier_scores,
+                &f64s("prims_outlier_scores"),
+                SCORE_ATOL,
+            ),
+        );
+        let theirs_mst = array("prims_mst");
+        let same_mst = ours.mst.len() * 3 == theirs_mst.len()
+            && ours
+                .mst
+                .iter()
+                .zip(theirs_mst.chunks_exact(3))
+                .all(|(e, t)| {
+                    e.0 as f64 == t[0] && e.1 as f64 == t[1] && close(e.2, t[2], 0.0, MST_RTOL)
+                });
+        check(
+            "sorted MST vs prims_kdtree",
+            if same_mst {
+                Ok(())
+            } else {
+                Err("MST rows differ".into())
+            },
+        );
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        let boruvka_ari = ari(&ours.labels, &i64s("boruvka_labels"));
+        eprintln!(
+            "{name:<14} n={} d={} ours {ours_s:.2}s ({:?}: core {:.2}s, MST {:.2}s, {} rounds), \
+             prims_kdtree {:.1}s, boruvka {:.1}s; {} clusters, {} noise; ARI vs library Borůvka {boruvka_ari:.6}",
+            data.n,
+            data.d,
+            times.algorithm,
+            times.core_distances,
+            times.mst,
+            times.boruvka_rounds,
+            meta["seconds"]["prims"].as_f64().unwrap_or(f64::NAN),
+            meta["seconds"]["boruvka"].as_f64().unwrap_or(f64::NAN),
+            ours.n_clusters(),
+            ours.noise_count(),
+        );
+        check(
+            "ARI vs the library's exact Borůvka",
+            if boruvka_ari >= 0.999 {
+                Ok(())
+            } else {
+                Err(format!("{boruvka_ari}"))
+            },
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

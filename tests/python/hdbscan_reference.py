@@ -17,6 +17,14 @@ Runs on one .npy input (points [n, d], or an [n, n] distance matrix with
               expansion, whose rounding puts duplicates ~1e-7 apart: labels.
   best_*      hdbscan.HDBSCAN() with every default (algorithm "best": Boruvka
               KD-tree with an approximate MST for d <= 60, Prim KD-tree above): labels.
+  prims_*     hdbscan.HDBSCAN(algorithm="prims_kdtree"), stable MST sort: the same Prim
+              as generic (same tie rules, same distance bits) over KD-tree core
+              distances in O(n) memory, so it stands in for generic at sizes where an
+              n x n matrix does not fit: labels, probabilities, outlier_scores,
+              condensed_tree, mst. Not in the default --only list (O(n^2) time).
+  boruvka_*   hdbscan.HDBSCAN(algorithm="boruvka_kdtree", approx_min_span_tree=False):
+              the library's exact Boruvka (ties resolved its own way): labels.
+              Not in the default --only list.
   sklearn_*   sklearn.cluster.HDBSCAN with min_samples = k + 1 (it counts the
               point itself): labels, probabilities.
   meta.json   versions, seconds per run, the number of tied MST weights.
@@ -68,7 +76,7 @@ class _StableArgsortNumpy(types.ModuleType):
         return np.argsort(a, axis=axis, kind="stable" if kind is None else kind, order=order)
 
 
-def run_library(X, args, algorithm, stable_sort, metric):
+def run_library(X, args, algorithm, stable_sort, metric, exact_boruvka=False):
     import hdbscan
     import hdbscan.hdbscan_ as impl
 
@@ -85,6 +93,10 @@ def run_library(X, args, algorithm, stable_sort, metric):
             kwargs["p"] = 2
     if algorithm != "best":
         kwargs["algorithm"] = algorithm
+    if exact_boruvka:
+        kwargs["approx_min_span_tree"] = False
+    if algorithm == "prims_kdtree":
+        kwargs["gen_min_span_tree"] = True
     saved = impl.np
     if stable_sort:
         impl.np = _StableArgsortNumpy()
@@ -145,11 +157,13 @@ def run_case(args):
         ("stable", "generic", True, "precomputed" if pre else "minkowski", True),
         ("euclid", "generic", False, "precomputed" if pre else "euclidean", False),
         ("best", "best", False, "precomputed" if pre else None, False),
+        ("prims", "prims_kdtree", True, None, True),
+        ("boruvka", "boruvka_kdtree", False, None, False),
     ]
     for name, algorithm, stable, metric, full in variants:
         if name not in runs:
             continue
-        c, seconds = run_library(X, args, algorithm, stable, metric)
+        c, seconds = run_library(X, args, algorithm, stable, metric, name == "boruvka")
         meta["seconds"][name] = seconds
         save(args.out, name + "_labels", c.labels_.astype(np.int64))
         save(args.out, name + "_probabilities", c.probabilities_.astype(np.float64))

@@ -163,8 +163,7 @@ impl Round<'_> {
             .fold(f64::NEG_INFINITY, f64::max);
         let mut stack = vec![0usize];
         while let Some(r_node) = stack.pop() {
-            if self.node_comp[q_node] != MIXED && self.node_comp[q_node] == self.node_comp[r_node]
-            {
+            if self.node_comp[q_node] != MIXED && self.node_comp[q_node] == self.node_comp[r_node] {
                 continue;
             }
             if self.lower_bound(q_node, r_node) > q_bound {
@@ -217,8 +216,11 @@ impl Round<'_> {
                 continue;
             }
             let x = self.tree.point(i);
-            if mutual_reachability(self.tree.min_dist_point(x, r_node), ci, self.node_core[r_node])
-                > limit
+            if mutual_reachability(
+                self.tree.min_dist_point(x, r_node),
+                ci,
+                self.node_core[r_node],
+            ) > limit
             {
                 continue;
             }
@@ -271,7 +273,10 @@ pub fn boruvka(
     for id in (0..nodes.len()).rev() {
         let nd = nodes[id];
         node_core[id] = if nd.is_leaf() {
-            core[nd.start..nd.end].iter().copied().fold(f64::INFINITY, f64::min)
+            core[nd.start..nd.end]
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min)
         } else {
             node_core[nd.left].min(node_core[nd.right])
         };
@@ -496,9 +501,10 @@ mod tests {
                 pts.extend((0..d).map(|_| rng.random_range(-12.0..12.0)));
             } else {
                 let c = &centres[(i % 6) * d..(i % 6 + 1) * d];
-                pts.extend(c.iter().map(|x| {
-                    x + (0..4).map(|_| rng.random_range(-1.0..1.0)).sum::<f64>()
-                }));
+                pts.extend(
+                    c.iter()
+                        .map(|x| x + (0..4).map(|_| rng.random_range(-1.0..1.0)).sum::<f64>()),
+                );
             }
         }
         pts

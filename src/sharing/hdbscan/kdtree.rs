@@ -288,7 +288,10 @@ const KNN_CHUNK: usize = 512;
 /// otherwise distances tie at c_k and a range query collects the whole ball.
 pub fn core_distances_and_balls(tree: &KdTree, k: usize) -> (Vec<f64>, Balls) {
     let n = tree.n;
-    assert!(k >= 1 && k < n, "core distance k = {k} needs 1 <= k <= n - 1");
+    assert!(
+        k >= 1 && k < n,
+        "core distance k = {k} needs 1 <= k <= n - 1"
+    );
     assert!(n <= u32::MAX as usize, "at most 2^32 points");
     let cap = (k + 2).min(n);
     let chunks: Vec<(Vec<f64>, Vec<usize>, Vec<u32>)> = (0..n)
@@ -357,7 +360,10 @@ mod tests {
             }
             if !nd.is_leaf() {
                 let (l, r) = (t.nodes[nd.left], t.nodes[nd.right]);
-                assert_eq!((l.start, l.end, r.start, r.end), (nd.start, r.start, l.end, nd.end));
+                assert_eq!(
+                    (l.start, l.end, r.start, r.end),
+                    (nd.start, r.start, l.end, nd.end)
+                );
             } else {
                 assert!(nd.end - nd.start <= LEAF);
             }

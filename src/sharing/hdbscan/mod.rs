@@ -190,7 +190,10 @@ impl Algorithm {
 pub enum Progress {
     CoreDistances,
     /// Borůvka round (from 0) with this many components left.
-    MstRound { round: usize, components: usize },
+    MstRound {
+        round: usize,
+        components: usize,
+    },
     /// Dense Prim (one pass, no rounds).
     Mst,
     Tree,
