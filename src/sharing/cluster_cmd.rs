@@ -74,6 +74,8 @@ pub struct ClusterOptions {
     pub algorithm: Algorithm,
     /// Print progress lines on stderr for runs longer than a couple of seconds.
     pub progress: bool,
+    /// Largest n for `--metric precomputed`; `None`: `PRECOMPUTED_MAX_POINTS`.
+    pub precomputed_max_points: Option<usize>,
 }
 
 /// Prints "cluster: 12.3 s: MST round 4, 1234 components" once the run is long.
@@ -116,12 +118,14 @@ pub fn run_cluster(
                 points.display(),
             );
         }
-        if rows > PRECOMPUTED_MAX_POINTS {
+        let cap = options
+            .precomputed_max_points
+            .unwrap_or(PRECOMPUTED_MAX_POINTS);
+        if rows > cap {
             anyhow::bail!(
                 "{}: --metric precomputed with n = {rows}: the dense path needs the whole \
                  [n, n] matrix in memory ({:.1} GB as float64) and O(n²) time; the limit is \
-                 n = {PRECOMPUTED_MAX_POINTS}. Pass the points instead (--metric euclidean \
-                 runs in O(n·d) memory)",
+                 n = {cap}. Pass the points instead (--metric euclidean runs in O(n·d) memory)",
                 points.display(),
                 8.0 * (rows as f64).powi(2) / 1e9
             );
@@ -227,5 +231,120 @@ mod tests {
         };
         let e = run_cluster(&pts, &params, precomputed, &out).unwrap_err();
         assert!(format!("{e:#}").contains("points.npy") && format!("{e:#}").contains("[7, 2]"));
+    }
+
+    /// Every bad input: an error naming the file and the problem, and nothing in DIR.
+    #[test]
+    fn bad_inputs_are_named_and_leave_no_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = HdbscanParams::new(3);
+        let f64_bytes = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let write = |name: &str, bytes: Vec<u8>| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let pts: Vec<f64> = (0..20).map(|i| (i * 7 % 11) as f64).collect();
+        let fortran = {
+            let mut b = npy::encode("<f8", &[10, 2], &f64_bytes(&pts));
+            let at = b.windows(5).position(|w| w == b"False").unwrap();
+            b.splice(at..at + 5, *b"True ");
+            b
+        };
+        let mut nan = pts.clone();
+        nan[7] = f64::NAN;
+        let mut inf = pts.clone();
+        inf[13] = f64::NEG_INFINITY;
+        let asym = [0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 2.0, 4.0, 0.0];
+        let square = [0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 2.0, 3.0, 0.0];
+        let i64_bytes: Vec<u8> = (0..20i64).flat_map(|x| x.to_le_bytes()).collect();
+        let euclidean = ClusterOptions::default();
+        let precomputed = ClusterOptions {
+            metric: Metric::Precomputed,
+            ..Default::default()
+        };
+        let capped = ClusterOptions {
+            precomputed_max_points: Some(2),
+            ..precomputed
+        };
+        let cases: Vec<(&str, Vec<u8>, ClusterOptions, &str)> = vec![
+            (
+                "nan.npy",
+                npy::encode("<f8", &[10, 2], &f64_bytes(&nan)),
+                euclidean,
+                "NaN",
+            ),
+            (
+                "inf.npy",
+                npy::encode("<f8", &[10, 2], &f64_bytes(&inf)),
+                euclidean,
+                "-inf",
+            ),
+            (
+                "empty.npy",
+                npy::encode("<f8", &[0, 2], &[]),
+                euclidean,
+                "at least 2 points",
+            ),
+            (
+                "one.npy",
+                npy::encode("<f8", &[1, 2], &f64_bytes(&pts[..2])),
+                euclidean,
+                "at least 2 points",
+            ),
+            (
+                "zero-d.npy",
+                npy::encode("<f8", &[10, 0], &[]),
+                euclidean,
+                "d = 0",
+            ),
+            (
+                "flat.npy",
+                npy::encode("<f8", &[20], &f64_bytes(&pts)),
+                euclidean,
+                "expected 2 dimensions",
+            ),
+            ("fortran.npy", fortran, euclidean, "Fortran"),
+            (
+                "ints.npy",
+                npy::encode("<i8", &[10, 2], &i64_bytes),
+                euclidean,
+                "dtype '<i8'",
+            ),
+            (
+                "rect.npy",
+                npy::encode("<f8", &[10, 2], &f64_bytes(&pts)),
+                precomputed,
+                "square",
+            ),
+            (
+                "asym.npy",
+                npy::encode("<f8", &[3, 3], &f64_bytes(&asym)),
+                precomputed,
+                "not symmetric",
+            ),
+            (
+                "big.npy",
+                npy::encode("<f8", &[3, 3], &f64_bytes(&square)),
+                capped,
+                "the limit is n = 2",
+            ),
+        ];
+        for (name, bytes, options, want) in cases {
+            let path = write(name, bytes);
+            let out = dir.path().join(format!("out-{name}"));
+            let e = run_cluster(&path, &params, options, &out).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(msg.contains(name) && msg.contains(want), "{name}: {msg}");
+            assert!(!out.exists(), "{name}: wrote {}", out.display());
+        }
+        // Fewer points than min_samples: lowered to n − 1 as the library does, and said so.
+        let few = write(
+            "few.npy",
+            npy::encode("<f8", &[4, 2], &f64_bytes(&pts[..8])),
+        );
+        let out = dir.path().join("out-few");
+        let s = run_cluster(&few, &HdbscanParams::new(10), euclidean, &out).unwrap();
+        assert_eq!((s.min_samples_used, s.n_clusters, s.noise), (3, 0, 4));
     }
 }
