@@ -504,6 +504,7 @@ fn run(cli: Cli) -> Result<()> {
                 metric: args.metric,
                 algorithm: args.algorithm,
                 progress: !args.quiet,
+                ..Default::default()
             };
             let summary = cluster_cmd::run_cluster(&args.points, &params, options, &args.out)?;
             println!(

@@ -372,18 +372,15 @@ pub fn boruvka(
                 lightest[c] = *b;
             }
         }
-        for i in 0..n {
-            let c = lightest[i];
-            if c.w.is_finite() {
-                lightest[i] = Candidate::NONE;
-                if forest.union(c.a, c.b) {
-                    edges.push(MstEdge {
-                        from: c.a as usize,
-                        to: c.b as usize,
-                        weight: c.w,
-                    });
-                    components -= 1;
-                }
+        for slot in lightest.iter_mut() {
+            let c = std::mem::replace(slot, Candidate::NONE);
+            if c.w.is_finite() && forest.union(c.a, c.b) {
+                edges.push(MstEdge {
+                    from: c.a as usize,
+                    to: c.b as usize,
+                    weight: c.w,
+                });
+                components -= 1;
             }
         }
     }

@@ -378,11 +378,11 @@ mod tests {
             let t = KdTree::build(&pts, n, d);
             let (core, balls) = core_distances_and_balls(&t, k);
             let dense = core_distances(&Distances::euclidean(&pts, n, d), k);
-            for i in 0..n {
+            for (i, &c) in core.iter().enumerate() {
                 let orig = t.index[i];
-                assert_eq!(core[i].to_bits(), dense[orig].to_bits(), "point {orig}");
+                assert_eq!(c.to_bits(), dense[orig].to_bits(), "point {orig}");
                 let mut want: Vec<usize> = (0..n)
-                    .filter(|&j| j != i && euclidean(t.point(i), t.point(j)) <= core[i])
+                    .filter(|&j| j != i && euclidean(t.point(i), t.point(j)) <= c)
                     .collect();
                 let mut got: Vec<usize> = balls.of(i).iter().map(|&j| j as usize).collect();
                 want.sort();
