@@ -359,6 +359,56 @@ fn check_condensed(c: &Clustering, theirs: &[f64]) -> Result<(), String> {
     Ok(())
 }
 
+/// One reference run's output directory (tests/python/hdbscan_reference.py).
+struct Reference<'a>(&'a Path);
+
+impl Reference<'_> {
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(format!("{name}.npy"))
+    }
+    fn f64s(&self, name: &str) -> Vec<f64> {
+        npy::read_f64_vector(&self.file(name)).unwrap()
+    }
+    fn i64s(&self, name: &str) -> Vec<i64> {
+        npy::read_i64_vector(&self.file(name)).unwrap()
+    }
+    fn array(&self, name: &str) -> Vec<f64> {
+        npy::read_f64_array(&self.file(name)).unwrap().1
+    }
+
+    /// The checks against a run of the library's Prim with a stable MST sort
+    /// (`variant` "stable" or "prims"): identical labels and condensed tree,
+    /// probabilities and outlier scores within their tolerances.
+    fn check_identical(
+        &self,
+        ours: &Clustering,
+        variant: &str,
+        check: &mut dyn FnMut(&str, Result<(), String>),
+    ) {
+        let labels = if ours.labels == self.i64s(&format!("{variant}_labels")) {
+            Ok(())
+        } else {
+            Err("label numbering differs".into())
+        };
+        check(&format!("labels vs {variant}"), labels);
+        let tree = self.array(&format!("{variant}_condensed_tree"));
+        check(
+            &format!("condensed tree vs {variant}"),
+            check_condensed(ours, &tree),
+        );
+        for (what, values, atol) in [
+            ("probabilities", &ours.probabilities, PROB_ATOL),
+            ("outlier_scores", &ours.outlier_scores, SCORE_ATOL),
+        ] {
+            let theirs = self.f64s(&format!("{variant}_{what}"));
+            check(
+                &format!("{what} vs {variant}"),
+                check_vector(what, values, &theirs, atol),
+            );
+        }
+    }
+}
+
 /// Our Prim rows (before sorting) against the library's `_min_spanning_tree`.
 fn check_mst(case: &Case, theirs: &[f64]) -> Result<(), String> {
     let data = &case.data;
@@ -437,13 +487,12 @@ fn check_case(case: &Case, dir: &Path) -> Outcome {
             }
         }
     }
-    let f64s = |name: &str| npy::read_f64_vector(&dir.join(format!("{name}.npy"))).unwrap();
-    let i64s = |name: &str| npy::read_i64_vector(&dir.join(format!("{name}.npy"))).unwrap();
-    let array = |name: &str| {
-        npy::read_f64_array(&dir.join(format!("{name}.npy")))
-            .unwrap()
-            .1
-    };
+    let reference = Reference(dir);
+    let (f64s, i64s, array) = (
+        |n: &str| reference.f64s(n),
+        |n: &str| reference.i64s(n),
+        |n: &str| reference.array(n),
+    );
     let mut check = |what: &str, r: Result<(), String>| {
         if let Err(e) = r {
             failures.push(format!("{what}: {e}"));
@@ -464,36 +513,7 @@ fn check_case(case: &Case, dir: &Path) -> Outcome {
         notes.push("numbering differs from the library's (unstable MST sort)".into());
     }
     // The library with a stable MST sort: everything identical.
-    check(
-        "labels vs library (stable sort)",
-        if ours.labels == i64s("stable_labels") {
-            Ok(())
-        } else {
-            Err("label numbering differs".into())
-        },
-    );
-    check(
-        "condensed tree vs library (stable sort)",
-        check_condensed(&ours, &array("stable_condensed_tree")),
-    );
-    check(
-        "probabilities vs library (stable sort)",
-        check_vector(
-            "probabilities",
-            &ours.probabilities,
-            &f64s("stable_probabilities"),
-            PROB_ATOL,
-        ),
-    );
-    check(
-        "outlier scores vs library (stable sort)",
-        check_vector(
-            "outlier_scores",
-            &ours.outlier_scores,
-            &f64s("stable_outlier_scores"),
-            SCORE_ATOL,
-        ),
-    );
+    reference.check_identical(&ours, "stable", &mut check);
     // Required: the library's default metric (sklearn's expanded-form distances)
     // and scikit-learn. Reported only: the library's default algorithm, whose
     // approximate Boruvka MST is not an MST (see the module comment).
@@ -792,48 +812,14 @@ fn parity_at_50k_points_with_the_library() {
         )
         .unwrap();
         let ours_s = t.elapsed().as_secs_f64();
-        let f64s = |n: &str| npy::read_f64_vector(&dir.join(format!("{n}.npy"))).unwrap();
-        let i64s = |n: &str| npy::read_i64_vector(&dir.join(format!("{n}.npy"))).unwrap();
-        let array = |n: &str| {
-            npy::read_f64_array(&dir.join(format!("{n}.npy")))
-                .unwrap()
-                .1
-        };
+        let reference = Reference(&dir);
+        let (i64s, array) = (|n: &str| reference.i64s(n), |n: &str| reference.array(n));
         let mut check = |what: &str, r: Result<(), String>| {
             if let Err(e) = r {
                 failures.push(format!("{name}: {what}: {e}"));
             }
         };
-        check(
-            "labels vs prims_kdtree",
-            if ours.labels == i64s("prims_labels") {
-                Ok(())
-            } else {
-                Err("labels differ".into())
-            },
-        );
-        check(
-            "condensed tree vs prims_kdtree",
-            check_condensed(&ours, &array("prims_condensed_tree")),
-        );
-        check(
-            "probabilities vs prims_kdtree",
-            check_vector(
-                "probabilities",
-                &ours.probabilities,
-                &f64s("prims_probabilities"),
-                PROB_ATOL,
-            ),
-        );
-        check(
-            "outlier scores vs prims_kdtree",
-            check_vector(
-                "outlier_scores",
-                &ours.outlier_scores,
-                &f64s("prims_outlier_scores"),
-                SCORE_ATOL,
-            ),
-        );
+        reference.check_identical(&ours, "prims", &mut check);
         let theirs_mst = array("prims_mst");
         let same_mst = ours.mst.len() * 3 == theirs_mst.len()
             && ours
