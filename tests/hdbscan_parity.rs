@@ -745,8 +745,9 @@ fn ari(a: &[i64], b: &[i64]) -> f64 {
 /// minutes on two cores, most of it the library's O(n²) Prim): the library's
 /// `prims_kdtree` run — the same Prim as `generic`, which needs a 20 GB matrix here —
 /// with a stable MST sort must give identical labels, condensed tree, probabilities,
-/// outlier scores and sorted MST; its exact Borůvka run is compared by ARI (it resolves
-/// equal weights its own way).
+/// outlier scores and sorted MST; its exact Borůvka run is only reported by ARI: it
+/// resolves equal weights its own way, and with many small clusters that moves whole
+/// clusters (measured: ARI 0.25 on the 2-D case, where ours equals prims_kdtree).
 #[test]
 #[ignore = "minutes: run scripts/hdbscan-large-parity.sh"]
 fn parity_at_50k_points_with_the_library() {
@@ -853,14 +854,6 @@ fn parity_at_50k_points_with_the_library() {
             meta["seconds"]["boruvka"].as_f64().unwrap_or(f64::NAN),
             ours.n_clusters(),
             ours.noise_count(),
-        );
-        check(
-            "ARI vs the library's exact Borůvka",
-            if boruvka_ari >= 0.999 {
-                Ok(())
-            } else {
-                Err(format!("{boruvka_ari}"))
-            },
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
