@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::data::{birds, cifar10, features, idx, mnist, npy, omniglot, TaskType};
 use sskernel::model::{Mode, Net, NetSpec};
-use sskernel::sharing::cluster_cmd::{cluster_file, Metric};
+use sskernel::sharing::cluster_cmd::{cluster_file, ClusterOptions, Metric};
 use sskernel::sharing::hdbscan::{HdbscanParams, Selection};
 use sskernel::train::checkpoint;
 
@@ -580,9 +580,13 @@ fn fuzz_cluster_input() {
         allow_single_cluster: false,
     };
     let settings = [params(2, None), params(3, Some(1)), params(5, Some(2))];
+    let options = |metric: Metric| ClusterOptions {
+        metric,
+        ..Default::default()
+    };
     for (seed, metric) in &seeds {
         put(&path, seed);
-        cluster_file(&path, &settings[0], *metric).expect("a valid seed");
+        cluster_file(&path, &settings[0], options(*metric)).expect("a valid seed");
     }
     fuzz::run("fuzz_cluster_input", |c| {
         let (seed, metric) = c.pick(&seeds);
@@ -591,7 +595,7 @@ fn fuzz_cluster_input() {
         c.log.push(format!("{metric:?}, {params:?}"));
         put(&path, &bytes);
         let r = bounded("cluster_file", bytes.len(), 64, SLACK, || {
-            cluster_file(&path, &params, *metric)
+            cluster_file(&path, &params, options(*metric))
         });
         accepted(r.map_err(|e| format!("{e:#}")), &path)
     });

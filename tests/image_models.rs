@@ -174,6 +174,33 @@ fn sskernel(args: &[&str]) {
     );
 }
 
+/// The same two training steps on cpu and on sim (`args`: the problem and its
+/// data flags): the simulator's loss must be the CPU's.
+fn sim_matches_cpu(args: &[&str], dir: &Path) {
+    let loss = |device: &str| {
+        let run = dir.join(format!("short-{device}"));
+        let short = [
+            "--device",
+            device,
+            "--epochs",
+            "1",
+            "--max-steps",
+            "2",
+            "--batch",
+            "6",
+        ];
+        let out = ["--out", run.to_str().unwrap()];
+        sskernel(&[&["train"], args, &short[..], &out[..]].concat());
+        train_losses(&run)[0]
+    };
+    let (cpu, sim) = (loss("cpu"), loss("sim"));
+    let rel = (cpu - sim).abs() / cpu.abs();
+    assert!(
+        rel < 1e-4,
+        "{args:?}: sim loss {sim} vs cpu {cpu}: rel {rel:e}"
+    );
+}
+
 fn summary_params(run: &Path) -> usize {
     let s: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
@@ -181,7 +208,7 @@ fn summary_params(run: &Path) -> usize {
 }
 
 /// `sskernel train omniglot` on three alphabets of PNGs (each alphabet its own
-/// stroke pattern): the paper's CNN and widths, through the CLI.
+/// stroke pattern): the paper's CNN and widths, through the CLI, on cpu and sim.
 #[test]
 fn omniglot_folders_train_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,11 +250,16 @@ fn omniglot_folders_train_through_the_cli() {
         summary_params(&run),
         convs + fc_part(3136, 300, [100, 100], 3, 1)
     );
+    // Dropout's mask is the same on both devices (a hash of key and index).
+    sim_matches_cpu(
+        &["omniglot", "--data-dir", root.to_str().unwrap()],
+        dir.path(),
+    );
 }
 
 /// `sskernel train birds` on 60 birds of CUB-200-2011's annotation files and a
 /// features matrix whose first columns carry the attributes' scores: ten ranking
-/// tasks on the paper's head, through the CLI.
+/// tasks on the paper's head, through the CLI, on cpu and sim.
 #[test]
 fn birds_annotations_train_through_the_cli() {
     const N: usize = 60;
@@ -277,4 +309,12 @@ fn birds_annotations_train_through_the_cli() {
     sskernel(&[&args[..], &paths[..]].concat());
     assert_goes_down(&train_losses(&run), "birds head");
     assert_eq!(summary_params(&run), fc_part(DIM, 64, [32, 16], 10, 1));
+    let data = [
+        "birds",
+        "--data-dir",
+        root.to_str().unwrap(),
+        "--features",
+        npy_path.to_str().unwrap(),
+    ];
+    sim_matches_cpu(&data, dir.path());
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::hdbscan::{
-    hdbscan_precomputed_with, hdbscan_with, Algorithm, HdbscanParams, Progress, StepTimes,
+    hdbscan_precomputed_with, hdbscan_with, Algorithm, Clustering, HdbscanParams, Progress,
+    StepTimes,
 };
 use crate::data::npy;
 
@@ -108,6 +109,65 @@ pub fn run_cluster(
 ) -> Result<Summary> {
     let start = Instant::now();
     let metric = options.metric;
+    let Clustered {
+        matrix: m,
+        clustering,
+        read,
+        times,
+    } = cluster_file(points, params, options)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    npy::write_i64_vector(&out.join("labels.npy"), &clustering.labels)?;
+    npy::write_f64_vector(&out.join("probabilities.npy"), &clustering.probabilities)?;
+    npy::write_f64_vector(&out.join("outlier_scores.npy"), &clustering.outlier_scores)?;
+
+    let summary = Summary {
+        input: points.display().to_string(),
+        n: m.rows,
+        d: if metric == Metric::Precomputed {
+            0
+        } else {
+            m.cols
+        },
+        metric,
+        params: *params,
+        algorithm: times.algorithm,
+        boruvka_rounds: times.boruvka_rounds,
+        min_samples_used: clustering.min_samples_used,
+        n_clusters: clustering.n_clusters(),
+        noise: clustering.noise_count(),
+        cluster_sizes: clustering.cluster_sizes(),
+        seconds: Seconds {
+            read,
+            core_distances: times.core_distances,
+            mst: times.mst,
+            tree: times.tree,
+            selection: times.selection,
+            total: start.elapsed().as_secs_f64(),
+        },
+    };
+    crate::atomic_file::write_json(&out.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+/// What `cluster_file` read and found.
+pub struct Clustered {
+    pub matrix: npy::Matrix,
+    pub clustering: Clustering,
+    /// Seconds spent reading the file.
+    pub read: f64,
+    pub times: StepTimes,
+}
+
+/// Reads `points` (`[n, d]` points, or `[n, n]` distances with
+/// `Metric::Precomputed`) and clusters them: everything `run_cluster` does before
+/// it writes (what the fuzz tests run). Every error names the file.
+pub fn cluster_file(
+    points: &Path,
+    params: &HdbscanParams,
+    options: ClusterOptions,
+) -> Result<Clustered> {
+    let start = Instant::now();
+    let metric = options.metric;
     if metric == Metric::Precomputed {
         // The header alone: shape errors and the size cap before reading n² values.
         let header = npy::map_matrix(points)?;
@@ -147,38 +207,12 @@ pub fn run_cluster(
     }
     .with_context(|| format!("clustering {}", points.display()))?;
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    npy::write_i64_vector(&out.join("labels.npy"), &clustering.labels)?;
-    npy::write_f64_vector(&out.join("probabilities.npy"), &clustering.probabilities)?;
-    npy::write_f64_vector(&out.join("outlier_scores.npy"), &clustering.outlier_scores)?;
-
-    let summary = Summary {
-        input: points.display().to_string(),
-        n: m.rows,
-        d: if metric == Metric::Precomputed {
-            0
-        } else {
-            m.cols
-        },
-        metric,
-        params: *params,
-        algorithm: times.algorithm,
-        boruvka_rounds: times.boruvka_rounds,
-        min_samples_used: clustering.min_samples_used,
-        n_clusters: clustering.n_clusters(),
-        noise: clustering.noise_count(),
-        cluster_sizes: clustering.cluster_sizes(),
-        seconds: Seconds {
-            read,
-            core_distances: times.core_distances,
-            mst: times.mst,
-            tree: times.tree,
-            selection: times.selection,
-            total: start.elapsed().as_secs_f64(),
-        },
-    };
-    crate::atomic_file::write_json(&out.join("summary.json"), &summary)?;
-    Ok(summary)
+    Ok(Clustered {
+        matrix: m,
+        clustering,
+        read,
+        times,
+    })
 }
 
 #[cfg(test)]
