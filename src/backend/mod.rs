@@ -354,7 +354,8 @@ pub trait PoolOps: Memory {
     fn relu_forward(&self, len: usize, x: &Self::Buf, y: &mut Self::Buf);
     /// dx = dy where y > 0, else 0 (y is the forward's output).
     fn relu_backward(&self, len: usize, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
-    /// 2×2 max-pool, stride 2: x `[N, C, H, W]` → y `[N, C, H/2, W/2]` (H, W even).
+    /// 2×2 max-pool, stride 2: x `[N, C, H, W]` → y `[N, C, ⌊H/2⌋, ⌊W/2⌋]` (an odd
+    /// last row or column is dropped, as PyTorch's default floor mode).
     fn maxpool2x2_forward(&self, s: &Nchw, x: &Self::Buf, y: &mut Self::Buf);
     /// Routes dy to the first element of each window that equals the maximum of x
     /// (as PyTorch's CPU kernel does); writes every element of dx.
