@@ -482,9 +482,22 @@ impl RunArgs {
 }
 
 fn main() {
+    report_oversized_writes();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("sskernel: error: {err:#}");
         std::process::exit(1);
+    }
+}
+
+/// A write past the file-size limit (`ulimit -f`, a quota) returns EFBIG — a
+/// "cannot write FILE: File too large" error, the last good checkpoint untouched —
+/// instead of the default SIGXFSZ, which kills the process without a word.
+fn report_oversized_writes() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread starts;
+    // no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -46,3 +46,99 @@ fn a_diverging_run_stops_naming_epoch_step_and_the_last_good_checkpoint() {
         "the diverged run must not overwrite the last good checkpoint"
     );
 }
+
+fn sskernel(shell_prefix: &str, args: &[&str]) -> std::process::Output {
+    // Through bash, so a test can set a limit (`ulimit -f`) on the run alone.
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let cmd = format!(
+        "{shell_prefix} exec '{}' {}",
+        env!("CARGO_BIN_EXE_sskernel"),
+        quoted.join(" ")
+    );
+    std::process::Command::new("bash")
+        .args(["-c", &cmd])
+        .output()
+        .unwrap()
+}
+
+fn short_run(out: &std::path::Path) -> Vec<String> {
+    [
+        "train",
+        "mnist",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect()
+}
+
+/// An output directory that cannot be made (here: below a regular file) stops the
+/// run before any training with an error naming it.
+#[test]
+fn an_unwritable_output_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = file.join("run");
+    let args = short_run(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = sskernel("", &args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("cannot create the run directory") && err.contains(&*out.to_string_lossy()),
+        "{err}"
+    );
+}
+
+/// A disk that fills while a checkpoint is written (a file-size limit smaller than
+/// the checkpoint: `ulimit -f`, which binds root too) gives a clear error naming
+/// the file, and the last good checkpoint — from an earlier run into the same
+/// directory — stays byte for byte, with no temporary file left beside it.
+#[test]
+fn a_full_disk_leaves_the_last_good_checkpoint_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = short_run(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = sskernel("", &args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let checkpoint = out.join("checkpoint.safetensors");
+    let good = std::fs::read(&checkpoint).unwrap();
+    assert!(
+        good.len() > 2 << 20,
+        "the checkpoint must exceed the 1 MiB limit below"
+    );
+
+    let full = sskernel("ulimit -f 1024;", &args);
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(
+        full.status.code(),
+        Some(1),
+        "an error exit, not a signal: {err}"
+    );
+    assert!(
+        err.contains("cannot write")
+            && err.contains(".safetensors")
+            && err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), good);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
