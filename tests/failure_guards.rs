@@ -142,3 +142,27 @@ fn a_full_disk_leaves_the_last_good_checkpoint_intact() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// `sskernel eval` of a run whose config.json holds an absurd batch refuses it,
+/// naming the file, instead of sizing the activations by it.
+#[test]
+fn eval_refuses_a_damaged_batch_in_config_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = short_run(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(sskernel("", &args).status.success());
+    let config = out.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let damaged = text.replacen("\"batch\": 64", "\"batch\": 1099511627776", 1);
+    assert_ne!(text, damaged, "config.json holds \"batch\": 64");
+    std::fs::write(&config, damaged).unwrap();
+    let run = out.display().to_string();
+    let r = sskernel("", &["eval", &run, "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("config.json") && err.contains("config.batch = 1099511627776"),
+        "{err}"
+    );
+}

@@ -324,6 +324,9 @@ fn config_json(cfg: &TrainConfig, data: &Dataset) -> serde_json::Value {
 /// checkpoint — `best.safetensors`, the model whose figures summary.json reports,
 /// or with `last` the final epoch's — evaluates it on the validation and test
 /// splits, and prints both.
+/// The largest batch `eval` accepts from a run's config.json.
+const MAX_EVAL_BATCH: u64 = 65_536;
+
 pub fn evaluate_run<B: Backend>(
     be: &B,
     run: &Path,
@@ -344,7 +347,15 @@ pub fn evaluate_run<B: Backend>(
         .map_err(|e| anyhow::anyhow!("{}: config.dataset: {e}", config_path.display()))?;
     let mode = Mode::from_str(field("mode")?, true)
         .map_err(|e| anyhow::anyhow!("{}: config.mode: {e}", config_path.display()))?;
-    let batch = json["config"]["batch"].as_u64().unwrap_or(64) as usize;
+    // Any batch gives the same evaluation (running statistics); a damaged value
+    // must not size the activations.
+    let batch = json["config"]["batch"].as_u64().unwrap_or(64);
+    anyhow::ensure!(
+        (1..=MAX_EVAL_BATCH).contains(&batch),
+        "{}: config.batch = {batch} is not a batch size (1 to {MAX_EVAL_BATCH})",
+        config_path.display()
+    );
+    let batch = batch as usize;
     let data_dir = json["config"]["data_dir"].as_str().map(PathBuf::from);
     let data = crate::data::load(dataset, data_dir.as_deref())?;
 
