@@ -161,12 +161,14 @@ impl Round<'_> {
             .enumerate()
             .map(|(o, b)| self.bound_of(nd.start + o, b))
             .fold(f64::NEG_INFINITY, f64::max);
-        let mut stack = vec![0usize];
-        while let Some(r_node) = stack.pop() {
+        // Each entry carries its lower bound, computed once when its parent was opened
+        // and checked again when popped (q_bound only shrinks meanwhile).
+        let mut stack = vec![(0usize, self.lower_bound(q_node, 0))];
+        while let Some((r_node, lower)) = stack.pop() {
             if self.node_comp[q_node] != MIXED && self.node_comp[q_node] == self.node_comp[r_node] {
                 continue;
             }
-            if self.lower_bound(q_node, r_node) > q_bound {
+            if lower > q_bound {
                 continue;
             }
             let r = self.tree.nodes[r_node];
@@ -184,11 +186,11 @@ impl Round<'_> {
                     self.lower_bound(q_node, r.right),
                 );
                 if bl <= br {
-                    stack.push(r.right);
-                    stack.push(r.left);
+                    stack.push((r.right, br));
+                    stack.push((r.left, bl));
                 } else {
-                    stack.push(r.left);
-                    stack.push(r.right);
+                    stack.push((r.left, bl));
+                    stack.push((r.right, br));
                 }
             }
         }

@@ -109,6 +109,27 @@ pub fn euclidean(x: &[f64], y: &[f64]) -> f64 {
 /// ordered sum as `euclidean`; the lanes only interleave independent sums.
 #[inline]
 pub(crate) fn row_kernel(x: &[f64], xt: &[f64], stride: usize, first: usize, out: &mut [f64]) {
+    row_kernel_impl::<true>(x, xt, stride, first, out);
+}
+
+/// `row_kernel` without the square roots: out[j] is the ordered sum of squares whose
+/// `sqrt` is `euclidean`'s result, bit for bit. `sqrt` is monotone, so comparing the
+/// sums orders the distances (ties in the sums stay ties; sums that differ may round
+/// to one distance, which callers account for).
+#[inline]
+pub(crate) fn row_kernel_sq(x: &[f64], xt: &[f64], stride: usize, first: usize, out: &mut [f64]) {
+    row_kernel_impl::<false>(x, xt, stride, first, out);
+}
+
+#[inline(always)]
+fn row_kernel_impl<const SQRT: bool>(
+    x: &[f64],
+    xt: &[f64],
+    stride: usize,
+    first: usize,
+    out: &mut [f64],
+) {
+    let finish = |acc: f64| if SQRT { acc.sqrt() } else { acc };
     let len = out.len();
     let mut s = 0;
     while s + LANES <= len {
@@ -121,7 +142,7 @@ pub(crate) fn row_kernel(x: &[f64], xt: &[f64], stride: usize, first: usize, out
             }
         }
         for l in 0..LANES {
-            out[s + l] = acc[l].sqrt();
+            out[s + l] = finish(acc[l]);
         }
         s += LANES;
     }
@@ -131,7 +152,7 @@ pub(crate) fn row_kernel(x: &[f64], xt: &[f64], stride: usize, first: usize, out
             let t = xa - xt[k * stride + first + j];
             acc += t * t;
         }
-        *o = acc.sqrt();
+        *o = finish(acc);
     }
 }
 

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::distance::{euclidean, row_kernel};
+use super::distance::{euclidean, row_kernel, row_kernel_sq};
 
 /// Most points in a leaf. 16–64 measured within a few per cent of each other on
 /// 100k × 8 blobs; 32 was fastest.
@@ -103,6 +103,15 @@ impl KdTree {
         row_kernel(x, block, len, 0, &mut out[..len]);
     }
 
+    /// `leaf_distances` squared: out[o] is the sum whose `sqrt` is d(x, point start + o).
+    #[inline]
+    pub fn leaf_sq_distances(&self, x: &[f64], leaf: usize, out: &mut [f64]) {
+        let nd = self.nodes[leaf];
+        let len = nd.end - nd.start;
+        let block = &self.leaf_columns[nd.start * self.d..nd.end * self.d];
+        row_kernel_sq(x, block, len, 0, &mut out[..len]);
+    }
+
     /// Makes the node for `index[start..end]` and its subtree; returns its id.
     fn split(&mut self, points: &[f64], index: &mut [usize], start: usize, end: usize) -> usize {
         let d = self.d;
@@ -151,20 +160,29 @@ impl KdTree {
     /// A lower bound of the distance from x to any point in node `node`.
     #[inline]
     pub fn min_dist_point(&self, x: &[f64], node: usize) -> f64 {
+        self.min_sq_point(x, node).sqrt()
+    }
+
+    /// `min_dist_point` squared: a lower bound of the ordered sum of squares (the
+    /// distance before its `sqrt`) from x to any point in node `node`.
+    #[inline]
+    pub fn min_sq_point(&self, x: &[f64], node: usize) -> f64 {
         let (lo, hi) = self.corners(node);
         let mut acc = 0.0;
         for k in 0..self.d {
-            // (x − lo) and (hi − x) round no further from 0 than (x − p) for p in the box.
-            let t = if x[k] < lo[k] {
-                x[k] - lo[k]
-            } else if x[k] > hi[k] {
-                x[k] - hi[k]
+            // (lo − x) and (x − hi) round no further from 0 than |x − p| for p in the
+            // box; (lo − x)² has the bits of (x − lo)².
+            let (below, above) = (lo[k] - x[k], x[k] - hi[k]);
+            let t = if below > 0.0 {
+                below
+            } else if above > 0.0 {
+                above
             } else {
                 0.0
             };
             acc += t * t;
         }
-        acc.sqrt()
+        acc
     }
 
     /// A lower bound of the distance between any point of node a and any of node b.
@@ -174,10 +192,11 @@ impl KdTree {
         let (blo, bhi) = self.corners(b);
         let mut acc = 0.0;
         for k in 0..self.d {
-            let t = if ahi[k] < blo[k] {
-                ahi[k] - blo[k]
-            } else if bhi[k] < alo[k] {
-                alo[k] - bhi[k]
+            let (below, above) = (blo[k] - ahi[k], alo[k] - bhi[k]);
+            let t = if below > 0.0 {
+                below
+            } else if above > 0.0 {
+                above
             } else {
                 0.0
             };
@@ -196,8 +215,9 @@ impl KdTree {
     }
 
     /// The `cap` nearest tree positions to x (itself included when x is a point of
-    /// the tree), by (distance, position), ascending. `out` is reused.
-    pub fn nearest(&self, x: &[f64], cap: usize, out: &mut Vec<(f64, usize)>) {
+    /// the tree), by (squared distance, position), ascending: each entry's first field
+    /// is the sum whose `sqrt` is the `euclidean` distance. `out` is reused.
+    pub fn nearest_sq(&self, x: &[f64], cap: usize, out: &mut Vec<(f64, usize)>) {
         out.clear();
         self.nearest_in(0, x, cap, out);
     }
@@ -206,7 +226,7 @@ impl KdTree {
         let nd = self.nodes[node];
         if nd.is_leaf() {
             let mut row = [0.0; LEAF];
-            self.leaf_distances(x, node, &mut row);
+            self.leaf_sq_distances(x, node, &mut row);
             for i in nd.start..nd.end {
                 let dist = row[i - nd.start];
                 let full = out.len() == cap;
@@ -221,10 +241,9 @@ impl KdTree {
             }
             return;
         }
-        let (dl, dr) = (
-            self.min_dist_point(x, nd.left),
-            self.min_dist_point(x, nd.right),
-        );
+        // Squared bounds against squared sums: the rounding of each is monotone, so a
+        // box whose bound exceeds the current worst holds no point that could enter.
+        let (dl, dr) = (self.min_sq_point(x, nd.left), self.min_sq_point(x, nd.right));
         let (first, df, second, ds) = if dl <= dr {
             (nd.left, dl, nd.right, dr)
         } else {
@@ -283,9 +302,11 @@ const KNN_CHUNK: usize = 512;
 /// c_k of every point (tree order) — the k-th nearest other point, duplicates at
 /// distance 0 counting — and the balls {j ≠ i : d(i, j) ≤ c_k(i)}. 1 ≤ k ≤ n − 1.
 ///
-/// Each query asks for the k + 2 nearest (the point itself included): entry k is c_k;
-/// if entry k + 1 is farther, the first k + 1 are the ball and the point itself;
-/// otherwise distances tie at c_k and a range query collects the whole ball.
+/// Each query asks for the k + 2 nearest (the point itself included) by squared
+/// distance: the `sqrt` of entry k is c_k (`sqrt` is monotone, so the k-th smallest
+/// sum gives the k-th smallest distance); if the `sqrt` of entry k + 1 is larger, the
+/// first k + 1 are the ball and the point itself; otherwise distances tie at c_k and a
+/// range query collects the whole ball.
 pub fn core_distances_and_balls(tree: &KdTree, k: usize) -> (Vec<f64>, Balls) {
     let n = tree.n;
     assert!(
@@ -304,10 +325,10 @@ pub fn core_distances_and_balls(tree: &KdTree, k: usize) -> (Vec<f64>, Balls) {
             let mut range = Vec::new();
             for i in first..last {
                 let x = tree.point(i);
-                tree.nearest(x, cap, &mut near);
-                let c = near[k].0;
+                tree.nearest_sq(x, cap, &mut near);
+                let c = near[k].0.sqrt();
                 let before = list.len();
-                if near.len() > k + 1 && near[k + 1].0 <= c {
+                if near.len() > k + 1 && near[k + 1].0.sqrt() <= c {
                     range.clear();
                     tree.within(x, c, &mut range);
                     list.extend(range.iter().filter(|&&j| j != i).map(|&j| j as u32));
