@@ -8,8 +8,13 @@
 //! components at least halves. Edges are ordered by (weight, smaller position, larger
 //! position), a total order, so the lightest edge of a component is unique, the
 //! chosen edges never close a cycle, and the tree is the same for any thread count.
-//! The search runs, in parallel, one query *leaf* Q of the tree against the whole
-//! tree (the query side of a dual-tree traversal cut at its leaves):
+//! The search runs in two passes: first, in parallel, each query *leaf* Q on a
+//! component boundary (points of several components) against the whole tree; then the
+//! single-component leaves as a dual-tree traversal, one query subtree of at most
+//! `SUBTREE` points per task, a query node bounded by the largest bound of the leaves
+//! below it (so a reference node far from all of them is dropped once). Each point
+//! also starts from last round's best edge when that still leaves its component. In
+//! both passes:
 //! - a node R whose points all share Q's single component is skipped;
 //! - R is skipped when max(min_dist(Q, R), min c over Q, min c over R) is above every
 //!   bound of Q's points, the bound of point q being min(q's best edge so far, the
@@ -43,6 +48,9 @@ use rayon::prelude::*;
 use super::distance::{euclidean, mutual_reachability};
 use super::kdtree::{Balls, KdTree, LEAF};
 use super::mst::MstEdge;
+
+/// Most points in a query subtree of the dual-tree pass (the unit of parallel work).
+const SUBTREE: usize = 4096;
 
 /// No component (a node whose points span several).
 const MIXED: u32 = u32::MAX;
@@ -127,6 +135,16 @@ fn load(slot: &AtomicU64) -> f64 {
     f64::from_bits(slot.load(Ordering::Relaxed))
 }
 
+/// One query subtree of the dual-tree pass: node ids `root..end` (pre-order, so the
+/// subtree is contiguous), points from `base`, their best edges and the nodes' bounds.
+struct Sub<'a> {
+    root: usize,
+    end: usize,
+    base: usize,
+    best: &'a mut [Candidate],
+    bound: Vec<f64>,
+}
+
 /// One round's read-only state, shared by the leaf queries.
 struct Round<'a> {
     tree: &'a KdTree,
@@ -180,19 +198,113 @@ impl Round<'_> {
                     .map(|(o, b)| self.bound_of(nd.start + o, b))
                     .fold(f64::NEG_INFINITY, f64::max);
             } else {
-                // Nearer child on top of the stack.
-                let (bl, br) = (
-                    self.lower_bound(q_node, r.left),
-                    self.lower_bound(q_node, r.right),
-                );
-                if bl <= br {
-                    stack.push((r.right, br));
-                    stack.push((r.left, bl));
-                } else {
-                    stack.push((r.left, bl));
-                    stack.push((r.right, br));
+                // Nearer child on top of the stack; a child all in Q's component is
+                // never pushed (nor its bound computed).
+                let q_comp = self.node_comp[q_node];
+                let open = |c: usize| q_comp == MIXED || self.node_comp[c] != q_comp;
+                match (open(r.left), open(r.right)) {
+                    (true, true) => {
+                        let (bl, br) = (
+                            self.lower_bound(q_node, r.left),
+                            self.lower_bound(q_node, r.right),
+                        );
+                        if bl <= br {
+                            stack.push((r.right, br));
+                            stack.push((r.left, bl));
+                        } else {
+                            stack.push((r.left, bl));
+                            stack.push((r.right, br));
+                        }
+                    }
+                    (true, false) => stack.push((r.left, self.lower_bound(q_node, r.left))),
+                    (false, true) => stack.push((r.right, self.lower_bound(q_node, r.right))),
+                    (false, false) => {}
                 }
             }
+        }
+    }
+
+    /// Largest bound over the points of leaf `q_node` (best: its slice).
+    #[inline]
+    fn leaf_bound(&self, q_node: usize, best: &[Candidate]) -> f64 {
+        let start = self.tree.nodes[q_node].start;
+        best.iter()
+            .enumerate()
+            .map(|(o, b)| self.bound_of(start + o, b))
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// Lightest outgoing edge of every point in the single-component (interior)
+    /// leaves under `sub.root`, as one dual-tree traversal against the whole tree: a
+    /// query node carries the largest bound of the interior leaves below it, so a
+    /// reference node too far from all of them is dropped once for all. The boundary
+    /// leaves (searched before by `query_leaf`) count as settled here.
+    fn query_subtree(&self, sub: &mut Sub<'_>) {
+        let nodes = &self.tree.nodes;
+        for id in (sub.root..sub.end).rev() {
+            let nd = nodes[id];
+            sub.bound[id - sub.root] = if nd.is_leaf() {
+                if self.node_comp[id] == MIXED {
+                    f64::NEG_INFINITY
+                } else {
+                    let s = nd.start - sub.base;
+                    self.leaf_bound(id, &sub.best[s..s + nd.end - nd.start])
+                }
+            } else {
+                sub.bound[nd.left - sub.root].max(sub.bound[nd.right - sub.root])
+            };
+        }
+        self.dual(sub.root, 0, self.lower_bound(sub.root, 0), sub);
+    }
+
+    fn dual(&self, q: usize, r: usize, lower: f64, sub: &mut Sub<'_>) {
+        let q_comp = self.node_comp[q];
+        if q_comp != MIXED && q_comp == self.node_comp[r] {
+            return;
+        }
+        if lower > sub.bound[q - sub.root] {
+            return;
+        }
+        let nodes = &self.tree.nodes;
+        let (qn, rn) = (nodes[q], nodes[r]);
+        if qn.is_leaf() && rn.is_leaf() {
+            let s = qn.start - sub.base;
+            let best = &mut sub.best[s..s + qn.end - qn.start];
+            self.leaf_pair(q, r, best);
+            sub.bound[q - sub.root] = self.leaf_bound(q, best);
+            return;
+        }
+        let split_r = !rn.is_leaf() && (qn.is_leaf() || rn.end - rn.start >= qn.end - qn.start);
+        if split_r {
+            let open = |c: usize| q_comp == MIXED || self.node_comp[c] != q_comp;
+            let (bl, br) = (
+                if open(rn.left) {
+                    self.lower_bound(q, rn.left)
+                } else {
+                    f64::INFINITY
+                },
+                if open(rn.right) {
+                    self.lower_bound(q, rn.right)
+                } else {
+                    f64::INFINITY
+                },
+            );
+            let order = if bl <= br {
+                [(rn.left, bl), (rn.right, br)]
+            } else {
+                [(rn.right, br), (rn.left, bl)]
+            };
+            for (c, b) in order {
+                if b.is_finite() {
+                    self.dual(q, c, b, sub);
+                }
+            }
+        } else {
+            for c in [qn.left, qn.right] {
+                self.dual(c, r, self.lower_bound(c, r), sub);
+            }
+            sub.bound[q - sub.root] =
+                sub.bound[qn.left - sub.root].max(sub.bound[qn.right - sub.root]);
         }
     }
 
@@ -287,6 +399,28 @@ pub fn boruvka(
     debug_assert!(leaves
         .windows(2)
         .all(|w| nodes[w[0]].end == nodes[w[1]].start));
+    // Pre-order: the subtree of node id is ids id..subtree_end[id].
+    let mut subtree_end = vec![0usize; nodes.len()];
+    for id in (0..nodes.len()).rev() {
+        subtree_end[id] = if nodes[id].is_leaf() {
+            id + 1
+        } else {
+            subtree_end[nodes[id].right]
+        };
+    }
+    // The dual-tree pass's query subtrees: the first nodes of at most SUBTREE points on
+    // every root-to-leaf path, left to right (so their points tile 0..n in order).
+    let mut subtrees = Vec::new();
+    let mut stack = vec![0usize];
+    while let Some(id) = stack.pop() {
+        let nd = nodes[id];
+        if nd.is_leaf() || nd.end - nd.start <= SUBTREE {
+            subtrees.push(id);
+        } else {
+            stack.push(nd.right);
+            stack.push(nd.left);
+        }
+    }
 
     let mut forest = Forest::new(n);
     let mut comp = vec![0u32; n];
@@ -325,8 +459,14 @@ pub fn boruvka(
             .for_each(|b| b.store(f64::INFINITY.to_bits(), Ordering::Relaxed));
         // Seeds: the lightest ball edge leaving the component (d ≤ c(i) there, so
         // m = max(c(i), c(j)) exactly as `mutual_reachability` would give it).
+        // And last round's best edge of the point where it still leaves the component:
+        // a real edge, so an upper bound from the start (the search below is exact
+        // whatever it starts from; which edge a point kept may depend on the thread
+        // timing, each component's lightest edge does not).
         best.par_iter_mut().enumerate().for_each(|(i, b)| {
-            *b = Candidate::NONE;
+            if !(b.w.is_finite() && comp[b.a as usize] != comp[b.b as usize]) {
+                *b = Candidate::NONE;
+            }
             for &j in balls.of(i) {
                 let j = j as usize;
                 if comp[j] != comp[i] {
@@ -349,23 +489,38 @@ pub fn boruvka(
             node_core: &node_core,
             bound: &bound,
         };
+        // Leaves on a component boundary first, one by one: the lightest edges are
+        // mostly there, so the component bounds are tight before the interior
+        // leaves search, together, subtree by subtree.
         let mut slices = Vec::with_capacity(leaves.len());
         let mut rest = best.as_mut_slice();
         for &leaf in &leaves {
             let (here, tail) = rest.split_at_mut(nodes[leaf].end - nodes[leaf].start);
-            slices.push((leaf, here));
+            if node_comp[leaf] == MIXED {
+                slices.push((leaf, here));
+            }
             rest = tail;
         }
-        // Leaves on a component boundary first: the lightest edges are mostly there,
-        // so the component bounds are tight before the interior leaves search.
-        let (boundary, interior): (Vec<_>, Vec<_>) = slices
-            .into_iter()
-            .partition(|(leaf, _)| node_comp[*leaf] == MIXED);
-        for part in [boundary, interior] {
-            part.into_par_iter()
-                .with_min_len(4)
-                .for_each(|(leaf, b)| state.query_leaf(leaf, b));
+        slices
+            .into_par_iter()
+            .with_min_len(4)
+            .for_each(|(leaf, b)| state.query_leaf(leaf, b));
+        let mut subs = Vec::with_capacity(subtrees.len());
+        let mut rest = best.as_mut_slice();
+        for &root in &subtrees {
+            let nd = nodes[root];
+            let (here, tail) = rest.split_at_mut(nd.end - nd.start);
+            subs.push(Sub {
+                root,
+                end: subtree_end[root],
+                base: nd.start,
+                best: here,
+                bound: vec![0.0; subtree_end[root] - root],
+            });
+            rest = tail;
         }
+        subs.into_par_iter()
+            .for_each(|mut sub| state.query_subtree(&mut sub));
 
         // Each component's lightest edge, then the merges.
         for (i, b) in best.iter().enumerate() {

@@ -97,19 +97,25 @@ impl KdTree {
     /// `euclidean`. out: at least the leaf's length.
     #[inline]
     pub fn leaf_distances(&self, x: &[f64], leaf: usize, out: &mut [f64]) {
-        let nd = self.nodes[leaf];
-        let len = nd.end - nd.start;
-        let block = &self.leaf_columns[nd.start * self.d..nd.end * self.d];
+        let (block, len) = self.leaf_block(leaf);
         row_kernel(x, block, len, 0, &mut out[..len]);
     }
 
     /// `leaf_distances` squared: out[o] is the sum whose `sqrt` is d(x, point start + o).
     #[inline]
     pub fn leaf_sq_distances(&self, x: &[f64], leaf: usize, out: &mut [f64]) {
-        let nd = self.nodes[leaf];
-        let len = nd.end - nd.start;
-        let block = &self.leaf_columns[nd.start * self.d..nd.end * self.d];
+        let (block, len) = self.leaf_block(leaf);
         row_kernel_sq(x, block, len, 0, &mut out[..len]);
+    }
+
+    /// The transposed coordinates of leaf `leaf` ([d, len]) and its length.
+    #[inline]
+    fn leaf_block(&self, leaf: usize) -> (&[f64], usize) {
+        let nd = self.nodes[leaf];
+        (
+            &self.leaf_columns[nd.start * self.d..nd.end * self.d],
+            nd.end - nd.start,
+        )
     }
 
     /// Makes the node for `index[start..end]` and its subtree; returns its id.
@@ -173,13 +179,8 @@ impl KdTree {
             // (lo − x) and (x − hi) round no further from 0 than |x − p| for p in the
             // box; (lo − x)² has the bits of (x − lo)².
             let (below, above) = (lo[k] - x[k], x[k] - hi[k]);
-            let t = if below > 0.0 {
-                below
-            } else if above > 0.0 {
-                above
-            } else {
-                0.0
-            };
+            // At most one of them is positive (lo ≤ hi); adding 0 is exact.
+            let t = below.max(0.0) + above.max(0.0);
             acc += t * t;
         }
         acc
@@ -193,13 +194,8 @@ impl KdTree {
         let mut acc = 0.0;
         for k in 0..self.d {
             let (below, above) = (blo[k] - ahi[k], alo[k] - bhi[k]);
-            let t = if below > 0.0 {
-                below
-            } else if above > 0.0 {
-                above
-            } else {
-                0.0
-            };
+            // At most one of them is positive (lo ≤ hi); adding 0 is exact.
+            let t = below.max(0.0) + above.max(0.0);
             acc += t * t;
         }
         acc.sqrt()
@@ -243,7 +239,10 @@ impl KdTree {
         }
         // Squared bounds against squared sums: the rounding of each is monotone, so a
         // box whose bound exceeds the current worst holds no point that could enter.
-        let (dl, dr) = (self.min_sq_point(x, nd.left), self.min_sq_point(x, nd.right));
+        let (dl, dr) = (
+            self.min_sq_point(x, nd.left),
+            self.min_sq_point(x, nd.right),
+        );
         let (first, df, second, ds) = if dl <= dr {
             (nd.left, dl, nd.right, dr)
         } else {
