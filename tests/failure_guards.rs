@@ -61,8 +61,10 @@ fn sskernel(shell_prefix: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn short_run(out: &std::path::Path) -> Vec<String> {
-    [
+/// Two training steps of mnist into `out`, with `shell_prefix` before the command.
+fn train_short(shell_prefix: &str, out: &std::path::Path) -> std::process::Output {
+    let out = out.display().to_string();
+    let args = [
         "train",
         "mnist",
         "--device",
@@ -71,12 +73,8 @@ fn short_run(out: &std::path::Path) -> Vec<String> {
         "1",
         "--max-steps",
         "2",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string()])
-    .collect()
+    ];
+    sskernel(shell_prefix, &[&args[..], &["--out", &out]].concat())
 }
 
 /// An output directory that cannot be made (here: below a regular file) stops the
@@ -87,9 +85,7 @@ fn an_unwritable_output_directory_is_a_clear_error() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
     let out = file.join("run");
-    let args = short_run(&out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = sskernel("", &args);
+    let r = train_short("", &out);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success());
     assert!(
@@ -106,9 +102,7 @@ fn an_unwritable_output_directory_is_a_clear_error() {
 fn a_full_disk_leaves_the_last_good_checkpoint_intact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let args = short_run(&out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let first = sskernel("", &args);
+    let first = train_short("", &out);
     assert!(
         first.status.success(),
         "{}",
@@ -121,7 +115,7 @@ fn a_full_disk_leaves_the_last_good_checkpoint_intact() {
         "the checkpoint must exceed the 1 MiB limit below"
     );
 
-    let full = sskernel("ulimit -f 1024;", &args);
+    let full = train_short("ulimit -f 1024;", &out);
     let err = String::from_utf8_lossy(&full.stderr);
     assert_eq!(
         full.status.code(),
@@ -149,9 +143,7 @@ fn a_full_disk_leaves_the_last_good_checkpoint_intact() {
 fn eval_refuses_a_damaged_batch_in_config_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let args = short_run(&out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert!(sskernel("", &args).status.success());
+    assert!(train_short("", &out).status.success());
     let config = out.join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
     let damaged = text.replacen("\"batch\": 64", "\"batch\": 1099511627776", 1);

@@ -601,21 +601,9 @@ fn parity_with_hdbscan_library_and_sklearn() {
             "metric": if case.precomputed { "precomputed" } else { "euclidean" },
         }));
     }
-    let batch_path = tmp.path().join("cases.json");
-    std::fs::write(&batch_path, serde_json::to_string(&batch).unwrap()).unwrap();
     let t = Instant::now();
-    let out = Command::new(&py)
-        .arg(repo().join("tests/python/hdbscan_reference.py"))
-        .arg("--batch")
-        .arg(&batch_path)
-        .output()
-        .expect("running the Python reference");
+    run_reference(&py, tmp.path(), &batch);
     let python_seconds = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "hdbscan_reference.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     let mut all_failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -785,19 +773,7 @@ fn parity_at_50k_points_with_the_library() {
             "only": "prims,boruvka",
         }));
     }
-    let batch_path = tmp.path().join("cases.json");
-    std::fs::write(&batch_path, serde_json::to_string(&batch).unwrap()).unwrap();
-    let out = Command::new(&py)
-        .arg(repo().join("tests/python/hdbscan_reference.py"))
-        .arg("--batch")
-        .arg(&batch_path)
-        .output()
-        .expect("running the Python reference");
-    assert!(
-        out.status.success(),
-        "hdbscan_reference.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_reference(&py, tmp.path(), &batch);
 
     let mut failures = Vec::new();
     for (i, (name, (data, p))) in cases.iter().enumerate() {
@@ -857,4 +833,22 @@ fn parity_at_50k_points_with_the_library() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs tests/python/hdbscan_reference.py on `batch` (its cases, as JSON in
+/// `dir/cases.json`); each case's outputs land where the case says.
+fn run_reference(py: &Path, dir: &Path, batch: &[serde_json::Value]) {
+    let batch_path = dir.join("cases.json");
+    std::fs::write(&batch_path, serde_json::to_string(batch).unwrap()).unwrap();
+    let out = Command::new(py)
+        .arg(repo().join("tests/python/hdbscan_reference.py"))
+        .arg("--batch")
+        .arg(&batch_path)
+        .output()
+        .expect("running the Python reference");
+    assert!(
+        out.status.success(),
+        "hdbscan_reference.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
