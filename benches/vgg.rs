@@ -18,6 +18,7 @@ use sskernel::backend::cuda::Cuda;
 use sskernel::backend::sim::Sim;
 use sskernel::backend::{profile, Backend};
 use sskernel::data::TaskKind;
+use sskernel::model::Branched;
 use sskernel::model::{HeteroActs, HeteroNet, HeteroSpec};
 use std::time::Instant;
 

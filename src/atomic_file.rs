@@ -22,7 +22,13 @@ pub fn temp_path(target: &Path) -> PathBuf {
 pub fn write_io(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let result = std::fs::File::create(&tmp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|_| file.sync_all()))
+        .and_then(|mut file| {
+            let (head, tail) = bytes.split_at(bytes.len() / 2);
+            file.write_all(head)?;
+            crate::crash::point("write");
+            file.write_all(tail)?;
+            file.sync_all()
+        })
         .and_then(|_| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -3,6 +3,7 @@
 
 pub mod atomic_file;
 pub mod backend;
+pub mod crash;
 pub mod data;
 pub mod model;
 pub mod report;

@@ -5,13 +5,14 @@ use clap::{Parser, Subcommand};
 use sskernel::backend::{on_device, Backend, DeviceChoice, OnDevice};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::{HeteroSpec, Mode};
+use sskernel::run::Checkpointing;
 use sskernel::sharing::cluster_cmd::{self, Metric};
 use sskernel::sharing::criteria::Criterion;
 use sskernel::sharing::hdbscan::{Algorithm, HdbscanParams, Selection};
 use sskernel::sharing::merge::MergeRule;
 use sskernel::sharing::selective::SharingConfig;
 use sskernel::train::hetero::{train_hetero, HeteroConfig};
-use sskernel::train::{self, reproduce, TrainConfig};
+use sskernel::train::{self, reproduce, resume, TrainConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -164,6 +165,10 @@ struct RunArgs {
     /// default source), CIFAR-10's binary files, OmniGlot's folders, CUB-200-2011.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also write the (resumable) checkpoint every N optimiser steps; it is always
+    /// written at the end of each epoch.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: Option<u64>,
     #[command(flatten)]
     sharing: SharingArgs,
     #[command(flatten)]
@@ -282,8 +287,13 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Run directory; default runs/DATASET-MODE-seedN (a new suffix if it exists).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, as if it had
+    /// never stopped; give the run's settings again (only --epochs, --max-steps,
+    /// --device and --checkpoint-every may change).
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -447,6 +457,7 @@ impl RunArgs {
                 Mode::Selective => Some(self.sharing.config(criterion)?),
                 _ => None,
             },
+            checkpoints: self.checkpoints(),
         })
     }
 
@@ -477,13 +488,27 @@ impl RunArgs {
                 Mode::Selective => Some(self.sharing.config(criterion)?),
                 _ => None,
             },
+            checkpoints: self.checkpoints(),
         })
+    }
+
+    /// A fresh run's checkpointing (`train --resume` sets `resume`).
+    fn checkpoints(&self) -> Checkpointing {
+        Checkpointing {
+            every: self.checkpoint_every.map(|n| n as usize),
+            resume: false,
+        }
     }
 }
 
 fn main() {
     report_oversized_writes();
+    resume::catch_interrupts();
     if let Err(err) = run(Cli::parse()) {
+        if let Some(stop) = err.downcast_ref::<resume::Interrupted>() {
+            eprintln!("sskernel: {stop}");
+            std::process::exit(130);
+        }
         eprintln!("sskernel: error: {err:#}");
         std::process::exit(1);
     }
@@ -547,7 +572,8 @@ impl OnDevice for TrainArgs {
     type Output = ();
     fn run<B: Backend>(self, backend: &B) -> Result<()> {
         let criterion = self.run.sharing.criterion;
-        let out = self.out.clone().unwrap_or_else(|| {
+        let resume = self.resume.is_some();
+        let out = self.resume.clone().or(self.out.clone()).unwrap_or_else(|| {
             let label = sskernel::run::label(self.mode, criterion);
             fresh_run_dir(&format!(
                 "{}-{label}-seed{}",
@@ -566,19 +592,21 @@ impl OnDevice for TrainArgs {
                  --configs stl` trains them",
                 self.run.dataset.name()
             );
-            let cfg = self.run.hetero_config(
+            let mut cfg = self.run.hetero_config(
                 backend.name(),
                 (self.mode, criterion),
                 None,
                 self.seed,
                 out,
             )?;
+            cfg.checkpoints.resume = resume;
             train_hetero(backend, &cfg, &data)?;
             return Ok(());
         };
-        let cfg = self
+        let mut cfg = self
             .run
             .config(backend.name(), self.mode, criterion, self.seed, out)?;
+        cfg.checkpoints.resume = resume;
         let dataset = data::load(images, self.run.data_dir.as_deref())?;
         train::train(backend, &cfg, &dataset)?;
         Ok(())

@@ -6,7 +6,7 @@ use crate::data::TaskKind;
 use crate::model::Mode;
 use crate::sharing::criteria::Criterion;
 use crate::sharing::selective::SharingConfig;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Every setting of a run; written to `config.json` as is.
@@ -28,10 +28,21 @@ pub struct TrainConfig {
     pub device: String,
     /// Selective Sharing's settings (`--mode selective` only).
     pub sharing: Option<SharingConfig>,
+    pub checkpoints: Checkpointing,
+}
+
+/// How a run is checkpointed and started; the results are the same for any value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Checkpointing {
+    /// Also checkpoint every N optimiser steps (always at each epoch's end).
+    pub every: Option<usize>,
+    /// Continue the run in the output directory from its last checkpoint.
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 /// One line of `log.jsonl`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     /// Optimiser steps so far.

@@ -11,6 +11,7 @@ use sskernel::backend::cpu::Cpu;
 use sskernel::backend::sim::Sim;
 use sskernel::backend::{ops::*, OptimStep};
 use sskernel::data::{self, DatasetName, Split};
+use sskernel::model::Branched;
 use sskernel::model::{Activations, Mode, Net, NetSpec};
 use sskernel::train::{metrics, Inputs};
 

@@ -33,6 +33,7 @@ fn config(out: &Path, mode: Mode, epochs: usize, max_steps: Option<usize>) -> He
         out: out.to_path_buf(),
         device: "cpu".into(),
         sharing: None,
+        checkpoints: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ use sskernel::backend::sim::Sim;
 use sskernel::backend::Backend;
 use sskernel::data::cifar10::{self, Layout};
 use sskernel::data::{birds, images, npy, HeteroData, TaskKind};
+use sskernel::model::Branched;
 use sskernel::model::{ConvStackSpec, HeteroNet, HeteroSpec, Mode};
 use sskernel::train::hetero::{train_hetero, HeteroConfig};
 use std::fs;
@@ -76,6 +77,7 @@ fn config(out: &Path, convs: Option<ConvStackSpec>, epochs: usize, batch: usize)
         out: out.to_path_buf(),
         device: "test".into(),
         sharing: None,
+        checkpoints: Default::default(),
     }
 }
 

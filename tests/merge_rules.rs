@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::{ops::*, OptimStep};
 use sskernel::data::{self, DatasetName};
+use sskernel::model::Branched;
 use sskernel::model::{Activations, Mode, Net, NetSpec};
 use sskernel::sharing::criteria::{self, Criterion};
 use sskernel::sharing::hdbscan::{hdbscan_precomputed, Selection};

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu64;
 use sskernel::backend::ops::*;
 use sskernel::data::TaskKind;
+use sskernel::model::Branched;
 use sskernel::model::{
     Activations, ConvBlock, ConvEnd, ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode, Net,
     NetSpec, Param,

@@ -369,6 +369,7 @@ fn a_selective_run_merges_logs_every_decision_and_reloads() {
         out: dir.path().to_path_buf(),
         device: "cpu".into(),
         sharing: Some(SharingConfig::new(Criterion::Similarity)),
+        checkpoints: Default::default(),
     };
     let summary = train::train(&Cpu, &cfg, &data).unwrap();
     assert!(

@@ -7,6 +7,7 @@
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::ops::*;
 use sskernel::data::{self, DatasetName};
+use sskernel::model::Branched;
 use sskernel::model::Mode;
 use sskernel::train::{self, TrainConfig};
 use std::path::Path;
@@ -26,6 +27,7 @@ fn config(mode: Mode, out: &Path, seed: u64, max_steps: usize, epochs: usize) ->
         out: out.to_path_buf(),
         device: "cpu".into(),
         sharing: None,
+        checkpoints: Default::default(),
     }
 }
 

@@ -69,6 +69,16 @@ impl<B: Backend> Branches<B> {
         self.capture = None;
     }
 
+    /// The capture so far (checkpoints), `fc1.w.len()` values at the front.
+    pub fn capture(&self) -> Option<&B::Buf> {
+        self.capture.as_ref()
+    }
+
+    /// A resumed run's capture (`[branches, hidden1, input]`), or none.
+    pub fn set_capture(&mut self, capture: Option<B::Buf>) {
+        self.capture = capture;
+    }
+
     /// Adds this step's fc1 gradient to the capture, if capturing: called by the
     /// backward the moment the gradient exists (never by an evaluation).
     pub fn capture_step(&mut self, be: &B) {

@@ -399,4 +399,17 @@ impl<B: Backend> ConvStack<B> {
             })
             .collect()
     }
+
+    pub fn buffers_mut(&mut self) -> Vec<(&str, &mut B::Buf)> {
+        self.blocks
+            .iter_mut()
+            .zip(&self.running_names)
+            .flat_map(|(b, [m, v])| {
+                [
+                    (m.as_str(), &mut b.bn.running_mean),
+                    (v.as_str(), &mut b.bn.running_var),
+                ]
+            })
+            .collect()
+    }
 }

@@ -187,6 +187,11 @@ impl<B: Backend> HeteroActs<B> {
 }
 
 impl<B: Backend> HeteroNet<B> {
+    /// A resumed run's optimiser steps so far (each drew one dropout mask).
+    pub fn set_steps(&mut self, steps: usize) {
+        self.steps = steps as u32;
+    }
+
     pub fn new(be: &B, spec: HeteroSpec, seed: u64, rng: &mut ChaCha8Rng) -> Self {
         let convs = spec
             .convs
@@ -370,9 +375,17 @@ impl<B: Backend> HeteroNet<B> {
             p.optim_step(be, step);
         }
     }
+}
 
+impl<B: Backend> Branched<B> for HeteroNet<B> {
+    fn branches(&self) -> &Branches<B> {
+        &self.branches
+    }
+    fn branches_mut(&mut self) -> &mut Branches<B> {
+        &mut self.branches
+    }
     /// Every trainable tensor: conv stack, trunk, branches, heads in task order.
-    pub fn params(&self) -> Vec<&Param<B>> {
+    fn params(&self) -> Vec<&Param<B>> {
         let mut v = self.convs.as_ref().map_or(Vec::new(), ConvStack::params);
         v.extend([&self.trunk.w, &self.trunk.b]);
         v.extend(self.branches.params());
@@ -380,7 +393,7 @@ impl<B: Backend> HeteroNet<B> {
         v
     }
 
-    pub fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         let mut v = self
             .convs
             .as_mut()
@@ -391,25 +404,15 @@ impl<B: Backend> HeteroNet<B> {
         v
     }
 
-    pub fn param_count(&self) -> usize {
-        self.params().iter().map(|p| p.len()).sum()
-    }
-
     /// The non-trainable buffers (the conv stack's batchnorm running statistics)
     /// under their checkpoint names.
-    pub fn buffers(&self) -> Vec<(&str, &B::Buf)> {
+    fn buffers(&self) -> Vec<(&str, &B::Buf)> {
         self.convs.as_ref().map_or(Vec::new(), ConvStack::buffers)
     }
-}
 
-impl<B: Backend> Branched<B> for HeteroNet<B> {
-    fn branches(&self) -> &Branches<B> {
-        &self.branches
-    }
-    fn branches_mut(&mut self) -> &mut Branches<B> {
-        &mut self.branches
-    }
-    fn param_count(&self) -> usize {
-        HeteroNet::param_count(self)
+    fn buffers_mut(&mut self) -> Vec<(&str, &mut B::Buf)> {
+        self.convs
+            .as_mut()
+            .map_or(Vec::new(), ConvStack::buffers_mut)
     }
 }

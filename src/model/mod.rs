@@ -25,8 +25,17 @@ use serde::Serialize;
 pub trait Branched<B: Backend> {
     fn branches(&self) -> &Branches<B>;
     fn branches_mut(&mut self) -> &mut Branches<B>;
+    /// Every trainable tensor, in a fixed order (the checkpoint's and optimiser's).
+    fn params(&self) -> Vec<&Param<B>>;
+    fn params_mut(&mut self) -> Vec<&mut Param<B>>;
+    /// Non-trainable state saved with the model (BN running statistics) under its
+    /// checkpoint names.
+    fn buffers(&self) -> Vec<(&str, &B::Buf)>;
+    fn buffers_mut(&mut self) -> Vec<(&str, &mut B::Buf)>;
     /// Trainable parameters of the whole net.
-    fn param_count(&self) -> usize;
+    fn param_count(&self) -> usize {
+        self.params().iter().map(|p| p.len()).sum()
+    }
     /// Merges branches (see [`Branches::prune`]); a net that sizes anything else
     /// by the branch count updates it too.
     fn prune(&mut self, be: &B, keep: &[usize], task_branch: Vec<usize>) {

@@ -205,73 +205,6 @@ impl<B: Backend> Net<B> {
         }
     }
 
-    /// Every trainable tensor, in a fixed order (the checkpoint's and optimiser's).
-    pub fn params(&self) -> [&Param<B>; 16] {
-        [
-            &self.conv1.w,
-            &self.conv1.b,
-            &self.bn1.gamma,
-            &self.bn1.beta,
-            &self.conv2.w,
-            &self.conv2.b,
-            &self.bn2.gamma,
-            &self.bn2.beta,
-            &self.fc.w,
-            &self.fc.b,
-            &self.branches.fc1.w,
-            &self.branches.fc1.b,
-            &self.branches.fc2.w,
-            &self.branches.fc2.b,
-            &self.head.w,
-            &self.head.b,
-        ]
-    }
-
-    pub fn params_mut(&mut self) -> [&mut Param<B>; 16] {
-        [
-            &mut self.conv1.w,
-            &mut self.conv1.b,
-            &mut self.bn1.gamma,
-            &mut self.bn1.beta,
-            &mut self.conv2.w,
-            &mut self.conv2.b,
-            &mut self.bn2.gamma,
-            &mut self.bn2.beta,
-            &mut self.fc.w,
-            &mut self.fc.b,
-            &mut self.branches.fc1.w,
-            &mut self.branches.fc1.b,
-            &mut self.branches.fc2.w,
-            &mut self.branches.fc2.b,
-            &mut self.head.w,
-            &mut self.head.b,
-        ]
-    }
-
-    /// Non-trainable state saved with the model: BN running statistics.
-    pub fn buffers(&self) -> [(&'static str, &B::Buf); 4] {
-        [
-            ("trunk.bn1.running_mean", &self.bn1.running_mean),
-            ("trunk.bn1.running_var", &self.bn1.running_var),
-            ("trunk.bn2.running_mean", &self.bn2.running_mean),
-            ("trunk.bn2.running_var", &self.bn2.running_var),
-        ]
-    }
-
-    pub fn buffers_mut(&mut self) -> [(&'static str, &mut B::Buf); 4] {
-        [
-            ("trunk.bn1.running_mean", &mut self.bn1.running_mean),
-            ("trunk.bn1.running_var", &mut self.bn1.running_var),
-            ("trunk.bn2.running_mean", &mut self.bn2.running_mean),
-            ("trunk.bn2.running_var", &mut self.bn2.running_var),
-        ]
-    }
-
-    /// Trainable parameter count.
-    pub fn param_count(&self) -> usize {
-        self.params().iter().map(|p| p.len()).sum()
-    }
-
     /// Forward pass of the first `n` samples of `act.x`; writes `act.logits`.
     /// `train` selects batch statistics (and updates the running ones) over running ones.
     pub fn forward(&mut self, be: &B, act: &mut Activations<B>, n: usize, train: bool) {
@@ -403,9 +336,66 @@ impl<B: Backend> Branched<B> for Net<B> {
     fn branches_mut(&mut self) -> &mut Branches<B> {
         &mut self.branches
     }
-    fn param_count(&self) -> usize {
-        Net::param_count(self)
+    fn params(&self) -> Vec<&Param<B>> {
+        vec![
+            &self.conv1.w,
+            &self.conv1.b,
+            &self.bn1.gamma,
+            &self.bn1.beta,
+            &self.conv2.w,
+            &self.conv2.b,
+            &self.bn2.gamma,
+            &self.bn2.beta,
+            &self.fc.w,
+            &self.fc.b,
+            &self.branches.fc1.w,
+            &self.branches.fc1.b,
+            &self.branches.fc2.w,
+            &self.branches.fc2.b,
+            &self.head.w,
+            &self.head.b,
+        ]
     }
+
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        vec![
+            &mut self.conv1.w,
+            &mut self.conv1.b,
+            &mut self.bn1.gamma,
+            &mut self.bn1.beta,
+            &mut self.conv2.w,
+            &mut self.conv2.b,
+            &mut self.bn2.gamma,
+            &mut self.bn2.beta,
+            &mut self.fc.w,
+            &mut self.fc.b,
+            &mut self.branches.fc1.w,
+            &mut self.branches.fc1.b,
+            &mut self.branches.fc2.w,
+            &mut self.branches.fc2.b,
+            &mut self.head.w,
+            &mut self.head.b,
+        ]
+    }
+
+    fn buffers(&self) -> Vec<(&str, &B::Buf)> {
+        vec![
+            ("trunk.bn1.running_mean", &self.bn1.running_mean),
+            ("trunk.bn1.running_var", &self.bn1.running_var),
+            ("trunk.bn2.running_mean", &self.bn2.running_mean),
+            ("trunk.bn2.running_var", &self.bn2.running_var),
+        ]
+    }
+
+    fn buffers_mut(&mut self) -> Vec<(&str, &mut B::Buf)> {
+        vec![
+            ("trunk.bn1.running_mean", &mut self.bn1.running_mean),
+            ("trunk.bn1.running_var", &mut self.bn1.running_var),
+            ("trunk.bn2.running_mean", &mut self.bn2.running_mean),
+            ("trunk.bn2.running_var", &mut self.bn2.running_var),
+        ]
+    }
+
     /// Also the spec's branch count, which sizes the activations' shapes.
     fn prune(&mut self, be: &B, keep: &[usize], task_branch: Vec<usize>) {
         self.branches.prune(be, keep, task_branch);

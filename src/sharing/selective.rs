@@ -11,7 +11,7 @@ use crate::model::Branched;
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Settings of Selective Sharing.
 #[derive(Clone, Debug, Serialize)]
@@ -50,7 +50,7 @@ impl SharingConfig {
 
 /// One grouping decision, as logged. Branches are named by the task they were
 /// created for (`Net::branch_origin`), which stays stable while merges renumber.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Decision {
     pub epoch: usize,
     pub criterion: Criterion,
@@ -66,6 +66,8 @@ pub struct Decision {
     /// MST of the mutual-reachability graph: (branch, branch, weight).
     pub mst: Vec<(usize, usize, f64)>,
     /// Condensed tree: (parent, child, lambda, size); points are the branch positions.
+    /// (JSON writes an infinite lambda, of points at distance 0, as null.)
+    #[serde(deserialize_with = "null_lambda_is_infinite")]
     pub condensed_tree: Vec<(usize, usize, f64, usize)>,
     /// The criterion's groups.
     pub groups: Vec<Vec<usize>>,
@@ -82,10 +84,31 @@ pub struct Decision {
     pub seconds: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MergedGroup {
     pub group: Vec<usize>,
     pub kept: usize,
+}
+
+type CondensedEdge = (usize, usize, f64, usize);
+
+fn null_lambda_is_infinite<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<CondensedEdge>, D::Error> {
+    let edges: Vec<(usize, usize, Option<f64>, usize)> = Deserialize::deserialize(d)?;
+    Ok(edges
+        .into_iter()
+        .map(|(p, c, l, n)| (p, c, l.unwrap_or(f64::INFINITY), n))
+        .collect())
+}
+
+/// What a checkpoint keeps of [`Sharing`] (the decisions are in grouping.json).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SharingState {
+    /// The random criterion's generator: ChaCha8 words drawn (a u128 in decimal).
+    rng: String,
+    unchanged_epochs: usize,
+    lock_epoch: Option<usize>,
 }
 
 /// Selective Sharing across a run: the decisions so far and the lock.
@@ -116,6 +139,27 @@ impl Sharing {
         }
     }
 
+    pub fn state(&self) -> SharingState {
+        SharingState {
+            rng: self.rng.get_word_pos().to_string(),
+            unchanged_epochs: self.unchanged_epochs,
+            lock_epoch: self.lock_epoch,
+        }
+    }
+
+    /// Continues from a checkpoint's `state` and the decisions made before it.
+    pub fn restore(&mut self, state: &SharingState, decisions: Vec<Decision>) -> Result<()> {
+        let words: u128 = state
+            .rng
+            .parse()
+            .map_err(|_| anyhow::anyhow!("sharing rng {:?} is not a number", state.rng))?;
+        self.rng.set_word_pos(words);
+        self.unchanged_epochs = state.unchanged_epochs;
+        self.lock_epoch = state.lock_epoch;
+        self.decisions = decisions;
+        Ok(())
+    }
+
     pub fn locked(&self) -> bool {
         self.lock_epoch.is_some()
     }
@@ -143,6 +187,7 @@ impl Sharing {
         let (out, inp) = net.branches().capture_shape();
         let descriptors = ttsvd::branch_descriptors(&grads, n, out, inp, self.cfg.tt_rank);
         let distances = ttsvd::descriptor_distances(&descriptors);
+        crate::crash::point("sharing");
         let branch_loss = merge::branch_loss(task_loss, &net.branches().task_branch, n);
         let grouping = criteria::group(
             self.cfg.criterion,

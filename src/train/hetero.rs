@@ -6,20 +6,19 @@
 //! each task's mean loss, regression on standardised targets): the tasks' metrics
 //! have different units and directions, their losses one scale.
 
-use super::checkpoint::{self, Model};
-use super::{progress, sharing_step, Tally};
+use super::checkpoint;
+use super::resume::{self, Progress};
+use super::{progress, sharing_step};
 use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::{Backend, OptimStep};
 use crate::data::{HeteroData, TaskKind};
-use crate::model::{ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode};
-pub use crate::run::{metric_name, HeteroSummary};
+use crate::model::{Branched, ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode};
+pub use crate::run::{metric_name, Checkpointing, HeteroSummary};
 use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
 use anyhow::{Context, Result};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -44,6 +43,7 @@ pub struct HeteroConfig {
     pub out: PathBuf,
     pub device: String,
     pub sharing: Option<SharingConfig>,
+    pub checkpoints: Checkpointing,
 }
 
 /// Samples a rank metric compares pairwise at most (the first ones of the split):
@@ -51,7 +51,7 @@ pub struct HeteroConfig {
 const RANK_SAMPLES: usize = 3000;
 
 /// One line of `log.jsonl`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct HeteroEpoch {
     pub epoch: usize,
     pub steps: usize,
@@ -247,21 +247,14 @@ pub fn train_hetero<B: Backend>(
     cfg: &HeteroConfig,
     data: &HeteroData,
 ) -> Result<HeteroSummary> {
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("cannot create the run directory {}", cfg.out.display()))?;
     anyhow::ensure!(
         !data.train.is_empty(),
         "{}: the training split is empty",
         data.name
     );
     let tasks = task_indices(cfg, data);
-    write_json(
-        &cfg.out.join("config.json"),
-        &serde_json::json!({ "config": cfg, "data": data.name, "tasks": tasks.iter().map(|&t| &data.tasks[t].name).collect::<Vec<_>>() }),
-    )?;
-    let log_path = cfg.out.join("log.jsonl");
-    let mut log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let config = serde_json::json!({ "config": cfg, "data": data.name, "tasks": tasks.iter().map(|&t| &data.tasks[t].name).collect::<Vec<_>>() });
+    resume::open_run(&cfg.out, &config, cfg.checkpoints.resume)?;
 
     let kinds: Vec<TaskKind> = tasks.iter().map(|&t| data.tasks[t].kind).collect();
     if let Some(convs) = &cfg.convs {
@@ -291,6 +284,13 @@ pub fn train_hetero<B: Backend>(
         .sharing
         .clone()
         .map(|sc| Sharing::start(sc, cfg.seed, be, &mut net));
+    let (mut run, mut records): (Progress, Vec<HeteroEpoch>) = Progress::start(
+        (be, &mut net, sharing.as_mut()),
+        (rng, data.train.clone()),
+        &cfg.out,
+        cfg.checkpoints.resume,
+    )?;
+    net.set_steps(run.at.steps);
     let mut batcher = Batcher::new(data, tasks.clone());
     println!(
         "sskernel: {} {} on {} — {} tasks ({}), {} trainable parameters, train/val/test {}/{}/{}",
@@ -309,25 +309,23 @@ pub fn train_hetero<B: Backend>(
         data.test.len()
     );
 
-    let mut order = data.train.clone();
-    let (mut steps, mut adam_step) = (0usize, 0u32);
-    let mut records: Vec<HeteroEpoch> = Vec::new();
-    let mut best: Option<(HeteroEpoch, Vec<f64>)> = None;
-    for epoch in 1..=cfg.epochs {
-        order.shuffle(&mut rng);
-        let bar = progress::EpochBar::new(epoch, cfg.epochs, order.len().div_ceil(cfg.batch));
+    let max_steps_reached = |steps: usize| cfg.max_steps.is_some_and(|max| steps >= max);
+    while run.at.epoch <= cfg.epochs {
+        let epoch = run.at.epoch;
+        let batches = run.epoch_batches(cfg.batch);
+        let bar = progress::EpochBar::new(epoch, cfg.epochs, batches.end);
         let started = Instant::now();
-        let mut tally = Tally::new(kinds.len());
-        for chunk in order.chunks(cfg.batch) {
-            if cfg.max_steps.is_some_and(|max| steps >= max) {
+        let samples_before = run.at.tally.samples;
+        for b in batches {
+            if max_steps_reached(run.at.steps) {
                 break;
             }
+            let chunk = run.batch(b, cfg.batch);
             let n = chunk.len();
             batcher.load(be, &mut act, chunk);
             net.forward(be, &mut act, n, true);
             net.loss(be, &mut act, n);
             net.backward(be, &mut act, n);
-            adam_step += 1;
             net.optim_step(
                 be,
                 &OptimStep::Adam {
@@ -335,28 +333,34 @@ pub fn train_hetero<B: Backend>(
                     beta1: 0.9,
                     beta2: 0.999,
                     eps: 1e-8,
-                    step: adam_step,
+                    step: run.at.steps as u32 + 1,
                 },
             );
+            crate::crash::point("step");
             let losses: Vec<f64> = act.loss.iter().map(|l| be.download(l)[0] as f64).collect();
             if let Some(k) = losses.iter().position(|l| !l.is_finite()) {
                 anyhow::bail!(
                     "the loss of task {} became {} at epoch {epoch}, step {} (the run \
-                     diverged: lower --lr)",
+                     diverged: lower --lr); last good checkpoint: {}",
                     data.tasks[tasks[k]].name,
                     losses[k],
-                    steps + 1
+                    run.at.steps + 1,
+                    run.last_good()
                 );
             }
-            bar.advance(tally.add(&losses, n));
-            steps += 1;
+            bar.advance(run.at.tally.add(&losses, n));
+            run.at.steps += 1;
+            run.at.batch += 1;
+            let model = (be, &net, sharing.as_ref());
+            run.after_step(model, &net.spec, cfg.checkpoints.every)?;
         }
         let seconds = started.elapsed().as_secs_f64();
         bar.finish();
+        let tally = &run.at.tally;
         if tally.batches == 0 {
             break;
         }
-        sharing_step(sharing.as_mut(), be, &mut net, (epoch, &tally), &cfg.out)?;
+        sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out)?;
         let val = evaluate(be, &mut net, &mut act, &mut batcher, &data.val, cfg.batch);
         let test = evaluate(be, &mut net, &mut act, &mut batcher, &data.test, cfg.batch);
         let branches = net.branches.count();
@@ -374,7 +378,7 @@ pub fn train_hetero<B: Backend>(
         }
         let record = HeteroEpoch {
             epoch,
-            steps,
+            steps: run.at.steps,
             train_loss: tally.mean_loss(),
             val_loss: val.loss,
             val: val.metrics,
@@ -385,7 +389,7 @@ pub fn train_hetero<B: Backend>(
             named_groups,
             locked: sharing.as_ref().map(|s| s.locked()),
             seconds,
-            samples_per_s: tally.samples as f64 / seconds,
+            samples_per_s: (tally.samples - samples_before) as f64 / seconds,
         };
         println!(
             "epoch {epoch:>3}/{}  loss {:.4}  val loss {:.4}  test {}  {} params  {:.1}s",
@@ -402,43 +406,43 @@ pub fn train_hetero<B: Backend>(
             record.params,
             seconds
         );
-        writeln!(log, "{}", serde_json::to_string(&record)?)
-            .with_context(|| format!("cannot write {}", log_path.display()))?;
-        let about = serde_json::json!({ "epoch": epoch, "steps": steps, "spec": &net.spec });
-        let model = Model {
-            params: &net.params(),
-            buffers: &net.buffers(),
-            branches: &net.branches,
-        };
-        let bytes = checkpoint::serialize_model(be, model, about)?;
-        write_atomically(&cfg.out.join(checkpoint::LAST), &bytes)?;
+        run.log(&record)?;
+        // The best model first: the last checkpoint is the commit point.
         // Ties keep the earlier epoch.
-        if best
-            .as_ref()
-            .is_none_or(|(b, _)| record.val_loss < b.val_loss)
-        {
-            write_atomically(&cfg.out.join(checkpoint::BEST), &bytes)?;
-            best = Some((record.clone(), test.metrics));
+        let best = run.at.best_epoch.map(|e| &records[e - 1]);
+        if best.is_none_or(|b| record.val_loss < b.val_loss) {
+            let about =
+                serde_json::json!({ "epoch": epoch, "steps": run.at.steps, "spec": &net.spec });
+            let model = checkpoint::serialize_net(be, &net, about, None)?;
+            write_atomically(&cfg.out.join(checkpoint::BEST), &model)?;
+            run.at.best_epoch = Some(epoch);
         }
         records.push(record);
-        if cfg.max_steps.is_some_and(|max| steps >= max) {
+        run.at.next_epoch(kinds.len());
+        run.save((be, &net, sharing.as_ref()), &net.spec)?;
+        run.after_epoch()?;
+        if max_steps_reached(run.at.steps) {
             break;
         }
     }
-    let (best, test) = best.context("no training step ran: --max-steps is 0")?;
+    let best = run
+        .at
+        .best_epoch
+        .map(|e| &records[e - 1])
+        .context("no training step ran: --max-steps is 0")?;
     let summary = HeteroSummary {
         tasks: tasks.iter().map(|&t| data.tasks[t].name.clone()).collect(),
         metrics: kinds.iter().map(metric_name).collect(),
         kinds,
         best_epoch: best.epoch,
         best_val_loss: best.val_loss,
-        test,
+        test: best.test.clone(),
         params: best.params,
         branches: best.branches,
-        task_groups: best.task_groups,
+        task_groups: best.task_groups.clone(),
         lock_epoch: sharing.as_ref().and_then(|s| s.lock_epoch),
         epochs_run: records.len(),
-        steps,
+        steps: run.at.steps,
     };
     write_json(&cfg.out.join("summary.json"), &summary)?;
     println!(

@@ -6,6 +6,7 @@ pub mod hetero;
 pub mod metrics;
 mod progress;
 pub mod reproduce;
+pub mod resume;
 
 pub use crate::run::{EpochRecord, RunSummary, TrainConfig};
 
@@ -16,10 +17,9 @@ use crate::model::{Activations, Branched, Mode, Net, NetSpec};
 use crate::sharing::selective::{task_groups, Sharing};
 use anyhow::{Context, Result};
 use metrics::Evaluation;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::io::Write;
+use resume::Progress;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -87,7 +87,8 @@ pub(crate) fn sharing_step<B: Backend>(
 }
 
 /// One epoch's running totals of the training steps.
-pub(crate) struct Tally {
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
     /// Per task: the sum over steps of its batch loss (Selective Sharing's
     /// kept-branch rule reads it).
     pub task_loss: Vec<f64>,
@@ -125,14 +126,10 @@ impl Tally {
     }
 }
 
-/// Trains `net` on `data` as `cfg` says, writing everything to `cfg.out`.
+/// Trains `net` on `data` as `cfg` says, writing everything to `cfg.out`; with
+/// `cfg.checkpoints.resume`, continues the run there from its last checkpoint.
 pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<RunSummary> {
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("cannot create the run directory {}", cfg.out.display()))?;
-    write_json(&cfg.out.join("config.json"), &config_json(cfg, data))?;
-    let log_path = cfg.out.join("log.jsonl");
-    let mut log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    resume::open_run(&cfg.out, &config_json(cfg, data), cfg.checkpoints.resume)?;
 
     let mut spec = NetSpec::mnist(cfg.mode, data.classes);
     if cfg.sharing.as_ref().is_some_and(|s| s.independent_branches) {
@@ -149,6 +146,15 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         lr: cfg.lr,
         momentum: cfg.momentum,
     };
+    let train = Inputs::new(&data.train);
+    let val = Inputs::new(&data.val);
+    let test = Inputs::new(&data.test);
+    let (mut run, mut records): (Progress, Vec<EpochRecord>) = Progress::start(
+        (be, &mut net, sharing.as_mut()),
+        (rng, (0..train.len()).collect()),
+        &cfg.out,
+        cfg.checkpoints.resume,
+    )?;
     println!(
         "sskernel: {} {} on {} — {} trainable parameters, branches: {}, train/val/test {}/{}/{}",
         data.name,
@@ -161,55 +167,47 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         data.test.len()
     );
 
-    let train = Inputs::new(&data.train);
-    let val = Inputs::new(&data.val);
-    let test = Inputs::new(&data.test);
-    let mut order: Vec<usize> = (0..train.len()).collect();
     let (mut images, mut targets) = (Vec::new(), Vec::new());
-    let mut steps = 0usize;
-    let mut records: Vec<EpochRecord> = Vec::new();
-    // The best-validation epoch: its record and evaluations.
-    let mut best: Option<(EpochRecord, Evaluation, Evaluation)> = None;
-
-    for epoch in 1..=cfg.epochs {
-        order.shuffle(&mut rng);
-        let batches = order.len().div_ceil(cfg.batch);
-        let bar = progress::EpochBar::new(epoch, cfg.epochs, batches);
+    let tasks = net.spec.tasks;
+    let max_steps_reached = |steps: usize| cfg.max_steps.is_some_and(|max| steps >= max);
+    while run.at.epoch <= cfg.epochs {
+        let epoch = run.at.epoch;
+        let batches = run.epoch_batches(cfg.batch);
+        let bar = progress::EpochBar::new(epoch, cfg.epochs, batches.end);
         let started = Instant::now();
-        let mut tally = Tally::new(net.spec.tasks);
-        for chunk in order.chunks(cfg.batch) {
-            if cfg.max_steps.is_some_and(|max| steps >= max) {
+        let samples_before = run.at.tally.samples;
+        for b in batches {
+            if max_steps_reached(run.at.steps) {
                 break;
             }
+            let chunk = run.batch(b, cfg.batch);
             let n = chunk.len();
             train.gather(chunk, net.spec.classes, &mut images, &mut targets);
             be.write(&mut act.x, &images);
             be.write(&mut act.targets, &targets);
             net.train_step(be, &mut act, n, &step);
+            crate::crash::point("step");
             let losses = be.download(&act.loss);
             // A diverged run stops here, before a non-finite model is evaluated or
             // checkpointed: the last checkpoint stays the last good one.
             if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
-                let last_good = match epoch {
-                    1 => "none (no epoch finished)".to_string(),
-                    e => format!(
-                        "{} (epoch {})",
-                        cfg.out.join(checkpoint::LAST).display(),
-                        e - 1
-                    ),
-                };
                 anyhow::bail!(
                     "the training loss became {bad} at epoch {epoch}, step {} (the run diverged: \
-                     lower --lr); last good checkpoint: {last_good}",
-                    steps + 1
+                     lower --lr); last good checkpoint: {}",
+                    run.at.steps + 1,
+                    run.last_good()
                 );
             }
             let losses: Vec<f64> = losses.iter().map(|&l| l as f64).collect();
-            bar.advance(tally.add(&losses, n));
-            steps += 1;
+            bar.advance(run.at.tally.add(&losses, n));
+            run.at.steps += 1;
+            run.at.batch += 1;
+            let model = (be, &net, sharing.as_ref());
+            run.after_step(model, &net.spec, cfg.checkpoints.every)?;
         }
         let seconds = started.elapsed().as_secs_f64();
         bar.finish();
+        let tally = &run.at.tally;
         if tally.batches == 0 {
             break;
         }
@@ -217,7 +215,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         // Selective Sharing decides before evaluation, so the log and the
         // checkpoint describe the same (possibly merged) model.
         let sharing_seconds =
-            sharing_step(sharing.as_mut(), be, &mut net, (epoch, &tally), &cfg.out)?;
+            sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out)?;
         let groups =
             (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 
@@ -225,57 +223,60 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         let test_eval = metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch);
         let record = EpochRecord {
             epoch,
-            steps,
+            steps: run.at.steps,
             train_loss: tally.mean_loss(),
             val_acc: val_eval.accuracy,
             test_acc: test_eval.accuracy,
-            val_task_acc: val_eval.task_accuracy.clone(),
-            test_task_acc: test_eval.task_accuracy.clone(),
+            val_task_acc: val_eval.task_accuracy,
+            test_task_acc: test_eval.task_accuracy,
             params: net.param_count(),
             branches: net.spec.branches,
-            task_groups: groups.clone(),
+            task_groups: groups,
             locked: sharing.as_ref().map(|s| s.locked()),
             sharing_seconds,
             seconds,
-            images_per_s: tally.samples as f64 / seconds,
+            images_per_s: (tally.samples - samples_before) as f64 / seconds,
             device: cfg.device.clone(),
         };
         println!("{}", progress::epoch_line(&record, cfg.epochs));
-        writeln!(log, "{}", serde_json::to_string(&record)?)
-            .with_context(|| format!("cannot write {}", log_path.display()))?;
-        let checkpoint = checkpoint::serialize(be, &net, epoch, steps)?;
-        write_atomically(&cfg.out.join(checkpoint::LAST), &checkpoint)?;
+        run.log(&record)?;
+        // The best model first: the last checkpoint is the commit point.
         // Ties keep the earlier epoch.
-        if best
-            .as_ref()
-            .is_none_or(|(_, v, _)| val_eval.accuracy > v.accuracy)
-        {
-            write_atomically(&cfg.out.join(checkpoint::BEST), &checkpoint)?;
-            best = Some((record.clone(), val_eval, test_eval));
+        let best = run.at.best_epoch.map(|e| &records[e - 1]);
+        if best.is_none_or(|b| record.val_acc > b.val_acc) {
+            let model = checkpoint::serialize(be, &net, epoch, run.at.steps)?;
+            write_atomically(&cfg.out.join(checkpoint::BEST), &model)?;
+            run.at.best_epoch = Some(epoch);
         }
         records.push(record);
-        if cfg.max_steps.is_some_and(|max| steps >= max) {
+        run.at.next_epoch(tasks);
+        run.save((be, &net, sharing.as_ref()), &net.spec)?;
+        run.after_epoch()?;
+        if max_steps_reached(run.at.steps) {
             break;
         }
     }
 
-    let (best_record, best_val, best_test) =
-        best.context("no training step ran: the training split is empty or --max-steps is 0")?;
+    let best = run
+        .at
+        .best_epoch
+        .map(|e| &records[e - 1])
+        .context("no training step ran: the training split is empty or --max-steps is 0")?;
     let summary = RunSummary {
-        best_epoch: best_record.epoch,
-        best_val_acc: best_val.accuracy,
-        test_acc: best_test.accuracy,
-        test_task_acc: best_test.task_accuracy,
-        params: best_record.params,
-        branches: best_record.branches,
-        task_groups: best_record.task_groups,
+        best_epoch: best.epoch,
+        best_val_acc: best.val_acc,
+        test_acc: best.test_acc,
+        test_task_acc: best.test_task_acc.clone(),
+        params: best.params,
+        branches: best.branches,
+        task_groups: best.task_groups.clone(),
         final_params: net.param_count(),
         final_branches: net.spec.branches,
         final_task_groups: (net.spec.tasks > 1)
             .then(|| task_groups(&net.branches.task_branch, net.spec.branches)),
         lock_epoch: sharing.as_ref().and_then(|s| s.lock_epoch),
         epochs_run: records.len(),
-        steps,
+        steps: run.at.steps,
         mean_images_per_s: records.iter().map(|r| r.images_per_s).sum::<f64>()
             / records.len() as f64,
     };

@@ -18,6 +18,7 @@ use sskernel::backend::{
     ops::*, Backward, BatchNorm2d, BatchStats, Conv2dShape, Dropout, Forward, Grads, LinearShape,
     LossIo, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats, WeightBias,
 };
+use sskernel::model::Branched;
 
 /// Every parity body, listed once: `parity_bodies!(m)` expands to
 /// `m!(body, body, …)`, and each device's test file passes the macro that makes
