@@ -148,3 +148,27 @@ pub struct HeteroSummary {
     pub epochs_run: usize,
     pub steps: usize,
 }
+
+/// One line of a heterogeneous run's `log.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeteroEpoch {
+    pub epoch: usize,
+    pub steps: usize,
+    /// Mean over the epoch's batches of the summed task losses.
+    pub train_loss: f64,
+    /// The same on the validation split (the best-epoch criterion).
+    pub val_loss: f64,
+    /// Per task, its metric (`metric_name`) on validation and test.
+    pub val: Vec<f64>,
+    pub test: Vec<f64>,
+    pub params: usize,
+    pub branches: usize,
+    pub task_groups: Vec<Vec<usize>>,
+    /// The same groups by task name and kind, e.g. `["digit (class (10))",
+    /// "parity (binary)"]`: which kinds a merged branch serves.
+    pub named_groups: Vec<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}

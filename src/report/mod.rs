@@ -1,8 +1,9 @@
-//! Every human-readable table: `summary.md` of a run (here) and Table 1 of
-//! `reproduce` (`table`). Reads the run records of `crate::run`; knows nothing of
-//! the training loop.
+//! Every human-readable table and figure: `summary.md` of a run (here), Table 1 of
+//! `reproduce` (`table`), the PNG figures (`plot`). Reads the run records of
+//! `crate::run`; knows nothing of the training loop.
 
 pub mod hetero;
+pub mod plot;
 pub mod table;
 
 use crate::data::Dataset;
@@ -12,10 +13,29 @@ use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
 
+/// The figures of a run directory, as `summary.md` links them.
+pub const CURVES_PNG: &str = "curves.png";
+pub const GROUPING_PNG: &str = "grouping.png";
+
+/// Writes a run's figures: `curves.png` and, when sharing decided anything,
+/// `grouping.png`.
+pub fn write_run_plots(
+    dir: &Path,
+    curves: &plot::Curves,
+    decisions: Option<&[Decision]>,
+) -> Result<()> {
+    plot::write_curves(&dir.join(CURVES_PNG), curves)?;
+    if let Some(decisions) = decisions.filter(|d| !d.is_empty()) {
+        plot::write_grouping(&dir.join(GROUPING_PNG), decisions)?;
+    }
+    Ok(())
+}
+
 /// Writes `summary.md`: the reported figures (test metrics of the best-validation
 /// epoch and that model's size), one column per task for multi-task nets, the
 /// per-epoch curve with the groups of each epoch and, for Selective Sharing, the
-/// distances of the decision that last changed the grouping.
+/// distances of the decision that last changed the grouping; it links the figures
+/// of `write_run_plots`.
 pub fn write_summary_md(
     path: &Path,
     cfg: &TrainConfig,
@@ -65,6 +85,10 @@ pub fn write_summary_md(
             summary.final_task_groups.as_deref().unwrap_or(&[])
         )?;
     }
+    writeln!(
+        md,
+        "![loss, metrics and parameters per epoch]({CURVES_PNG})\n"
+    )?;
     writeln!(md, "## Epochs\n")?;
     writeln!(
         md,
@@ -88,8 +112,12 @@ pub fn write_summary_md(
             r.images_per_s
         )?;
     }
-    if let Some(decisions) = decisions {
+    if let Some(decisions) = decisions.filter(|d| !d.is_empty()) {
         write_decision_distances(&mut md, decisions)?;
+        writeln!(
+            md,
+            "\n![each decision's distances, groups and condensed tree]({GROUPING_PNG})"
+        )?;
     }
     crate::atomic_file::write(path, md.as_bytes())
 }

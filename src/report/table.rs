@@ -8,6 +8,9 @@ use crate::sharing::stability;
 use serde::Serialize;
 use std::fmt::Write;
 
+/// The table's figure (`plot::write_table`), beside table.md in `reproduce`'s directory.
+pub const TABLE_PNG: &str = "table.png";
+
 /// One row of the table: a configuration over every seed.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -191,6 +194,10 @@ pub fn markdown(rows: &[Row], data: &Dataset, configs: &[TrainConfig]) -> String
             count(r.final_params),
         );
     }
+    let _ = writeln!(
+        md,
+        "\n![10-way accuracy and parameters per configuration, mean ± std]({TABLE_PNG})"
+    );
     let _ = writeln!(
         md,
         "\n# params and # branches are those of the best-validation model (the one \

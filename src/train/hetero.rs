@@ -13,7 +13,7 @@ use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::{Backend, OptimStep};
 use crate::data::{HeteroData, TaskKind};
 use crate::model::{Branched, ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode};
-pub use crate::run::{metric_name, Checkpointing, HeteroSummary};
+pub use crate::run::{metric_name, Checkpointing, HeteroEpoch, HeteroSummary};
 use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
 use anyhow::{Context, Result};
 use rand::SeedableRng;
@@ -49,30 +49,6 @@ pub struct HeteroConfig {
 /// Samples a rank metric compares pairwise at most (the first ones of the split):
 /// 3000 make 4.5 M pairs.
 const RANK_SAMPLES: usize = 3000;
-
-/// One line of `log.jsonl`.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct HeteroEpoch {
-    pub epoch: usize,
-    pub steps: usize,
-    /// Mean over the epoch's batches of the summed task losses.
-    pub train_loss: f64,
-    /// The same on the validation split (the best-epoch criterion).
-    pub val_loss: f64,
-    /// Per task, its metric (`metric_name`) on validation and test.
-    pub val: Vec<f64>,
-    pub test: Vec<f64>,
-    pub params: usize,
-    pub branches: usize,
-    pub task_groups: Vec<Vec<usize>>,
-    /// The same groups by task name and kind, e.g. `["digit (class (10))",
-    /// "parity (binary)"]`: which kinds a merged branch serves.
-    pub named_groups: Vec<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub locked: Option<bool>,
-    pub seconds: f64,
-    pub samples_per_s: f64,
-}
 
 /// The net's tasks: all of the data's, or the one an STL net learns.
 fn task_indices(cfg: &HeteroConfig, data: &HeteroData) -> Vec<usize> {
@@ -445,6 +421,10 @@ pub fn train_hetero<B: Backend>(
         steps: run.at.steps,
     };
     write_json(&cfg.out.join("summary.json"), &summary)?;
+    let title = format!("{} — {}, seed {}", data.name, cfg.mode.name(), cfg.seed);
+    let decisions = sharing.as_ref().map(|s| s.decisions.as_slice());
+    let curves = crate::report::plot::Curves::hetero(title, &records, &summary, decisions);
+    crate::report::write_run_plots(&cfg.out, &curves, decisions)?;
     println!(
         "best validation epoch {}: test {} — {} parameters; wrote {}",
         summary.best_epoch,

@@ -282,6 +282,9 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
     };
     write_json(&cfg.out.join("summary.json"), &summary)?;
     let decisions = sharing.as_ref().map(|s| s.decisions.as_slice());
+    let title = format!("{} — {}, seed {}", data.name, cfg.label(), cfg.seed);
+    let curves = crate::report::plot::Curves::digits(title, &records, &summary, decisions);
+    crate::report::write_run_plots(&cfg.out, &curves, decisions)?;
     crate::report::write_summary_md(
         &cfg.out.join("summary.md"),
         cfg,

@@ -42,7 +42,7 @@ pub fn configurations(names: &[String]) -> Result<Vec<(Mode, Criterion)>> {
 }
 
 /// Trains every configuration in `configs` (their `out` directories lie under
-/// `out`) and writes `out/table.md` and `out/table.json`.
+/// `out`) and writes `out/table.md`, `out/table.json` and `out/table.png`.
 pub fn run<B: Backend>(
     be: &B,
     configs: &[TrainConfig],
@@ -61,6 +61,7 @@ pub fn run<B: Backend>(
     }
     let rows = table::rows(&results);
     write_json(&out.join("table.json"), &rows)?;
+    crate::report::plot::write_table(&out.join(table::TABLE_PNG), &rows)?;
     let md = table::markdown(&rows, data, configs);
     write_atomically(&out.join("table.md"), md.as_bytes())?;
     println!("{md}");
