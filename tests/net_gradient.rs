@@ -335,3 +335,67 @@ fn conv_stack_gradient_matches_finite_differences_for_both_ends() {
         println!("conv stack ({end:?}): worst {worst:.1e}");
     }
 }
+
+/// `Net::input_gradient` (what `sskernel explain` maps): the gradient of one output's
+/// logit of each image with respect to that image, in evaluation mode (running
+/// statistics, which a few training steps first move away from 0 and 1, and γ away
+/// from 1), against central differences of the summed logit over the batch, for an
+/// MTL task and an STL class, with heads sharing a branch.
+#[test]
+fn input_gradient_of_one_output_matches_finite_differences() {
+    use sskernel::backend::OptimStep;
+    for (mode, output, seed) in [(Mode::Mtl, 3, 40), (Mode::Stl, 7, 41)] {
+        let (mut net, mut act) = setup(mode, seed);
+        if mode == Mode::Mtl {
+            net.branches.task_branch = vec![0, 1, 2, 0, 4, 5, 6, 7, 8, 9];
+        }
+        let step = OptimStep::Sgd {
+            lr: 0.2,
+            momentum: 0.0,
+        };
+        for _ in 0..3 {
+            net.train_step(&Cpu64, &mut act, N, &step);
+        }
+        let selected = |net: &Net<Cpu64>, logits: &[f64]| -> f64 {
+            let head_out = net.spec.head_out;
+            (0..N)
+                .map(|i| match head_out {
+                    1 => logits[output * N + i],
+                    _ => logits[i * head_out + output],
+                })
+                .sum()
+        };
+        net.forward(&Cpu64, &mut act, N, false);
+        let analytic = net.input_gradient(&Cpu64, &mut act, N, output);
+        let pixels = N * 28 * 28;
+        assert_eq!(analytic.len(), pixels);
+        // The largest |∂/∂x| and a random sample.
+        let mut order: Vec<usize> = (0..pixels).collect();
+        order.sort_by(|&a, &b| analytic[b].abs().total_cmp(&analytic[a].abs()));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut picks: Vec<usize> = order[..8].to_vec();
+        picks.extend((0..8).map(|_| rng.random_range(0..pixels)));
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for &p in &picks {
+            let x0 = act.x[p];
+            act.x[p] = x0 + H;
+            net.forward(&Cpu64, &mut act, N, false);
+            let up = selected(&net, &act.logits);
+            act.x[p] = x0 - H;
+            net.forward(&Cpu64, &mut act, N, false);
+            let down = selected(&net, &act.logits);
+            act.x[p] = x0;
+            let fd = (up - down) / (2.0 * H);
+            diff += (analytic[p] as f64 - fd).powi(2);
+            norm += fd.powi(2);
+        }
+        let rel = (diff / norm).sqrt();
+        println!("{mode:?} output {output}: relative error {rel:.1e}");
+        assert!(norm > 0.0, "{mode:?}: every sampled derivative is zero");
+        // The gradient comes back as f32: its rounding (≈ 6e-8) sets the floor.
+        assert!(
+            rel < 1e-5,
+            "{mode:?} output {output}: relative error {rel:.1e}"
+        );
+    }
+}

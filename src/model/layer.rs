@@ -167,4 +167,26 @@ impl<B: Backend> BatchNorm<B> {
         };
         be.batchnorm2d_backward(s, io, batch);
     }
+
+    /// Backward of the evaluation-mode forward with respect to its input only:
+    /// y = γ(x − μ)/√(σ² + eps) + β with the running μ, σ² is affine per channel, so
+    /// dx = γ·dy/√(σ² + eps), which is the eval forward applied to dy with μ = 0 and
+    /// β = 0 (no new op). What `sskernel explain` backpropagates through.
+    pub fn backward_eval_input(&self, be: &B, s: &Nchw, dy: &B::Buf, dx: &mut B::Buf) {
+        let bn = BatchNorm2d {
+            shape: *s,
+            momentum: BN_MOMENTUM,
+            eps: BN_EPS,
+        };
+        let zeros = be.zeros(s.channels);
+        let p = WeightBias {
+            w: &self.gamma.value,
+            b: &zeros,
+        };
+        let running = RunningStats {
+            mean: &zeros,
+            var: &self.running_var,
+        };
+        be.batchnorm2d_forward_eval(&bn, Forward { x: dy, p, y: dx }, running);
+    }
 }

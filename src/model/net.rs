@@ -260,6 +260,64 @@ impl<B: Backend> Net<B> {
     /// Backward pass after `forward(train = true)` and `loss`: writes every
     /// parameter's `grad` (overwritten, not accumulated).
     pub fn backward(&mut self, be: &B, act: &mut Activations<B>, n: usize) {
+        self.backward_pass(be, act, n, None);
+    }
+
+    /// The outputs `input_gradient` can select: the tasks' logits (MTL), or the
+    /// classes' (STL, one softmax head).
+    pub fn outputs(&self) -> usize {
+        if self.spec.head_out == 1 {
+            self.spec.tasks
+        } else {
+            self.spec.head_out
+        }
+    }
+
+    /// After `forward(train = false)` of `n` images: the gradient of output
+    /// `output`'s logit (task t's for MTL, class t's for STL) of each image with
+    /// respect to that image, `[n, H·W]`. Batch normalisation is backpropagated in its
+    /// evaluation form (running statistics), so images do not interact. Parameter
+    /// gradients are overwritten on the way and nothing is captured: no optimiser
+    /// step may follow (what `sskernel explain` runs).
+    pub fn input_gradient(
+        &mut self,
+        be: &B,
+        act: &mut Activations<B>,
+        n: usize,
+        output: usize,
+    ) -> Vec<f32> {
+        assert!(
+            output < self.outputs(),
+            "output {output} of {}",
+            self.outputs()
+        );
+        // dlogits `[T, N, head_out]`: 1 at the selected logit of every image.
+        let head_out = self.spec.head_out;
+        let mut select = vec![0.0; self.spec.tasks * n * head_out];
+        for i in 0..n {
+            match head_out {
+                1 => select[output * n + i] = 1.0,
+                _ => select[i * head_out + output] = 1.0,
+            }
+        }
+        be.write(&mut act.dlogits, &select);
+        let mut dx = be.zeros(be.buf_len(&act.x));
+        self.backward_pass(be, act, n, Some(&mut dx));
+        let pixels = self.spec.image_height * self.spec.image_width;
+        be.download(&dx)[..n * pixels].to_vec()
+    }
+
+    /// The backward pass: of a training step (`input_grad` None: batch-statistics
+    /// batch norm, the capture), or of an evaluation forward down to the input
+    /// (`input_grad`: running-statistics batch norm, dx of the first conv).
+    fn backward_pass(
+        &mut self,
+        be: &B,
+        act: &mut Activations<B>,
+        n: usize,
+        input_grad: Option<&mut B::Buf>,
+    ) {
+        let eval = input_grad.is_some();
         let s = Shapes::new(&self.spec, &self.branches.task_branch, n);
         let a = act;
         // Heads and branches.
@@ -284,31 +342,43 @@ impl<B: Backend> Net<B> {
         // Selective Sharing's signal (DESIGN.md §5.1): this step's ∂L/∂W1, added
         // the moment it exists. Only a training step runs backward, so evaluation
         // never reaches the capture.
-        self.branches.capture_step(be);
+        if !eval {
+            self.branches.capture_step(be);
+        }
         // Trunk.
         be.relu_backward(s.fc.y_len(), &a.fr, &a.dfr, &mut a.df);
         be.linear_backward(&s.fc, self.fc.backward_io(&a.p2, &a.df, Some(&mut a.dp2)));
         be.maxpool2x2_backward(&s.act2, &a.r2, &a.dp2, &mut a.dr2);
         be.relu_backward(s.act2.len(), &a.r2, &a.dr2, &mut a.dn2);
-        let stats2 = BatchStats {
-            mean: &a.mean2,
-            inv_std: &a.inv_std2,
-        };
-        self.bn2
-            .backward(be, &s.act2, &a.c2, stats2, &a.dn2, &mut a.dc2);
+        if eval {
+            self.bn2
+                .backward_eval_input(be, &s.act2, &a.dn2, &mut a.dc2);
+        } else {
+            let stats2 = BatchStats {
+                mean: &a.mean2,
+                inv_std: &a.inv_std2,
+            };
+            self.bn2
+                .backward(be, &s.act2, &a.c2, stats2, &a.dn2, &mut a.dc2);
+        }
         be.conv2d_backward(
             &s.conv2,
             self.conv2.backward_io(&a.p1, &a.dc2, Some(&mut a.dp1)),
         );
         be.maxpool2x2_backward(&s.act1, &a.r1, &a.dp1, &mut a.dr1);
         be.relu_backward(s.act1.len(), &a.r1, &a.dr1, &mut a.dn1);
-        let stats1 = BatchStats {
-            mean: &a.mean1,
-            inv_std: &a.inv_std1,
-        };
-        self.bn1
-            .backward(be, &s.act1, &a.c1, stats1, &a.dn1, &mut a.dc1);
-        be.conv2d_backward(&s.conv1, self.conv1.backward_io(&a.x, &a.dc1, None));
+        if eval {
+            self.bn1
+                .backward_eval_input(be, &s.act1, &a.dn1, &mut a.dc1);
+        } else {
+            let stats1 = BatchStats {
+                mean: &a.mean1,
+                inv_std: &a.inv_std1,
+            };
+            self.bn1
+                .backward(be, &s.act1, &a.c1, stats1, &a.dn1, &mut a.dc1);
+        }
+        be.conv2d_backward(&s.conv1, self.conv1.backward_io(&a.x, &a.dc1, input_grad));
     }
 
     /// One training step on the first `n` samples already in `act.x` and
