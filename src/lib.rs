@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod backend;
 pub mod crash;
 pub mod data;
+pub mod explain;
 pub mod model;
 pub mod report;
 pub mod run;

@@ -33,6 +33,10 @@ enum Command {
     /// Run STL, MTL and Selective Sharing with every criterion on the same seeds
     /// and write one table like the paper's Table 1.
     Reproduce(ReproduceArgs),
+    /// Activation regions per task (the paper's Figure 6): gradient × input of each
+    /// task's logit on test images, from the run's best checkpoint; writes
+    /// RUN/explain.png, and with several runs one grid of them side by side.
+    Explain(ExplainArgs),
     /// HDBSCAN on a .npy matrix of points (or distances).
     Cluster(ClusterArgs),
     /// Data sets.
@@ -56,6 +60,41 @@ enum Command {
         #[arg(long)]
         last: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// Digit run directories (config.json, best.safetensors); several are compared
+    /// on the same test images.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Test images (rows): the first of each digit in turn.
+    #[arg(long, default_value_t = 10)]
+    images: usize,
+    /// Comma-separated tasks (columns): MTL task t = "digit is t", STL class t;
+    /// default every one.
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<usize>,
+    /// Where the side-by-side grid of several runs goes; default
+    /// FIRST_RUN/explain-compare.png.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+}
+
+impl OnDevice for ExplainArgs {
+    type Output = ();
+    fn run<B: Backend>(self, backend: &B) -> Result<()> {
+        let request = sskernel::explain::ExplainRequest {
+            runs: &self.runs,
+            images: self.images,
+            tasks: &self.tasks,
+            out: self.out.as_deref(),
+        };
+        sskernel::explain::explain(backend, &request)?;
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -531,6 +570,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => on_device(args.run.device, args),
         Command::Reproduce(args) => on_device(args.run.device, args),
         Command::Eval { run, device, last } => on_device(device, EvalRun { run, last }),
+        Command::Explain(args) => on_device(args.device, args),
         Command::Cluster(args) => {
             let params = HdbscanParams {
                 min_cluster_size: args.min_cluster_size,

@@ -324,24 +324,35 @@ fn config_json(cfg: &TrainConfig, data: &Dataset) -> serde_json::Value {
     })
 }
 
-/// `sskernel eval runs/NAME`: rebuilds the run's network from its config.json and a
-/// checkpoint — `best.safetensors`, the model whose figures summary.json reports,
-/// or with `last` the final epoch's — evaluates it on the validation and test
-/// splits, and prints both.
 /// The largest batch `eval` accepts from a run's config.json.
 const MAX_EVAL_BATCH: u64 = 65_536;
 
-pub fn evaluate_run<B: Backend>(
-    be: &B,
-    run: &Path,
-    last: bool,
-) -> Result<(Evaluation, Evaluation)> {
+/// A finished digit run rebuilt from its directory: the network with a checkpoint's
+/// weights, the data it was trained on, and its batch size.
+pub struct LoadedRun<B: Backend> {
+    pub net: Net<B>,
+    pub data: Dataset,
+    pub mode: Mode,
+    pub batch: usize,
+}
+
+/// Rebuilds the digit run in `run` from its config.json and the checkpoint `file`
+/// (`checkpoint::BEST` or `LAST`). A heterogeneous run (mnist-attributes, features)
+/// is refused by name: its net is not the digit CNN.
+pub fn load_run<B: Backend>(be: &B, run: &Path, file: &str) -> Result<LoadedRun<B>> {
     use clap::ValueEnum;
     let config_path = run.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+    if let Some(name) = json["data"].as_str() {
+        anyhow::bail!(
+            "{}: a heterogeneous run (data {name}); only digit runs (mnist, fashion-mnist) \
+             can be loaded here",
+            config_path.display()
+        );
+    }
     let field = |name: &str| {
         json["config"][name]
             .as_str()
@@ -359,18 +370,40 @@ pub fn evaluate_run<B: Backend>(
         "{}: config.batch = {batch} is not a batch size (1 to {MAX_EVAL_BATCH})",
         config_path.display()
     );
-    let batch = batch as usize;
     let data_dir = json["config"]["data_dir"].as_str().map(PathBuf::from);
     let data = crate::data::load(dataset, data_dir.as_deref())?;
 
     let spec = NetSpec::mnist(mode, data.classes);
     let mut net = Net::new(be, spec, &mut ChaCha8Rng::seed_from_u64(0));
+    checkpoint::load(be, &mut net, &run.join(file))?;
+    Ok(LoadedRun {
+        net,
+        data,
+        mode,
+        batch: batch as usize,
+    })
+}
+
+/// `sskernel eval runs/NAME`: rebuilds the run's network from its config.json and a
+/// checkpoint — `best.safetensors`, the model whose figures summary.json reports,
+/// or with `last` the final epoch's — evaluates it on the validation and test
+/// splits, and prints both.
+pub fn evaluate_run<B: Backend>(
+    be: &B,
+    run: &Path,
+    last: bool,
+) -> Result<(Evaluation, Evaluation)> {
     let file = if last {
         checkpoint::LAST
     } else {
         checkpoint::BEST
     };
-    checkpoint::load(be, &mut net, &run.join(file))?;
+    let LoadedRun {
+        mut net,
+        data,
+        mode,
+        batch,
+    } = load_run(be, run, file)?;
     let mut act = Activations::new(be, &net.spec, batch);
     let val = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.val), batch);
     let test = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.test), batch);
