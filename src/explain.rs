@@ -41,12 +41,13 @@ pub struct ExplainRequest<'a> {
     pub images: usize,
     /// Task (MTL) or class (STL) indices; empty: every one.
     pub tasks: &'a [usize],
-    /// The comparison grid's path when several runs are given.
+    /// Where the grid of every run side by side goes (default, with several runs:
+    /// the first run's `explain-compare.png`); each run's own grid is written too.
     pub out: Option<&'a Path>,
 }
 
-/// Writes `explain.png` in every run directory and, with several runs, the
-/// side-by-side grid; returns the paths written.
+/// Writes `explain.png` in every run directory and, with several runs or an `out`,
+/// the side-by-side grid; returns the paths written.
 pub fn explain<B: Backend>(be: &B, req: &ExplainRequest) -> Result<Vec<PathBuf>> {
     anyhow::ensure!(
         !req.runs.is_empty(),
@@ -92,7 +93,7 @@ pub fn explain<B: Backend>(be: &B, req: &ExplainRequest) -> Result<Vec<PathBuf>>
         written.push(path);
         pictures.push(regions);
     }
-    if pictures.len() > 1 {
+    if pictures.len() > 1 || req.out.is_some() {
         let path = req
             .out
             .map(Path::to_path_buf)

@@ -75,8 +75,8 @@ struct ExplainArgs {
     /// default every one.
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<usize>,
-    /// Where the side-by-side grid of several runs goes; default
-    /// FIRST_RUN/explain-compare.png.
+    /// Where the grid of the runs side by side goes (also with one run); default
+    /// with several runs: FIRST_RUN/explain-compare.png.
     #[arg(long)]
     out: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
