@@ -53,6 +53,7 @@ fn config(mode: Mode, out: &Path, seed: u64) -> TrainConfig {
         out: out.to_path_buf(),
         device: "cpu".into(),
         sharing: (mode == Mode::Selective).then(|| SharingConfig::new(Criterion::Similarity)),
+        checkpoints: Default::default(),
     }
 }
 
@@ -247,6 +248,7 @@ fn the_heterogeneous_trainer_draws_its_curves_and_groupings() {
         out: dir.path().to_path_buf(),
         device: "cpu".into(),
         sharing: Some(SharingConfig::new(Criterion::Similarity)),
+        checkpoints: Default::default(),
     };
     train_hetero(&Cpu, &cfg, &data).unwrap();
     // Loss, three metric units (accuracy %, MAE, rank accuracy %), parameters.
