@@ -279,6 +279,42 @@ pub struct BatchNorm2d {
     pub eps: f32,
 }
 
+/// The sharing step's batched TT-SVD (DESIGN.md §5, steps 2–3): `branches` captured
+/// gradients `[out, inp]`, each viewed as the 4-way tensor `dims()` and factorised at
+/// maximum TT rank `max_rank` (sharing::ttsvd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtSvd {
+    pub branches: usize,
+    pub out: usize,
+    pub inp: usize,
+    pub max_rank: usize,
+}
+
+impl TtSvd {
+    /// `[n1, n2, n3, n4]`: `sharing::ttsvd::branch_dims(out, inp)`.
+    pub fn dims(&self) -> [usize; 4] {
+        crate::sharing::ttsvd::branch_dims(self.out, self.inp)
+    }
+    /// `[1, r1, r2, r3, 1]`, the ranks of the cores `tt_svd` writes
+    /// (`sharing::ttsvd::max_ranks`); a TT of lower ranks is zero-padded to them.
+    pub fn ranks(&self) -> Vec<usize> {
+        crate::sharing::ttsvd::max_ranks(&self.dims(), self.max_rank)
+    }
+    /// Values of one branch's four cores `[r_k, n_k, r_{k+1}]`, concatenated.
+    pub fn core_len(&self) -> usize {
+        let (dims, ranks) = (self.dims(), self.ranks());
+        (0..4).map(|k| ranks[k] * dims[k] * ranks[k + 1]).sum()
+    }
+}
+
+/// `B×[out×in] R≤r` (profiles, messages).
+impl std::fmt::Display for TtSvd {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (b, o, i, r) = (self.branches, self.out, self.inp, self.max_rank);
+        write!(f, "{b}×[{o}×{i}] R≤{r}")
+    }
+}
+
 /// Memory: what every device does without a kernel of its own.
 pub trait Memory: Send + Sync {
     /// A device buffer of f32 (the CPU reference in f64 stores f64).
@@ -409,6 +445,43 @@ pub trait DropoutOps: Memory {
     fn dropout_backward(&self, len: usize, mask: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
 }
 
+/// Selective Sharing's batched TT-SVD and descriptor distances (kernels/ttsvd.cu,
+/// cpu/ttsvd.rs; the CPU's is sharing::ttsvd, the reference).
+pub trait TtSvdOps: Memory {
+    /// TT-SVD of every branch of grads `[branches, out, inp]`, then the distances
+    /// between the unit-norm descriptors. Writes cores `[branches, s.core_len()]` (each
+    /// branch's four cores `[r_k, n_k, r_{k+1}]` at the ranks `s.ranks()`,
+    /// concatenated) and dist `[branches, branches]`
+    /// (`sharing::ttsvd::descriptor_distances`: symmetric, zero diagonal). Cores are
+    /// fixed only up to the TT gauge (signs, rotations, zero padding): compare the
+    /// tensors they represent, never the cores.
+    fn tt_svd(&self, s: &TtSvd, grads: &Self::Buf, cores: &mut Self::Buf, dist: &mut Self::Buf);
+
+    /// The sharing step's `[branches, branches]` distances on the host, what HDBSCAN
+    /// reads: `tt_svd` on the device, then only dist is downloaded. The CPU overrides
+    /// it with its f64 path, so the reference's distances are not rounded to f32.
+    /// Panics on a non-finite distance (a diverged gradient), as `tt_svd` does on the CPU.
+    fn branch_distances(&self, s: &TtSvd, grads: &Self::Buf) -> Vec<f64> {
+        let mut cores = self.zeros(s.branches * s.core_len());
+        let mut dist = self.zeros(s.branches * s.branches);
+        self.tt_svd(s, grads, &mut cores, &mut dist);
+        let dist = self.download(&dist);
+        if let Some(i) = dist.iter().position(|d| !d.is_finite()) {
+            panic!(
+                "tt_svd on {}: distance {} at [{}, {}] of {s}; the captured gradients must be finite",
+                self.name(),
+                dist[i],
+                i / s.branches,
+                i % s.branches
+            );
+        }
+        dist[..s.branches * s.branches]
+            .iter()
+            .map(|&d| d as f64)
+            .collect()
+    }
+}
+
 /// The hash behind dropout's mask (kernels/dropout.cu: ssk_dropout_hash, the same
 /// integer steps): a 32-bit finaliser of `key` and the element index.
 pub fn dropout_hash(key: u32, i: u32) -> u32 {
@@ -437,12 +510,12 @@ pub trait OptimOps: Memory {
 /// The op surface the model is written against: every family above. A device
 /// implements the families; `Backend` follows.
 pub trait Backend:
-    ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps
+    ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps + TtSvdOps
 {
 }
 
 impl<D> Backend for D where
-    D: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps
+    D: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps + TtSvdOps
 {
 }
 
@@ -451,6 +524,7 @@ impl<D> Backend for D where
 pub mod ops {
     pub use super::{
         Backend, ConvOps, DropoutOps, LinearOps, LossOps, Memory, NormOps, OptimOps, PoolOps,
+        TtSvdOps,
     };
 }
 

@@ -64,6 +64,23 @@ pub fn branch_dims(out: usize, inp: usize) -> [usize; 4] {
     [n1, n2, n3, n4]
 }
 
+/// TT-SVD's ranks before any numerical-rank cut, `[1, r1, …, r_{d−1}, 1]` with
+/// `r_k = min(max_rank, r_{k−1}·n_k, n_{k+1}·…·n_d)`: the most `tt_svd` gives, and the
+/// fixed ranks of the device's cores (`backend::TtSvd`), which stay there because a
+/// Jacobi eigenvector is orthonormal even for a zero singular value
+/// (kernels/ttsvd.cu).
+pub fn max_ranks(dims: &[usize], max_rank: usize) -> Vec<usize> {
+    let mut ranks = vec![1];
+    let mut cols: usize = dims.iter().product();
+    for &n in &dims[..dims.len().saturating_sub(1)] {
+        cols /= n;
+        let rows = ranks.last().unwrap() * n;
+        ranks.push(max_rank.min(rows).min(cols));
+    }
+    ranks.push(1);
+    ranks
+}
+
 /// A tensor of order d in Tensor-Train format:
 /// `T[i1, …, id] = core_1[0, i1, :] · core_2[:, i2, :] · … · core_d[:, id, 0]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +128,56 @@ impl TensorTrain {
             rows *= n;
         }
         acc
+    }
+
+    /// The cores zero-padded to `ranks` (each ≥ this TT's), concatenated: the
+    /// device layout of `backend::TtSvdOps::tt_svd`. The tensor is unchanged.
+    pub fn padded(&self, ranks: &[usize]) -> Vec<f64> {
+        self.check();
+        assert!(
+            ranks.len() == self.ranks.len() && ranks.iter().zip(&self.ranks).all(|(p, r)| p >= r),
+            "TensorTrain::padded: ranks {ranks:?} below the TT's {:?}",
+            self.ranks
+        );
+        let mut flat = Vec::new();
+        for (k, core) in self.cores.iter().enumerate() {
+            let (n, rl, rr) = (self.dims[k], self.ranks[k], self.ranks[k + 1]);
+            let (pl, pr) = (ranks[k], ranks[k + 1]);
+            let mut padded = vec![0.0; pl * n * pr];
+            for a in 0..rl {
+                for i in 0..n {
+                    let from = (a * n + i) * rr;
+                    let to = (a * n + i) * pr;
+                    padded[to..to + rr].copy_from_slice(&core[from..from + rr]);
+                }
+            }
+            flat.extend(padded);
+        }
+        flat
+    }
+
+    /// The TT of dims `dims` and ranks `ranks` whose cores are `flat`, concatenated
+    /// (the layout `padded` writes).
+    pub fn from_flat(dims: &[usize], ranks: &[usize], flat: &[f64]) -> Self {
+        let mut cores = Vec::with_capacity(dims.len());
+        let mut at = 0;
+        for (k, &n) in dims.iter().enumerate() {
+            let len = ranks[k] * n * ranks[k + 1];
+            assert!(
+                at + len <= flat.len(),
+                "TensorTrain::from_flat: {} values, dims {dims:?} and ranks {ranks:?} need more",
+                flat.len()
+            );
+            cores.push(flat[at..at + len].to_vec());
+            at += len;
+        }
+        let tt = Self {
+            dims: dims.to_vec(),
+            ranks: ranks.to_vec(),
+            cores,
+        };
+        tt.check();
+        tt
     }
 
     /// Frobenius norm ‖T‖_F of the represented tensor, from the cores (`inner`).
@@ -420,12 +487,12 @@ pub fn relative_error(tensor: &[f64], tt: &TensorTrain) -> f64 {
 
 /// The batched TT-SVD of the sharing step: one TT per branch.
 ///
-/// grads: `[branches, out, inp]` (the capture buffer, f32). Each branch is converted
-/// to f64, viewed as `[n1, n2, n3, n4] = branch_dims(out, inp)` and factorised with
+/// grads: `[branches, out, inp]` (the capture buffer, f32; f64 on `Cpu64`). Each
+/// branch is converted to f64, viewed as `[n1, n2, n3, n4] = branch_dims(out, inp)` and factorised with
 /// `tt_svd(·, max_rank)`; branches run in parallel on the rayon pool. The result for
 /// a branch does not depend on the others or on the order of the branches.
-pub fn branch_descriptors(
-    grads: &[f32],
+pub fn branch_descriptors<T: Copy + Into<f64> + Sync>(
+    grads: &[T],
     branches: usize,
     out: usize,
     inp: usize,
@@ -444,7 +511,7 @@ pub fn branch_descriptors(
         .map(|b| {
             let g: Vec<f64> = grads[b * per..(b + 1) * per]
                 .iter()
-                .map(|&v| v as f64)
+                .map(|&v| v.into())
                 .collect();
             tt_svd(&g, &dims, max_rank)
         })
@@ -587,6 +654,20 @@ mod tests {
             let last = norm2(tt.cores.last().unwrap());
             assert!((tt.norm() - last).abs() <= 1e-12 * last);
         }
+    }
+
+    #[test]
+    fn padding_to_max_ranks_keeps_the_tensor() {
+        assert_eq!(max_ranks(&[10, 10, 20, 32], 4), vec![1, 4, 4, 4, 1]);
+        assert_eq!(max_ranks(&[1, 13, 3, 7], 4), vec![1, 1, 4, 4, 1]);
+        assert_eq!(max_ranks(&[2, 3, 2, 2], 8), vec![1, 2, 4, 2, 1]);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let dims = [5, 6, 7, 8];
+        let tt = random_tt(&mut rng, &dims, &[1, 2, 1, 2, 1]);
+        let ranks = max_ranks(&dims, 3);
+        let padded = TensorTrain::from_flat(&dims, &ranks, &tt.padded(&ranks));
+        assert_eq!(padded.ranks, ranks);
+        assert_eq!(padded.reconstruct(), tt.reconstruct());
     }
 
     #[test]

@@ -16,9 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::{
     ops::*, Backward, BatchNorm2d, BatchStats, Conv2dShape, Dropout, Forward, Grads, LinearShape,
-    LossIo, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats, WeightBias,
+    LossIo, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats, TtSvd, WeightBias,
 };
 use sskernel::model::Branched;
+use sskernel::sharing::ttsvd::TensorTrain;
 
 /// Every parity body, listed once: `parity_bodies!(m)` expands to
 /// `m!(body, body, …)`, and each device's test file passes the macro that makes
@@ -33,6 +34,7 @@ macro_rules! parity_bodies {
             losses,
             optimiser_steps_and_axpy,
             dropout,
+            tt_svd_reconstructions_and_distances,
             // One full training step of the paper's MNIST MTL net at batch 64
             // (forward, sigmoid BCE, backward, SGD) on the device and on cpu from the
             // same seed and batch: every parameter after the step and its update
@@ -741,6 +743,103 @@ pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {
     d.dev.axpy(-0.7, &xs, &mut ys, len - 1);
     d.cpu.axpy(-0.7, &xc, &mut yc, len - 1);
     assert_close("axpy", &d.dev.download(&ys), &yc, ELEMENTWISE);
+}
+
+/// Branch gradients `[b, out, inp]` with structure, none zero: branch i is a shared
+/// random base + 0.3·(its own noise) (the group a distance should find), every
+/// third branch is rank 1 (u·vᵀ, exact low TT ranks: zero singular values on the
+/// device's path), branch 1 is −2·branch 0 (distance 2).
+pub fn tt_svd_grads(g: &mut ChaCha8Rng, b: usize, out: usize, inp: usize) -> Vec<f32> {
+    let per = out * inp;
+    let base = rand_vec(g, per);
+    let mut grads = Vec::with_capacity(b * per);
+    for i in 0..b {
+        let branch: Vec<f32> = if i == 1 {
+            grads[..per].iter().map(|v: &f32| -2.0 * v).collect()
+        } else if i % 3 == 2 {
+            let (u, v) = (rand_vec(g, out), rand_vec(g, inp));
+            (0..per).map(|e| u[e / inp] * v[e % inp] + 1e-3).collect()
+        } else {
+            let noise = rand_vec(g, per);
+            base.iter().zip(&noise).map(|(x, n)| x + 0.3 * n).collect()
+        };
+        grads.extend(branch);
+    }
+    grads
+}
+
+/// The sharing step's TT-SVD (kernels/ttsvd.cu) against sharing::ttsvd: the tensor
+/// each branch's cores represent (the cores themselves differ by signs and
+/// rotations) and the `[B, B]` distances, ‖device − cpu‖/‖cpu‖ < 1e-4 (REDUCTION;
+/// measured ≤ 2e-7 on sim: the kernels work in double, the outputs are f32); the
+/// device's distances exactly symmetric with a zero diagonal. B = 1, 2 and ≥ 10;
+/// odd and prime sizes (13 = 1·13: a mode of size 1); rank-1 branches; and MNIST's
+/// 10 × [100, 640] at R = 4 (about 6 s on the simulator).
+pub fn tt_svd_reconstructions_and_distances<B: Backend>(dev: &B) {
+    let d = Both::new(dev);
+    for (i, &(branches, out, inp, max_rank)) in [
+        (1, 12, 30, 3),
+        (2, 13, 21, 4),
+        (11, 15, 35, 4),
+        (10, 20, 48, 5),
+        (10, 100, 640, 4),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = TtSvd {
+            branches,
+            out,
+            inp,
+            max_rank,
+        };
+        let grads = tt_svd_grads(&mut rng(950 + i as u64), branches, out, inp);
+        let (gs, gc) = d.up(&grads);
+        let ((mut cs, mut cc), (mut ds, mut dc)) = (
+            d.poisoned(branches * s.core_len()),
+            d.poisoned(branches * branches),
+        );
+        d.dev.tt_svd(&s, &gs, &mut cs, &mut ds);
+        d.cpu.tt_svd(&s, &gc, &mut cc, &mut dc);
+        let (cores, dist) = (d.dev.download(&cs), d.dev.download(&ds));
+        let (dims, ranks) = (s.dims(), s.ranks());
+        let tensor = |flat: &[f32]| {
+            let flat: Vec<f64> = flat.iter().map(|&v| v as f64).collect();
+            let t = TensorTrain::from_flat(&dims, &ranks, &flat).reconstruct();
+            t.iter().map(|&v| v as f32).collect::<Vec<f32>>()
+        };
+        let mut worst = 0.0f64;
+        for (b, (dev_b, cpu_b)) in cores
+            .chunks(s.core_len())
+            .zip(cc.chunks(s.core_len()))
+            .enumerate()
+        {
+            let e = rel_err(&tensor(dev_b), &tensor(cpu_b));
+            assert!(
+                e < REDUCTION,
+                "tt_svd {s}: branch {b}'s reconstruction, ‖device − cpu‖/‖cpu‖ = {e:e}"
+            );
+            worst = worst.max(e);
+        }
+        let e = rel_err(&dist, &dc);
+        eprintln!("tt_svd {s}: reconstructions ≤ {worst:.1e}, distances {e:.1e}");
+        assert_close(&format!("tt_svd {s} distances"), &dist, &dc, REDUCTION);
+        for a in 0..branches {
+            assert_eq!(dist[a * branches + a], 0.0, "tt_svd {s}: d[{a}, {a}]");
+            for b in 0..a {
+                assert_eq!(dist[a * branches + b], dist[b * branches + a], "{s}");
+            }
+        }
+        if branches >= 2 {
+            assert!((dist[1] - 2.0).abs() < 1e-5, "{s}: d(g, −2g) = {}", dist[1]);
+        }
+        // What the sharing step reads: the same distances, on the host (not repeated
+        // at the realistic size, where the simulator takes seconds).
+        if out * inp < 100 * 640 {
+            let host = d.dev.branch_distances(&s, &gs);
+            assert!(host.iter().zip(&dist).all(|(&h, &x)| h == x as f64));
+        }
+    }
 }
 
 /// One full training step of the paper's MNIST MTL net at batch 64 (forward,

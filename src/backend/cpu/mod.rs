@@ -2,7 +2,8 @@
 //!
 //! Every op is written once, generic over [`Real`], as the method of its family's
 //! trait in the file of that family: `conv` (im2col + GEMM), `batchnorm`, `pool`
-//! (ReLU, 2×2 max-pool), `linear` (branch-batched), `loss`, `optim` (and `axpy`);
+//! (ReLU, 2×2 max-pool), `linear` (branch-batched), `loss`, `optim` (and `axpy`),
+//! `ttsvd` (the sharing step, sharing::ttsvd);
 //! `gemm` is matrixmultiply + rayon under them. [`Cpu`] is the f32 instantiation
 //! the program runs; [`Cpu64`] the f64 one the finite-difference gradient checks
 //! run, so the code that is checked is the code that runs.
@@ -19,6 +20,7 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod real;
+pub mod ttsvd;
 
 #[cfg(test)]
 mod testutil;

@@ -287,3 +287,4 @@ mod linear;
 mod loss;
 mod optim;
 mod pool;
+mod ttsvd;
