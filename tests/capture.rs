@@ -70,7 +70,8 @@ fn capture_and_step_gradients<B: Backend>(
         grads.push(be.download(&fc1.grad)[..fc1.len()].to_vec());
     }
     let capture = net.branches.take_capture(be).expect("the capture is on");
-    (capture, grads)
+    let len = grads[0].len();
+    (be.download(&capture)[..len].to_vec(), grads)
 }
 
 /// Σ_k g_k in step order, in f32 as the capture adds them.

@@ -87,12 +87,12 @@ impl<B: Backend> Branches<B> {
         }
     }
 
-    /// The captured gradients `[branches, hidden1, input]` on the host; the capture
-    /// restarts from zero.
-    pub fn take_capture(&mut self, be: &B) -> Option<Vec<f32>> {
-        let host = be.download(self.capture.as_ref()?);
+    /// The captured gradients `[branches, hidden1, input]`, on the device (the
+    /// sharing step factorises them there); the capture restarts from zero.
+    pub fn take_capture(&mut self, be: &B) -> Option<B::Buf> {
+        let taken = self.capture.take()?;
         self.start_capture(be);
-        Some(host[..self.fc1.w.len()].to_vec())
+        Some(taken)
     }
 
     /// Merges branches: keeps the branches `keep` (strictly increasing old indices)

@@ -1,12 +1,12 @@
 //! The end-of-epoch Selective Sharing step (DESIGN.md §5): captured branch
-//! gradients → batched TT-SVD descriptors → distances → HDBSCAN → criterion →
+//! gradients → batched TT-SVD descriptors → distances (both on the device,
+//! `TtSvdOps::branch_distances`; sharing::ttsvd on the CPU) → HDBSCAN → criterion →
 //! merge and prune → lock. Every decision is kept for `grouping.json`.
 
 use super::criteria::{self, Criterion};
 use super::hdbscan::HdbscanParams;
 use super::merge::{self, MergePlan, MergeRule};
-use super::ttsvd;
-use crate::backend::Backend;
+use crate::backend::{Backend, TtSvd};
 use crate::model::Branched;
 use anyhow::Result;
 use rand::SeedableRng;
@@ -185,8 +185,14 @@ impl Sharing {
         let started = std::time::Instant::now();
         let n = net.branches().count();
         let (out, inp) = net.branches().capture_shape();
-        let descriptors = ttsvd::branch_descriptors(&grads, n, out, inp, self.cfg.tt_rank);
-        let distances = ttsvd::descriptor_distances(&descriptors);
+        let tt = TtSvd {
+            branches: n,
+            out,
+            inp,
+            max_rank: self.cfg.tt_rank,
+        };
+        // On the device: only the [n, n] distances come to the host.
+        let distances = be.branch_distances(&tt, &grads);
         crate::crash::point("sharing");
         let branch_loss = merge::branch_loss(task_loss, &net.branches().task_branch, n);
         let grouping = criteria::group(
