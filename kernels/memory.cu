@@ -1,6 +1,6 @@
 // kernels/memory.cu — memory ops and the ordered sum of partials.
-// CPU twins: Backend::axpy in src/backend/cpu/mod.rs; the partial sums mirror the
-// chunked reductions of src/backend/cpu/conv.rs.
+// CPU twins: Backend::axpy and Memory::compact_rows in src/backend/cpu/mod.rs; the
+// partial sums mirror the chunked reductions of src/backend/cpu/conv.rs.
 #include "common.cuh"
 
 // y[i] = value for i < n. Grid-stride: grid (any), block (256).
@@ -22,4 +22,15 @@ extern "C" __global__ void ssk_sum_partials(float* __restrict__ out, const float
         for (int p = 0; p < n_parts; p++) s += parts[(size_t)p * len + i];
         out[i] = s;
     }
+}
+
+// dst row i = src row keep.of[i] (row_len floats each): the branches a prune keeps,
+// gathered into a buffer of their size (Memory::compact_rows). Not in place: blocks
+// run in any order, and row keep.of[i] → i may overwrite a row another block still
+// reads. grid (any, rows kept), block (256); grid-stride along the row.
+extern "C" __global__ void ssk_gather_rows(const float* __restrict__ src, float* __restrict__ dst, BranchMap keep,
+                                           int row_len) {
+    const float* from = src + (size_t)keep.of[blockIdx.y] * row_len;
+    float* to = dst + (size_t)blockIdx.y * row_len;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < row_len; j += gridDim.x * blockDim.x) to[j] = from[j];
 }

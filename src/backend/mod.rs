@@ -335,7 +335,8 @@ pub trait Memory: Send + Sync {
     /// Keeps rows `keep` (strictly increasing) of a `[rows, row_len]` buffer:
     /// row `keep[i]` moves to row `i` and the buffer shrinks to `keep.len()` rows.
     /// Pruning merged branches compacts every `[n_branches, …]` buffer with this.
-    /// It runs at most once per epoch, so the default goes through the host.
+    /// The default goes through the host; sim and cuda gather the rows on the device
+    /// (`launch::gather_rows`).
     fn compact_rows(&self, buf: &mut Self::Buf, row_len: usize, keep: &[usize]) {
         debug_assert!(keep.windows(2).all(|w| w[0] < w[1]));
         let host = self.download(buf);

@@ -35,6 +35,7 @@ macro_rules! parity_bodies {
             optimiser_steps_and_axpy,
             dropout,
             tt_svd_reconstructions_and_distances,
+            compact_rows_exact,
             // One full training step of the paper's MNIST MTL net at batch 64
             // (forward, sigmoid BCE, backward, SGD) on the device and on cpu from the
             // same seed and batch: every parameter after the step and its update
@@ -842,6 +843,25 @@ pub fn tt_svd_reconstructions_and_distances<B: Backend>(dev: &B) {
     }
 }
 
+/// Pruning's compaction (memory.cu: ssk_gather_rows on kernel devices) keeps
+/// exactly the rows asked for, in order, and shrinks the buffer: bitwise the CPU's.
+pub fn compact_rows_exact<B: Backend>(dev: &B) {
+    let d = Both::new(dev);
+    let (rows, row_len) = (11, 1003);
+    let host = rand_vec(&mut rng(990), rows * row_len);
+    for keep in [vec![0, 3, 4, 9, 10], vec![7], (0..rows).collect()] {
+        let (mut s, mut c) = d.up(&host);
+        d.dev.compact_rows(&mut s, row_len, &keep);
+        d.cpu.compact_rows(&mut c, row_len, &keep);
+        assert_eq!(d.dev.buf_len(&s), keep.len() * row_len, "keep {keep:?}");
+        assert_bitwise_equal(
+            &format!("compact_rows {keep:?}"),
+            &[d.dev.download(&s)],
+            &[c],
+        );
+    }
+}
+
 /// One full training step of the paper's MNIST MTL net at batch 64 (forward,
 /// sigmoid BCE, backward, SGD) on the device and on cpu from the same seed and batch:
 /// every parameter after the step and its update agree to 1e-4 relative
@@ -915,10 +935,10 @@ pub fn mnist_mtl_training_step_matches_cpu<B: Backend>(dev: &B) {
 }
 
 /// The outputs of a linear and a conv backward (reductions split over blocks and
-/// partials) on `dev`: with a fixed reduction order (no float atomics) they are
+/// partials) and of the sharing step's TT-SVD (Jacobi rounds across a block) on `dev`: with a fixed reduction order (no float atomics) they are
 /// bitwise the same run after run, and on the simulator whatever order it resumes
 /// fibers in.
-pub fn reduction_outputs<B: Backend>(dev: &B) -> [Vec<f32>; 6] {
+pub fn reduction_outputs<B: Backend>(dev: &B) -> [Vec<f32>; 8] {
     let s = linear_shape(3, &[0, 0, 2], 9, 70, 33);
     let c = conv_shape(10, 3, 4, 9, 8, 3);
     let mut g = rng(800);
@@ -939,7 +959,16 @@ pub fn reduction_outputs<B: Backend>(dev: &B) -> [Vec<f32>; 6] {
         &c,
         bwd(&cx, &cw, &cdy, grads(Some(&mut cdx), &mut cdw, &mut cdb)),
     );
-    [dx, dw, db, cdx, cdw, cdb].map(|b| dev.download(&b))
+    let t = TtSvd {
+        branches: 5,
+        out: 12,
+        inp: 30,
+        max_rank: 3,
+    };
+    let tg = dev.upload(&tt_svd_grads(&mut g, 5, 12, 30));
+    let (mut cores, mut dist) = (dev.zeros(5 * t.core_len()), dev.zeros(25));
+    dev.tt_svd(&t, &tg, &mut cores, &mut dist);
+    [dx, dw, db, cdx, cdw, cdb, cores, dist].map(|b| dev.download(&b))
 }
 
 /// Bitwise equality of two runs' outputs.

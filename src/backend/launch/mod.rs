@@ -247,6 +247,26 @@ pub fn fill<'a, B>(y: &'a B, value: f32, len: usize) -> Plan<'a, B> {
     )
 }
 
+/// `dst` row i = `src` row `keep[i]`, rows of `row_len` floats (memory.cu:
+/// ssk_gather_rows): what a kernel device's `Memory::compact_rows` runs, into a new
+/// buffer of `keep.len()` rows. At most [`MAX_BRANCHES`] kept rows.
+pub fn gather_rows<'a, B>(src: &'a B, dst: &'a B, row_len: usize, keep: &[usize]) -> Plan<'a, B> {
+    let mut grid = stride_grid(row_len);
+    grid[1] = dim(keep.len());
+    Plan::one(Launch {
+        kernel: "ssk_gather_rows",
+        grid,
+        block: [BLOCK, 1, 1],
+        shared_bytes: 0,
+        args: vec![
+            Arg::Buf(src),
+            Arg::Buf(dst),
+            branch_map(keep),
+            Arg::I32(i32_of(row_len, "row_len")),
+        ],
+    })
+}
+
 /// A device that runs kernels/*.cu: its [`Memory`] and the execution of a
 /// [`Plan`]. Every op family is then implemented once, for all such devices, by
 /// building its plan (conv.rs, batchnorm.rs, … in this folder); `sim` and `cuda`

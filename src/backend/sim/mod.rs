@@ -317,6 +317,15 @@ impl Memory for Sim {
     fn buf_len(&self, buf: &SimBuf) -> usize {
         buf.len
     }
+
+    /// On the device: the kept rows are gathered into a new buffer of their size
+    /// (`launch::gather_rows`); nothing goes through the host.
+    fn compact_rows(&self, buf: &mut SimBuf, row_len: usize, keep: &[usize]) {
+        debug_assert!(keep.windows(2).all(|w| w[0] < w[1]));
+        let kept = self.zeros(keep.len() * row_len);
+        self.execute(&launch::gather_rows(buf, &kept, row_len, keep));
+        *buf = kept;
+    }
 }
 
 impl KernelDevice for Sim {
