@@ -23,7 +23,8 @@
 //
 // Why double: forming A squares C's condition number. In double the kept subspace is
 // accurate to ≈ cols·ε·σ1² / (σ_r² − σ_{r+1}²) (≈ 1e-12 on gradients); in float it
-// would be ≈ 1e-3 on a nearly flat spectrum. The input is f32 (the capture), the work
+// would be ≈ 1e-3 on a nearly flat spectrum; and squares of f32 inputs stay inside
+// double's range, so no scaling is needed. The input is f32 (the capture), the work
 // once an epoch is O(B·out·in·R) flops, so double throughput does not matter.
 //
 // Buffers (doubles, one row of `*_stride` per branch): the remainders, the Gram

@@ -2,7 +2,7 @@
 //! double, three TT-SVD steps, the descriptors' inner products, the distances, and
 //! the cores narrowed to f32.
 
-use super::{elementwise, i32_of, Arg, KernelDevice, Launch, Plan};
+use super::{dim, elementwise, i32_of, Arg, KernelDevice, Launch, Plan};
 use crate::backend::{TtSvd, TtSvdOps};
 
 /// Threads of a `ttsvd_step` block: the Jacobi rounds have ≤ rows/2 rotations and
@@ -50,7 +50,7 @@ impl<D: KernelDevice> TtSvdOps for D {
             };
             plan.push(Launch {
                 kernel: "ttsvd_step",
-                grid: [b as u32, 1, 1],
+                grid: [dim(b), 1, 1],
                 block: [STEP_BLOCK, 1, 1],
                 shared_bytes: (16 * rows[k].div_ceil(2) + 4 * r) as u32,
                 args: vec![
@@ -78,7 +78,7 @@ impl<D: KernelDevice> TtSvdOps for D {
         args.extend([int(core_len, "core_len"), int(b, "branches")]);
         plan.push(Launch {
             kernel: "ttsvd_inner",
-            grid: [b as u32, b as u32, 1],
+            grid: [dim(b), dim(b), 1],
             block: [INNER_BLOCK, 1, 1],
             shared_bytes: (16 * rmax * rmax) as u32,
             args,
