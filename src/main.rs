@@ -204,6 +204,11 @@ struct RunArgs {
     /// default source), CIFAR-10's binary files, OmniGlot's folders, CUB-200-2011.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Print (and write to RUN/profile.md) where the run's time went: per phase
+    /// (data, forward, loss, backward, optimiser, sharing, evaluation, checkpoint)
+    /// and per op or kernel launch, each synchronised (slower than a plain run).
+    #[arg(long)]
+    profile: bool,
     /// Also write the (resumable) checkpoint every N optimiser steps; it is always
     /// written at the end of each epoch.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -640,17 +645,37 @@ impl OnDevice for TrainArgs {
                 out,
             )?;
             cfg.checkpoints.resume = resume;
-            train_hetero(backend, &cfg, &data)?;
-            return Ok(());
+            let profile = self.run.profile;
+            return profiled(profile, &cfg.out, || train_hetero(backend, &cfg, &data));
         };
         let mut cfg = self
             .run
             .config(backend.name(), self.mode, criterion, self.seed, out)?;
         cfg.checkpoints.resume = resume;
         let dataset = data::load(images, self.run.data_dir.as_deref())?;
-        train::train(backend, &cfg, &dataset)?;
-        Ok(())
+        profiled(self.run.profile, &cfg.out, || {
+            train::train(backend, &cfg, &dataset)
+        })
     }
+}
+
+/// Runs `train`; with `profile`, records it per phase and op and prints the table
+/// (also written to OUT/profile.md).
+fn profiled<T>(
+    profile: bool,
+    out: &std::path::Path,
+    train: impl FnOnce() -> Result<T>,
+) -> Result<()> {
+    use sskernel::backend::profile;
+    if !profile {
+        return train().map(drop);
+    }
+    profile::start_totals();
+    let result = train();
+    let table = profile::totals_markdown(&profile::stop_totals());
+    result?;
+    println!("\nwhere the time went (each op synchronised):\n\n{table}");
+    sskernel::atomic_file::write(&out.join("profile.md"), table.as_bytes())
 }
 
 impl OnDevice for ReproduceArgs {

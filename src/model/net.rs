@@ -385,10 +385,11 @@ impl<B: Backend> Net<B> {
     /// `act.targets`: forward (batch statistics), loss, backward, optimiser update.
     /// The batch loss is left in `act.loss`.
     pub fn train_step(&mut self, be: &B, act: &mut Activations<B>, n: usize, step: &OptimStep) {
-        self.forward(be, act, n, true);
-        self.loss(be, act, n);
-        self.backward(be, act, n);
-        self.optim_step(be, step);
+        use crate::backend::profile::phase;
+        phase("forward").run(|| self.forward(be, act, n, true));
+        phase("loss").run(|| self.loss(be, act, n));
+        phase("backward").run(|| self.backward(be, act, n));
+        phase("optimiser").run(|| self.optim_step(be, step));
     }
 
     /// One optimiser update of every parameter from its gradient.

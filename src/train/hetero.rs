@@ -10,6 +10,7 @@ use super::checkpoint;
 use super::resume::{self, Progress};
 use super::{progress, sharing_step};
 use crate::atomic_file::{write as write_atomically, write_json};
+use crate::backend::profile::phase;
 use crate::backend::{Backend, OptimStep};
 use crate::data::{HeteroData, TaskKind};
 use crate::model::{Branched, ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode};
@@ -298,20 +299,18 @@ pub fn train_hetero<B: Backend>(
             }
             let chunk = run.batch(b, cfg.batch);
             let n = chunk.len();
-            batcher.load(be, &mut act, chunk);
-            net.forward(be, &mut act, n, true);
-            net.loss(be, &mut act, n);
-            net.backward(be, &mut act, n);
-            net.optim_step(
-                be,
-                &OptimStep::Adam {
-                    lr: cfg.lr,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    step: run.at.steps as u32 + 1,
-                },
-            );
+            phase("data").run(|| batcher.load(be, &mut act, chunk));
+            phase("forward").run(|| net.forward(be, &mut act, n, true));
+            phase("loss").run(|| net.loss(be, &mut act, n));
+            phase("backward").run(|| net.backward(be, &mut act, n));
+            let adam = OptimStep::Adam {
+                lr: cfg.lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                step: run.at.steps as u32 + 1,
+            };
+            phase("optimiser").run(|| net.optim_step(be, &adam));
             crate::crash::point("step");
             let losses: Vec<f64> = act.loss.iter().map(|l| be.download(l)[0] as f64).collect();
             if let Some(k) = losses.iter().position(|l| !l.is_finite()) {
@@ -328,7 +327,7 @@ pub fn train_hetero<B: Backend>(
             run.at.steps += 1;
             run.at.batch += 1;
             let model = (be, &net, sharing.as_ref());
-            run.after_step(model, &net.spec, cfg.checkpoints.every)?;
+            phase("checkpoint").run(|| run.after_step(model, &net.spec, cfg.checkpoints.every))?;
         }
         let seconds = started.elapsed().as_secs_f64();
         bar.finish();
@@ -336,9 +335,15 @@ pub fn train_hetero<B: Backend>(
         if tally.batches == 0 {
             break;
         }
-        sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out)?;
-        let val = evaluate(be, &mut net, &mut act, &mut batcher, &data.val, cfg.batch);
-        let test = evaluate(be, &mut net, &mut act, &mut batcher, &data.test, cfg.batch);
+        phase("sharing")
+            .run(|| sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out))?;
+        let (val, test) = phase("evaluation").run(|| {
+            let val = evaluate(be, &mut net, &mut act, &mut batcher, &data.val, cfg.batch);
+            (
+                val,
+                evaluate(be, &mut net, &mut act, &mut batcher, &data.test, cfg.batch),
+            )
+        });
         let branches = net.branches.count();
         let groups = task_groups(&net.branches.task_branch, branches);
         let named_groups: Vec<Vec<String>> = groups
@@ -395,7 +400,7 @@ pub fn train_hetero<B: Backend>(
         }
         records.push(record);
         run.at.next_epoch(kinds.len());
-        run.save((be, &net, sharing.as_ref()), &net.spec)?;
+        phase("checkpoint").run(|| run.save((be, &net, sharing.as_ref()), &net.spec))?;
         run.after_epoch()?;
         if max_steps_reached(run.at.steps) {
             break;

@@ -11,6 +11,7 @@ pub mod resume;
 pub use crate::run::{EpochRecord, RunSummary, TrainConfig};
 
 use crate::atomic_file::{write as write_atomically, write_json};
+use crate::backend::profile::phase;
 use crate::backend::{Backend, OptimStep};
 use crate::data::{Dataset, Split};
 use crate::model::{Activations, Branched, Mode, Net, NetSpec};
@@ -182,9 +183,11 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             }
             let chunk = run.batch(b, cfg.batch);
             let n = chunk.len();
-            train.gather(chunk, net.spec.classes, &mut images, &mut targets);
-            be.write(&mut act.x, &images);
-            be.write(&mut act.targets, &targets);
+            phase("data").run(|| {
+                train.gather(chunk, net.spec.classes, &mut images, &mut targets);
+                be.write(&mut act.x, &images);
+                be.write(&mut act.targets, &targets);
+            });
             net.train_step(be, &mut act, n, &step);
             crate::crash::point("step");
             let losses = be.download(&act.loss);
@@ -203,7 +206,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             run.at.steps += 1;
             run.at.batch += 1;
             let model = (be, &net, sharing.as_ref());
-            run.after_step(model, &net.spec, cfg.checkpoints.every)?;
+            phase("checkpoint").run(|| run.after_step(model, &net.spec, cfg.checkpoints.every))?;
         }
         let seconds = started.elapsed().as_secs_f64();
         bar.finish();
@@ -214,13 +217,18 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
 
         // Selective Sharing decides before evaluation, so the log and the
         // checkpoint describe the same (possibly merged) model.
-        let sharing_seconds =
-            sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out)?;
+        let sharing_seconds = phase("sharing")
+            .run(|| sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out))?;
         let groups =
             (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 
-        let val_eval = metrics::evaluate(be, &mut net, &mut act, &val, cfg.batch);
-        let test_eval = metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch);
+        let (val_eval, test_eval) = phase("evaluation").run(|| {
+            let val_eval = metrics::evaluate(be, &mut net, &mut act, &val, cfg.batch);
+            (
+                val_eval,
+                metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch),
+            )
+        });
         let record = EpochRecord {
             epoch,
             steps: run.at.steps,
@@ -250,7 +258,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         }
         records.push(record);
         run.at.next_epoch(tasks);
-        run.save((be, &net, sharing.as_ref()), &net.spec)?;
+        phase("checkpoint").run(|| run.save((be, &net, sharing.as_ref()), &net.spec))?;
         run.after_epoch()?;
         if max_steps_reached(run.at.steps) {
             break;
