@@ -547,8 +547,12 @@ impl RunArgs {
 
 fn main() {
     report_oversized_writes();
-    resume::catch_interrupts();
-    if let Err(err) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Only `train` can resume: there Ctrl-C checkpoints and says how to go on.
+    if matches!(cli.command, Command::Train(_)) {
+        resume::catch_interrupts();
+    }
+    if let Err(err) = run(cli) {
         if let Some(stop) = err.downcast_ref::<resume::Interrupted>() {
             eprintln!("sskernel: {stop}");
             std::process::exit(130);
