@@ -3,7 +3,7 @@
 //! module and neither imports the other.
 
 use crate::data::TaskKind;
-use crate::model::Mode;
+use crate::model::{ConvStackSpec, Mode};
 use crate::sharing::criteria::Criterion;
 use crate::sharing::selective::SharingConfig;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,43 @@ pub struct Checkpointing {
     /// Continue the run in the output directory from its last checkpoint.
     #[serde(skip)]
     pub resume: bool,
+}
+
+/// Every setting of a heterogeneous run (`train::hetero`); written to `config.json`
+/// as is.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeteroConfig {
+    pub mode: Mode,
+    /// STL: the one task this net learns (index into the data's tasks).
+    pub only_task: Option<usize>,
+    pub epochs: usize,
+    pub batch: usize,
+    /// Adam's learning rate (β 0.9, 0.999, eps 1e-8, as torch.optim.Adam).
+    pub lr: f32,
+    pub seed: u64,
+    pub max_steps: Option<usize>,
+    /// The conv stack in front of the shared FC (image problems; the inputs are
+    /// then images of `convs.input` values each).
+    pub convs: Option<ConvStackSpec>,
+    pub shared: usize,
+    pub branch_hidden: [usize; 2],
+    pub dropout: f32,
+    pub out: PathBuf,
+    pub device: String,
+    pub sharing: Option<SharingConfig>,
+    pub checkpoints: Checkpointing,
+}
+
+impl HeteroConfig {
+    /// The run's name in tables and default directories, as [`TrainConfig::label`].
+    pub fn label(&self) -> String {
+        label(
+            self.mode,
+            self.sharing
+                .as_ref()
+                .map_or(Criterion::Similarity, |s| s.criterion),
+        )
+    }
 }
 
 /// One line of `log.jsonl`.

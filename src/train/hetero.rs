@@ -13,39 +13,13 @@ use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::profile::phase;
 use crate::backend::{Backend, OptimStep};
 use crate::data::{HeteroData, TaskKind};
-use crate::model::{Branched, ConvStackSpec, HeteroActs, HeteroNet, HeteroSpec, Mode};
-pub use crate::run::{metric_name, Checkpointing, HeteroEpoch, HeteroSummary};
-use crate::sharing::selective::{task_groups, Sharing, SharingConfig};
+use crate::model::{Branched, HeteroActs, HeteroNet, HeteroSpec};
+pub use crate::run::{metric_name, Checkpointing, HeteroConfig, HeteroEpoch, HeteroSummary};
+use crate::sharing::selective::{task_groups, Sharing};
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
-use std::path::PathBuf;
 use std::time::Instant;
-
-/// Every setting of a heterogeneous run; written to `config.json` as is.
-#[derive(Clone, Debug, Serialize)]
-pub struct HeteroConfig {
-    pub mode: Mode,
-    /// STL: the one task this net learns (index into the data's tasks).
-    pub only_task: Option<usize>,
-    pub epochs: usize,
-    pub batch: usize,
-    /// Adam's learning rate (β 0.9, 0.999, eps 1e-8, as torch.optim.Adam).
-    pub lr: f32,
-    pub seed: u64,
-    pub max_steps: Option<usize>,
-    /// The conv stack in front of the shared FC (image problems; the inputs are
-    /// then images of `convs.input` values each).
-    pub convs: Option<ConvStackSpec>,
-    pub shared: usize,
-    pub branch_hidden: [usize; 2],
-    pub dropout: f32,
-    pub out: PathBuf,
-    pub device: String,
-    pub sharing: Option<SharingConfig>,
-    pub checkpoints: Checkpointing,
-}
 
 /// Samples a rank metric compares pairwise at most (the first ones of the split):
 /// 3000 make 4.5 M pairs.
