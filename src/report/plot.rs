@@ -2,13 +2,16 @@
 //! `crate::run` and the sharing decisions, never from numbers of their own:
 //! `curves.png` (loss, metrics and parameters per epoch, the merges marked),
 //! `grouping.png` (each decision's distance matrix with its groups outlined, and
-//! HDBSCAN's condensed tree), `table.png` (`reproduce`'s rows with the seeds' spread).
+//! HDBSCAN's condensed tree), `table.png` (`reproduce`'s rows with the seeds' spread:
+//! the digit table's or the heterogeneous one's, one panel per task).
 //!
 //! plotters draws into an RGB buffer; `image` encodes it. Text is rendered from a
 //! font compiled into the binary (egui's Ubuntu Light through ab_glyph), so the
 //! figures look the same on a machine without fonts or fontconfig.
 
+use super::hetero::HeteroRow;
 use super::table::Row;
+use crate::data::TaskSpec;
 use crate::run::{metric_name, EpochRecord, HeteroEpoch, HeteroSummary, RunSummary};
 use crate::sharing::selective::Decision;
 use anyhow::{Context, Result};
@@ -621,14 +624,75 @@ fn depth_first_leaves(
     }
 }
 
-/// Writes `table.png` of `reproduce`: per configuration, the 10-way test accuracy and
-/// the measured model's parameters, mean as a bar and ± one standard deviation over
-/// the seeds as a whisker.
+/// One panel of `table.png`: a quantity per configuration, mean and std over seeds.
+pub struct Bars {
+    pub title: String,
+    pub values: Vec<(f64, f64)>,
+    /// Bars start at 0 (counts) rather than at the smallest value (metrics).
+    pub from_zero: bool,
+}
+
+/// Writes `table.png` of `reproduce mnist`: per configuration, the 10-way test
+/// accuracy and the measured model's parameters.
 pub fn write_table(path: &Path, rows: &[Row]) -> Result<()> {
-    anyhow::ensure!(!rows.is_empty(), "no row to draw");
-    let seeds = rows[0].seeds.len();
-    let height = 90 + 34 * rows.len() as u32;
-    write_png(path, (900, height.max(200)), |root| {
+    let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    let accuracy = Bars {
+        title: "10-way accuracy %".into(),
+        values: rows
+            .iter()
+            .map(|r| (100.0 * r.test_acc.0, 100.0 * r.test_acc.1))
+            .collect(),
+        from_zero: false,
+    };
+    let seeds = rows.first().map_or(0, |r| r.seeds.len());
+    write_bar_table(
+        path,
+        &labels,
+        seeds,
+        &[accuracy, params_bars(rows.iter().map(|r| r.params))],
+    )
+}
+
+/// Writes `table.png` of `reproduce` on a heterogeneous problem: per configuration,
+/// each task's test metric in its unit (`metric_name`) and the measured model's
+/// parameters (STL: every task's net).
+pub fn write_hetero_table(path: &Path, rows: &[HeteroRow], tasks: &[TaskSpec]) -> Result<()> {
+    let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    let mut panels: Vec<Bars> = tasks
+        .iter()
+        .enumerate()
+        .map(|(t, task)| Bars {
+            title: format!("{} ({})", task.name, metric_name(&task.kind)),
+            values: rows.iter().map(|r| r.tasks[t]).collect(),
+            from_zero: false,
+        })
+        .collect();
+    panels.push(params_bars(rows.iter().map(|r| r.params)));
+    let seeds = rows.first().map_or(0, |r| r.seeds.len());
+    write_bar_table(path, &labels, seeds, &panels)
+}
+
+fn params_bars(params: impl Iterator<Item = (f64, f64)>) -> Bars {
+    Bars {
+        title: "trainable parameters".into(),
+        values: params.collect(),
+        from_zero: true,
+    }
+}
+
+/// The height of one row of panels of `table.png` for `n` configurations.
+pub fn table_row_height(n: usize) -> u32 {
+    (60 + 34 * n as u32).max(170)
+}
+
+/// Draws `panels` two to a row (900 px wide, the configurations named on the left
+/// panel of each row) under a header: each value's mean as a bar and ± one standard
+/// deviation over the seeds as a whisker.
+fn write_bar_table(path: &Path, labels: &[&str], seeds: usize, panels: &[Bars]) -> Result<()> {
+    anyhow::ensure!(!labels.is_empty(), "no row to draw");
+    let rows = panels.len().div_ceil(2) as u32;
+    let row_height = table_row_height(labels.len());
+    write_png(path, (900, 30 + rows * row_height), |root| {
         root.fill(&WHITE).map_err(drawing_failed)?;
         let (header, body) = root.split_vertically(30);
         header
@@ -640,31 +704,23 @@ pub fn write_table(path: &Path, rows: &[Row]) -> Result<()> {
                 (FONT, 15),
             ))
             .map_err(drawing_failed)?;
-        let (left, right) = body.split_horizontally(520);
-        let accuracy: Vec<(f64, f64)> = rows
-            .iter()
-            .map(|r| (100.0 * r.test_acc.0, 100.0 * r.test_acc.1))
-            .collect();
-        let params: Vec<(f64, f64)> = rows.iter().map(|r| r.params).collect();
-        let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
-        draw_bars(&left, "10-way accuracy %", &labels, &accuracy, 170, false)?;
-        draw_bars(&right, "trainable parameters", &labels, &params, 0, true)?;
+        for (pair, row) in panels.chunks(2).zip(body.split_evenly((rows as usize, 1))) {
+            let (left, right) = row.split_horizontally(520);
+            draw_bars(&left, &pair[0], labels, 170)?;
+            if let Some(second) = pair.get(1) {
+                draw_bars(&right, second, labels, 0)?;
+            }
+        }
         Ok(())
     })
 }
 
 /// Horizontal bars of `values` (mean, std), one per label, top to bottom.
-fn draw_bars(
-    area: &Area,
-    title: &str,
-    labels: &[&str],
-    values: &[(f64, f64)],
-    label_width: u32,
-    from_zero: bool,
-) -> Result<()> {
+fn draw_bars(area: &Area, bars: &Bars, labels: &[&str], label_width: u32) -> Result<()> {
+    let (title, values) = (bars.title.as_str(), &bars.values);
     let n = labels.len();
     let (lo, hi) = value_range(values.iter().flat_map(|&(m, s)| [m - s, m + s]));
-    let lo = if from_zero { 0.0 } else { lo };
+    let lo = if bars.from_zero { 0.0 } else { lo };
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 14))
         .margin(8)
