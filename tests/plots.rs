@@ -1,6 +1,6 @@
 //! The figures: `train` writes curves.png (and grouping.png when sharing decided),
 //! summary.md links them, `reproduce` writes table.png, the heterogeneous trainer
-//! writes curves.png, and `sskernel explain` writes explain.png per run and the
+//! writes curves.png and summary.md, a heterogeneous `reproduce` table.png, and `sskernel explain` writes explain.png per run and the
 //! side-by-side grid, refusing what it cannot explain with the file named. Every PNG
 //! is decoded and must have its expected size and real content (text, lines, maps),
 //! not one flat colour. Small data and a few steps: seconds.
@@ -257,4 +257,72 @@ fn the_heterogeneous_trainer_draws_its_curves_and_groupings() {
     let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
     let rows = decisions.as_array().unwrap().len() as u32;
     assert_picture(&dir.path().join("grouping.png"), (900, 330 * rows));
+    // summary.md: each task in its unit, the epochs, both figures.
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    for part in [
+        "| digit (class (10), accuracy %) |",
+        "| ink (regression, MAE) |",
+        "| ink-rank (rank, rank accuracy %) |",
+        "Tasks per branch of this model: ",
+        "## Epochs",
+        "## Grouping decision of epoch",
+        "](curves.png)",
+        "](grouping.png)",
+    ] {
+        assert!(md.contains(part), "no `{part}` in\n{md}");
+    }
+}
+
+#[test]
+fn a_heterogeneous_reproduce_draws_its_table_and_every_run_its_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sskernel(&[
+        "reproduce",
+        "mnist-attributes",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--shared",
+        "16",
+        "--hidden",
+        "8,8",
+        "--configs",
+        "stl,mtl,selective-similarity",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Six tasks and the parameters, two panels to a row; three configurations.
+    let rows = 3;
+    assert_picture(
+        &dir.path().join("table.png"),
+        (900, 30 + 4 * sskernel::report::plot::table_row_height(rows)),
+    );
+    let md = std::fs::read_to_string(dir.path().join("table.md")).unwrap();
+    assert!(md.contains("](table.png)"), "{md}");
+    // Every run links its curves; MTL decides nothing, so no grouping.png.
+    // Panels: the loss, one per metric unit, the parameters.
+    for (run, panels) in [
+        ("stl-digit-seed0", 3),
+        ("stl-ink-rank-seed0", 3),
+        ("mtl-seed0", 5),
+    ] {
+        let run = dir.path().join(run);
+        let md = std::fs::read_to_string(run.join("summary.md")).unwrap();
+        assert!(
+            md.contains("](curves.png)") && !md.contains("grouping.png"),
+            "{md}"
+        );
+        let rows: u32 = (panels as u32).div_ceil(2);
+        assert_picture(&run.join("curves.png"), (840, 44 + rows * 260));
+    }
+    let md = std::fs::read_to_string(dir.path().join("mtl-seed0/summary.md")).unwrap();
+    assert!(md.contains("| parity (binary, accuracy %) |"), "{md}");
 }

@@ -2,12 +2,15 @@
 //! `reproduce mnist-attributes` / `reproduce features`: one row per configuration,
 //! one column per task in its own metric and unit (mean ± std over seeds), the
 //! measured model's parameters, lock epoch and branches, then the groups each
-//! multi-task run ended with, by task name and kind.
+//! multi-task run ended with, by task name and kind; `table.png` beside it
+//! (`plot::write_hetero_table`). A heterogeneous run's `summary.md` is this table's
+//! row of the one run, with its epochs.
 
-use super::table::{count, labels_in_order, lock_cells, mean_std, pm};
+use super::table::{count, labels_in_order, lock_cells, mean_std, pm, TABLE_PNG};
 use crate::atomic_file::{write as write_atomically, write_json};
-use crate::data::HeteroData;
-use crate::run::{metric_name, HeteroSummary};
+use crate::data::{HeteroData, TaskKind};
+use crate::run::{metric_name, HeteroConfig, HeteroEpoch, HeteroSummary};
+use crate::sharing::selective::Decision;
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write;
@@ -81,23 +84,21 @@ fn cell((mean, std): (f64, f64), seeds: usize) -> String {
     }
 }
 
-/// The table as markdown.
-pub fn markdown(rows: &[HeteroRow], data: &HeteroData) -> String {
-    let mut md = String::new();
-    let seeds = rows.first().map_or(0, |r| r.seeds.len());
-    let _ = writeln!(
-        md,
-        "# {} — STL, MTL and Selective Sharing\n\nTest metrics of the epoch with the lowest \
-         validation loss, mean ± std over {seeds} seed(s); STL is one net per task (its \
-         parameters and branches summed). Class and binary tasks: accuracy %; regression: \
-         mean absolute error in the target's unit (lower is better); rank: pairwise ranking \
-         accuracy %.\n",
-        data.name
-    );
-    let head: Vec<String> = data
-        .tasks
+/// What each task's figure is, in the tables' words.
+const UNITS: &str = "Class and binary tasks: accuracy %; regression: mean absolute error in \
+                     the target's unit (lower is better); rank: pairwise ranking accuracy %.";
+
+/// A task as the tables name it: `digit (class (10))`.
+fn task_name(name: &str, kind: &TaskKind) -> String {
+    format!("{name} ({kind})")
+}
+
+/// The table's lines: one column per task (`tasks`: name and kind, in the rows'
+/// task order) in its metric, # params, lock epoch, # branches.
+fn write_model_table(md: &mut String, rows: &[HeteroRow], tasks: &[(&str, TaskKind)]) {
+    let head: Vec<String> = tasks
         .iter()
-        .map(|t| format!("{} ({}, {})", t.name, t.kind, metric_name(&t.kind)))
+        .map(|(name, kind)| format!("{name} ({kind}, {})", metric_name(kind)))
         .collect();
     let _ = writeln!(
         md,
@@ -118,41 +119,161 @@ pub fn markdown(rows: &[HeteroRow], data: &HeteroData) -> String {
             count(r.branches)
         );
     }
+}
+
+/// The branches that serve more than one task, by task name and kind:
+/// `{digit (class (10)), parity (binary)} {ink (regression), slant (regression)}`.
+fn shared_groups(groups: &[Vec<usize>], tasks: &[(&str, TaskKind)]) -> String {
+    let shared: Vec<String> = groups
+        .iter()
+        .filter(|g| g.len() > 1)
+        .map(|g| {
+            let names: Vec<String> = g
+                .iter()
+                .map(|&t| task_name(tasks[t].0, &tasks[t].1))
+                .collect();
+            format!("{{{}}}", names.join(", "))
+        })
+        .collect();
+    if shared.is_empty() {
+        "every task alone".to_string()
+    } else {
+        shared.join(" ")
+    }
+}
+
+/// The table as markdown.
+pub fn markdown(rows: &[HeteroRow], data: &HeteroData) -> String {
+    let mut md = String::new();
+    let seeds = rows.first().map_or(0, |r| r.seeds.len());
+    let _ = writeln!(
+        md,
+        "# {} — STL, MTL and Selective Sharing\n\nTest metrics of the epoch with the lowest \
+         validation loss, mean ± std over {seeds} seed(s); STL is one net per task (its \
+         parameters and branches summed). {UNITS}\n",
+        data.name
+    );
+    let tasks: Vec<(&str, TaskKind)> = data
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.kind))
+        .collect();
+    write_model_table(&mut md, rows, &tasks);
+    let _ = writeln!(
+        md,
+        "\n![each task's metric and the parameters per configuration, mean ± std]({TABLE_PNG})"
+    );
     let _ = writeln!(md, "\n## Groups of the measured model, per seed\n");
-    let name = |t: usize| format!("{} ({})", data.tasks[t].name, data.tasks[t].kind);
     for r in rows.iter().filter(|r| !r.task_groups.is_empty()) {
         let per_seed: Vec<String> = r
             .task_groups
             .iter()
-            .map(|groups| {
-                let shared: Vec<String> = groups
-                    .iter()
-                    .filter(|g| g.len() > 1)
-                    .map(|g| {
-                        format!(
-                            "{{{}}}",
-                            g.iter().map(|&t| name(t)).collect::<Vec<_>>().join(", ")
-                        )
-                    })
-                    .collect();
-                if shared.is_empty() {
-                    "every task alone".to_string()
-                } else {
-                    shared.join(" ")
-                }
-            })
+            .map(|groups| shared_groups(groups, &tasks))
             .collect();
         let _ = writeln!(md, "- **{}**: {}", r.label, per_seed.join(" / "));
     }
     md
 }
 
-/// Writes `table.md` and `table.json` into `out`.
+/// Writes `table.md`, `table.json` and `table.png` into `out`.
 pub fn write_table(out: &Path, data: &HeteroData, runs: &[HeteroRun]) -> Result<()> {
     let rows = rows(runs, data.tasks.len());
     let md = markdown(&rows, data);
-    write_atomically(&out.join("table.md"), md.as_bytes())?;
     write_json(&out.join("table.json"), &rows)?;
+    super::plot::write_hetero_table(&out.join(TABLE_PNG), &rows, &data.tasks)?;
+    write_atomically(&out.join("table.md"), md.as_bytes())?;
     println!("{md}");
     Ok(())
+}
+
+/// Writes a heterogeneous run's `summary.md`: the test metrics of the epoch with the
+/// lowest validation loss (the table's row of this one run), the groups of that
+/// model by task name and kind, the per-epoch table and, for Selective Sharing, the
+/// distances of the decision that last changed the grouping; it links the figures
+/// of `write_run_plots`.
+pub fn write_summary_md(
+    path: &Path,
+    cfg: &HeteroConfig,
+    data: &HeteroData,
+    records: &[HeteroEpoch],
+    summary: &HeteroSummary,
+    decisions: Option<&[Decision]>,
+) -> Result<()> {
+    let mut md = String::new();
+    let label = cfg.label();
+    writeln!(md, "# {} — {label}, seed {}\n", data.name, cfg.seed)?;
+    let convs = if cfg.convs.is_some() {
+        "a conv stack, "
+    } else {
+        ""
+    };
+    writeln!(
+        md,
+        "Device {}; {} epochs of batch {}, Adam lr {}; {convs}shared FC {}, branches FC {} → \
+         FC {}, dropout {}; data: {}, train/val/test {}/{}/{} samples.\n",
+        cfg.device,
+        summary.epochs_run,
+        cfg.batch,
+        cfg.lr,
+        cfg.shared,
+        cfg.branch_hidden[0],
+        cfg.branch_hidden[1],
+        cfg.dropout,
+        data.name,
+        data.train.len(),
+        data.val.len(),
+        data.test.len()
+    )?;
+    writeln!(
+        md,
+        "Test metrics of the epoch with the lowest validation loss ({}). {UNITS}\n",
+        summary.best_epoch
+    )?;
+    let tasks: Vec<(&str, TaskKind)> = summary
+        .tasks
+        .iter()
+        .map(String::as_str)
+        .zip(summary.kinds.iter().copied())
+        .collect();
+    let run = (label, cfg.seed, vec![summary.clone()]);
+    write_model_table(&mut md, &rows(&[run], tasks.len()), &tasks);
+    writeln!(
+        md,
+        "\nTasks per branch of this model: {}.\n",
+        shared_groups(&summary.task_groups, &tasks)
+    )?;
+    super::write_curves_link(&mut md)?;
+    writeln!(md, "## Epochs\n")?;
+    let test: Vec<String> = tasks
+        .iter()
+        .map(|(name, _)| format!("test {name}"))
+        .collect();
+    writeln!(
+        md,
+        "| epoch | train loss | val loss | {} | params | branches | seconds | samples/s | shared branches |",
+        test.join(" | ")
+    )?;
+    writeln!(
+        md,
+        "|---:|---:|---:|{}---:|---:|---:|---:|---|",
+        "---:|".repeat(test.len())
+    )?;
+    for r in records {
+        let metrics: Vec<String> = r.test.iter().map(|&v| cell((v, 0.0), 1)).collect();
+        writeln!(
+            md,
+            "| {} | {:.4} | {:.4} | {} | {} | {} | {:.1} | {:.0} | {} |",
+            r.epoch,
+            r.train_loss,
+            r.val_loss,
+            metrics.join(" | "),
+            r.params,
+            r.branches,
+            r.seconds,
+            r.samples_per_s,
+            shared_groups(&r.task_groups, &tasks)
+        )?;
+    }
+    super::write_grouping_section(&mut md, decisions)?;
+    crate::atomic_file::write(path, md.as_bytes())
 }

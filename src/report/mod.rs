@@ -1,5 +1,7 @@
-//! Every human-readable table and figure: `summary.md` of a run (here), Table 1 of
-//! `reproduce` (`table`), the PNG figures (`plot`). Reads the run records of
+//! Every human-readable table and figure: `summary.md` of a digit run (here; a
+//! heterogeneous run's in `hetero`, sharing the figure links and the decision's
+//! distances below), Table 1 of `reproduce` (`table`) and its heterogeneous
+//! counterpart (`hetero`), the PNG figures (`plot`). Reads the run records of
 //! `crate::run`; knows nothing of the training loop.
 
 pub mod hetero;
@@ -85,10 +87,7 @@ pub fn write_summary_md(
             summary.final_task_groups.as_deref().unwrap_or(&[])
         )?;
     }
-    writeln!(
-        md,
-        "![loss, metrics and parameters per epoch]({CURVES_PNG})\n"
-    )?;
+    write_curves_link(&mut md)?;
     writeln!(md, "## Epochs\n")?;
     writeln!(
         md,
@@ -112,14 +111,31 @@ pub fn write_summary_md(
             r.images_per_s
         )?;
     }
+    write_grouping_section(&mut md, decisions)?;
+    crate::atomic_file::write(path, md.as_bytes())
+}
+
+/// The link to `curves.png` in a summary.
+fn write_curves_link(md: &mut String) -> Result<()> {
+    writeln!(
+        md,
+        "![loss, metrics and parameters per epoch]({CURVES_PNG})\n"
+    )?;
+    Ok(())
+}
+
+/// Selective Sharing's part of a summary: the distances of the decision that last
+/// changed the grouping and the link to `grouping.png` (nothing without decisions,
+/// as `write_run_plots` draws nothing then).
+fn write_grouping_section(md: &mut String, decisions: Option<&[Decision]>) -> Result<()> {
     if let Some(decisions) = decisions.filter(|d| !d.is_empty()) {
-        write_decision_distances(&mut md, decisions)?;
+        write_decision_distances(md, decisions)?;
         writeln!(
             md,
             "\n![each decision's distances, groups and condensed tree]({GROUPING_PNG})"
         )?;
     }
-    crate::atomic_file::write(path, md.as_bytes())
+    Ok(())
 }
 
 /// The descriptor distances of the decision that last changed the grouping (the

@@ -191,8 +191,8 @@ pub fn task_metric(kind: &TaskKind, logits: &[f32], truth: &[f32], (mean, std): 
 }
 
 /// Trains a heterogeneous net on `data` as `cfg` says, writing `config.json`,
-/// `log.jsonl`, `grouping.json` (selective), `summary.json`, and the last and best
-/// checkpoints to `cfg.out`.
+/// `log.jsonl`, `grouping.json` (selective), `summary.json`, `summary.md` with its
+/// figures, and the last and best checkpoints to `cfg.out`.
 pub fn train_hetero<B: Backend>(
     be: &B,
     cfg: &HeteroConfig,
@@ -400,10 +400,18 @@ pub fn train_hetero<B: Backend>(
         steps: run.at.steps,
     };
     write_json(&cfg.out.join("summary.json"), &summary)?;
-    let title = format!("{} — {}, seed {}", data.name, cfg.mode.name(), cfg.seed);
+    let title = format!("{} — {}, seed {}", data.name, cfg.label(), cfg.seed);
     let decisions = sharing.as_ref().map(|s| s.decisions.as_slice());
     let curves = crate::report::plot::Curves::hetero(title, &records, &summary, decisions);
     crate::report::write_run_plots(&cfg.out, &curves, decisions)?;
+    crate::report::hetero::write_summary_md(
+        &cfg.out.join("summary.md"),
+        cfg,
+        data,
+        &records,
+        &summary,
+        decisions,
+    )?;
     println!(
         "best validation epoch {}: test {} — {} parameters; wrote {}",
         summary.best_epoch,
