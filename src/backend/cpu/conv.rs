@@ -12,12 +12,12 @@
 //! its P is small). The weight gradient is a
 //! reduction over the batch: images are grouped into fixed chunks of
 //! `images_per_part` (independent of the thread count); each chunk is one GEMM with k = images·P
-//! over its stacked `colᵀ` and `dyᵀ` into its own partial, and the partials are
-//! added in chunk order.
+//! over its stacked `colᵀ` and its images' dy side by side into its own partial, and
+//! the partials are added in chunk order.
 //!
-//! Layouts are chosen so matrixmultiply packs both operands by plain copies (A
-//! column-major, B row-major; see `gemm`): the forward reads W through a transposed
-//! copy `Wᵀ[CRR, K]`, the weight gradient uses `colᵀ[P, CRR]` and `dyᵀ[P, K]`.
+//! Layouts (see `gemm` on packing): the forward reads W through a transposed copy
+//! `Wᵀ[CRR, K]` (small); the weight gradient's B is `colᵀ[P, CRR]`, built so by
+//! `im2col_t`, and its A is dy as stored (`[K, P]` rows, gathered cheaply).
 
 use super::gemm::{gemm, transpose, Mat, Split};
 use super::real::Real;
@@ -72,6 +72,7 @@ fn tap_span(len: usize, pad: usize, out: usize, t: usize) -> (usize, usize) {
 }
 
 /// Stride 1: the input row tap `i` of output row `oy` reads, None in the padding.
+#[inline(always)]
 fn tap_row(s: &Conv2dShape, oy: usize, i: usize) -> Option<usize> {
     (oy + i).checked_sub(s.pad).filter(|&iy| iy < s.height)
 }
@@ -127,6 +128,25 @@ fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T], ld: usize) {
     }
 }
 
+/// `dst = src` for a patch row of R taps: the usual kernel sizes as fixed-size moves,
+/// since `copy_from_slice` calls memmove, which dominated `im2col_t` (conv2 copies
+/// 5 floats 410k times a step).
+#[inline(always)]
+fn copy_taps<T: Copy>(dst: &mut [T], src: &[T]) {
+    #[inline(always)]
+    fn fixed<T: Copy, const R: usize>(dst: &mut [T], src: &[T]) {
+        let (Ok(d), Ok(s)) = (<&mut [T; R]>::try_from(dst), <&[T; R]>::try_from(src)) else {
+            unreachable!("copy_taps: lengths checked by the caller")
+        };
+        *d = *s;
+    }
+    match dst.len() {
+        3 => fixed::<T, 3>(dst, src),
+        5 => fixed::<T, 5>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// x_n: `[C, H, W]` → col_t: `[OH·OW, C·R·R]` (overwritten), the transpose of `im2col`.
 fn im2col_t<T: Real>(s: &Conv2dShape, x_n: &[T], col_t: &mut [T]) {
     if s.stride != 1 {
@@ -155,7 +175,7 @@ fn im2col_t<T: Real>(s: &Conv2dShape, x_n: &[T], col_t: &mut [T]) {
                     dst[..lo].fill(T::ZERO);
                     dst[hi..].fill(T::ZERO);
                     let src = &x_n[(c * h + iy) * w + ox + lo - s.pad..][..hi - lo];
-                    dst[lo..hi].copy_from_slice(src);
+                    copy_taps(&mut dst[lo..hi], src);
                 }
             }
         }
@@ -314,7 +334,7 @@ fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], d
                 vec![T::ZERO; images * p * k],
             )
         },
-        |(col_t, dy_t), (chunk, part)| {
+        |(col_t, dy_g), (chunk, part)| {
             let (pdw, pdb) = part.split_at_mut(w_len);
             let images = chunk * per_part..s.batch.min((chunk + 1) * per_part);
             let rows = images.len() * p;
@@ -324,10 +344,13 @@ fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], d
                 for (d, dy_k) in pdb.iter_mut().zip(dy_n.chunks(p)) {
                     *d += dy_k.iter().copied().sum::<T>();
                 }
-                transpose(dy_n, k, p, &mut dy_t[i * p * k..(i + 1) * p * k]);
+                // dy_g [K, rows]: image i's [K, P] in columns i·P…
+                for (row, dy_k) in dy_g.chunks_mut(rows).zip(dy_n.chunks(p)) {
+                    row[i * p..(i + 1) * p].copy_from_slice(dy_k);
+                }
             }
-            // dW_chunk (K×CRR) = [dy_n…] (K × rows) · [colᵀ_n…] (rows × CRR)
-            let a = Mat::row_major(&dy_t[..rows * k], rows, k).t();
+            // dW_chunk (K×CRR) = dy_g (K × rows) · [colᵀ_n…] (rows × CRR)
+            let a = Mat::row_major(&dy_g[..k * rows], k, rows);
             let b = Mat::row_major(&col_t[..rows * crr], rows, crr);
             gemm(T::ONE, a, b, T::ZERO, pdw, crr, Split::for_tasks(n_chunks));
         },
