@@ -9,37 +9,27 @@ use rayon::prelude::*;
 /// Elements per rayon task for elementwise ops.
 const ELEM_CHUNK: usize = 1 << 14;
 
-/// Position (0..4, row-major) of the first maximum of a window `[a b / c d]`:
-/// a later element wins only if strictly greater, or NaN (as PyTorch's CPU kernel).
-/// Written as selects, not branches: on real activations the comparisons are
-/// unpredictable and mispredictions dominated the branchy version.
+/// The element of a window `[a b / c d]` (row-major) that holds its first maximum, as
+/// a one-hot mask: a later element wins only if strictly greater, or NaN (as
+/// PyTorch's CPU kernel). Element i is it iff it replaces the running best and no
+/// later element does. Selects and bit operations only: on real activations the
+/// comparisons are unpredictable, and both a branchy index and a store through
+/// the index compiled to branches that mispredicted.
 #[inline(always)]
-fn window_argmax<T: Real>(v: [T; 4]) -> usize {
-    let (mut best, mut at) = (v[0], 0);
-    for (i, &x) in v.iter().enumerate().skip(1) {
-        let take = (x > best) | x.is_nan();
-        best = if take { x } else { best };
-        at = if take { i } else { at };
-    }
-    at
+fn window_first_max<T: Real>(v: [T; 4]) -> [bool; 4] {
+    let take = |x: T, best: T| (x > best) | x.is_nan();
+    let t1 = take(v[1], v[0]);
+    let m1 = if t1 { v[1] } else { v[0] };
+    let t2 = take(v[2], m1);
+    let m2 = if t2 { v[2] } else { m1 };
+    let t3 = take(v[3], m2);
+    [!(t1 | t2 | t3), t1 & !(t2 | t3), t2 & !t3, t3]
 }
 
-/// Calls `f(oy, ox, argmax)` for every window of a `[H, W]` plane.
-#[inline(always)]
-fn for_each_window<T: Real>(x_p: &[T], h: usize, w: usize, mut f: impl FnMut(usize, usize, usize)) {
-    for oy in 0..h / 2 {
-        let r0 = &x_p[2 * oy * w..][..w];
-        let r1 = &x_p[(2 * oy + 1) * w..][..w];
-        for (ox, (a, b)) in r0.chunks_exact(2).zip(r1.chunks_exact(2)).enumerate() {
-            f(oy, ox, window_argmax([a[0], a[1], b[0], b[1]]));
-        }
-    }
-}
-
-/// The value at `window_argmax(v)` (same rule, same bits), for the forward, which
-/// needs no index: a select chain on values vectorises, while the index chain plus
-/// a load through it compiled to branches (pool1 forward 1.06 ms → 0.07 ms, batch
-/// 64, 2-core dev machine).
+/// The value at `window_first_max(v)` (same rule, same bits), for the forward: a
+/// select chain on values vectorises, while an index chain plus a load through it
+/// compiled to branches (pool1 forward 1.06 ms → 0.07 ms, batch 64, 2-core dev
+/// machine).
 #[inline(always)]
 fn window_max<T: Real>(v: [T; 4]) -> T {
     let mut best = v[0];
@@ -122,19 +112,45 @@ impl<T: Real> PoolOps for CpuOf<T> {
         let planes = s.batch * s.channels;
         debug_assert!(x.len() >= s.len() && dx.len() >= s.len());
         debug_assert!(dy.len() >= planes * oh * ow);
-        if h * w == 0 {
+        if oh * ow == 0 {
+            dx[..s.len()].fill(T::ZERO);
             return;
         }
         dx[..s.len()]
             .par_chunks_mut(h * w)
             .zip(x[..s.len()].par_chunks(h * w))
-            .enumerate()
-            .for_each(|(p, (dx_p, x_p))| {
-                dx_p.fill(T::ZERO);
-                let dy_p = &dy[p * oh * ow..(p + 1) * oh * ow];
-                for_each_window(x_p, h, w, |oy, ox, at| {
-                    dx_p[(2 * oy + at / 2) * w + 2 * ox + at % 2] = dy_p[oy * ow + ox];
-                });
+            .zip(dy[..planes * oh * ow].par_chunks(oh * ow))
+            .for_each(|((dx_p, x_p), dy_p)| {
+                // Every element of each window written, dy or 0, in row order: no
+                // zero-fill pass and no store through a computed index.
+                for ((dx_rr, x_rr), dy_r) in dx_p
+                    .chunks_exact_mut(2 * w)
+                    .zip(x_p.chunks_exact(2 * w))
+                    .zip(dy_p.chunks_exact(ow))
+                {
+                    let (d0, d1) = dx_rr.split_at_mut(w);
+                    let (r0, r1) = x_rr.split_at(w);
+                    let windows = d0
+                        .chunks_exact_mut(2)
+                        .zip(d1.chunks_exact_mut(2))
+                        .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+                        .zip(dy_r);
+                    for (((d0, d1), (a, b)), &g) in windows {
+                        let first = window_first_max([a[0], a[1], b[0], b[1]]);
+                        let pick = |i: usize| if first[i] { g } else { T::ZERO };
+                        d0[0] = pick(0);
+                        d0[1] = pick(1);
+                        d1[0] = pick(2);
+                        d1[1] = pick(3);
+                    }
+                    if w % 2 == 1 {
+                        d0[w - 1] = T::ZERO;
+                        d1[w - 1] = T::ZERO;
+                    }
+                }
+                if h % 2 == 1 {
+                    dx_p[(h - 1) * w..].fill(T::ZERO);
+                }
             });
     }
 
@@ -240,6 +256,24 @@ mod tests {
             0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 30.0, 0.0,
         ];
         assert_eq!(dx, want);
+    }
+
+    /// The one-hot mask against PyTorch's loop (`val > max || isnan(val)` moves the
+    /// index) on every window over {NaN, 0, 1, 2}: ties, NaNs first and last.
+    #[test]
+    fn window_first_max_is_pytorchs_index_on_every_window() {
+        let vals = [f32::NAN, 0.0, 1.0, 2.0];
+        for code in 0..4usize.pow(4) {
+            let v: [f32; 4] = std::array::from_fn(|i| vals[code / 4usize.pow(i as u32) % 4]);
+            let (mut best, mut at) = (v[0], 0);
+            for (i, &x) in v.iter().enumerate().skip(1) {
+                if x > best || x.is_nan() {
+                    (best, at) = (x, i);
+                }
+            }
+            let want: [bool; 4] = std::array::from_fn(|i| i == at);
+            assert_eq!(window_first_max(v), want, "{v:?}");
+        }
     }
 
     /// The mean of each plane, and its gradient against central differences.
