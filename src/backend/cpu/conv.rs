@@ -283,20 +283,26 @@ fn backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mut [T]) {
         .par_chunks_mut(g_max * x_img)
         .enumerate()
         .for_each_init(
-            || (vec![T::ZERO; k * g_max * p], vec![T::ZERO; crr * g_max * p]),
+            || {
+                let stacked = if g_max > 1 { k * g_max * p } else { 0 };
+                (vec![T::ZERO; stacked], vec![T::ZERO; crr * g_max * p])
+            },
             |(dy_g, dcol), (group, dx_g)| {
                 let g = dx_g.len() / x_img;
                 let ld = g * p;
                 let first = group * g_max;
-                for (i, dy_n) in dy[first * k * p..(first + g) * k * p]
-                    .chunks(k * p)
-                    .enumerate()
-                {
-                    for (row, dy_k) in dy_g.chunks_mut(ld).zip(dy_n.chunks(p)) {
-                        row[i * p..(i + 1) * p].copy_from_slice(dy_k);
+                let dy_group = &dy[first * k * p..(first + g) * k * p];
+                // One image: its dy [K, P] is already the operand.
+                let dy_g = if g == 1 {
+                    Mat::row_major(dy_group, k, p)
+                } else {
+                    for (i, dy_n) in dy_group.chunks(k * p).enumerate() {
+                        for (row, dy_k) in dy_g.chunks_mut(ld).zip(dy_n.chunks(p)) {
+                            row[i * p..(i + 1) * p].copy_from_slice(dy_k);
+                        }
                     }
-                }
-                let dy_g = Mat::row_major(&dy_g[..k * ld], k, ld);
+                    Mat::row_major(&dy_g[..k * ld], k, ld)
+                };
                 gemm(
                     T::ONE,
                     wt,
