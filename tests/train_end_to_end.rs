@@ -344,7 +344,9 @@ fn cli_trains_on_the_kernel_simulator() {
         assert_eq!(log.len(), 1, "--device {device}: {log:?}");
         (
             log[0].clone(),
-            checkpoint_tensors(&out.join("checkpoint.safetensors")),
+            // The model after the step (the only epoch's: the best); the last
+            // checkpoint also holds the optimiser state and order, for --resume.
+            checkpoint_tensors(&out.join("best.safetensors")),
         )
     };
     let (sim, sim_ckpt) = run("sim");
