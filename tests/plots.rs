@@ -6,7 +6,7 @@
 //! not one flat colour. Small data and a few steps: seconds.
 
 use sskernel::backend::cpu::Cpu;
-use sskernel::data::{self, attributes, DatasetName};
+use sskernel::data::attributes;
 use sskernel::model::Mode;
 use sskernel::sharing::criteria::Criterion;
 use sskernel::sharing::selective::SharingConfig;
@@ -14,29 +14,9 @@ use sskernel::train::hetero::{train_hetero, HeteroConfig};
 use sskernel::train::{self, reproduce, TrainConfig};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// The embedded MNIST cut to a few images per split, evenly through each (which
-/// holds the digits in order, so every digit is there).
-fn tiny(train: usize, val: usize, test: usize) -> data::Dataset {
-    let full = data::load(DatasetName::Mnist, None).unwrap();
-    let take = |s: &data::Split, n: usize| {
-        let picks: Vec<usize> = (0..n).map(|i| i * s.len() / n).collect();
-        data::Split {
-            images: picks.iter().flat_map(|&i| s.image(i).to_vec()).collect(),
-            labels: picks.iter().map(|&i| s.labels[i]).collect(),
-            channels: s.channels,
-            rows: s.rows,
-            cols: s.cols,
-        }
-    };
-    data::Dataset {
-        train: take(&full.train, train),
-        val: take(&full.val, val),
-        test: take(&full.test, test),
-        ..full
-    }
-}
+#[path = "common/runs.rs"]
+mod runs;
+use runs::{sskernel, tiny};
 
 /// Two epochs of 4 steps at batch 32.
 fn config(mode: Mode, out: &Path, seed: u64) -> TrainConfig {
@@ -81,13 +61,6 @@ fn assert_picture(path: &Path, size: (u32, u32)) {
         "{}: {share:.3} of the pixels drawn",
         path.display()
     );
-}
-
-fn sskernel(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sskernel"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

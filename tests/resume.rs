@@ -9,6 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+#[path = "common/runs.rs"]
+mod runs;
+use runs::untimed;
 
 /// A selective run of 3 epochs on the embedded MNIST (125 steps each), with a
 /// checkpoint every 7 steps; the random criterion groups at the end of epoch 1.
@@ -39,35 +42,6 @@ fn run_args(dir: &Path, resume: bool) -> Vec<String> {
     args.push(if resume { "--resume" } else { "--out" }.into());
     args.push(dir.display().to_string());
     args
-}
-
-/// A JSON file or JSON-lines file without the fields that time the run.
-fn untimed(path: &Path) -> Vec<serde_json::Value> {
-    const TIMINGS: [&str; 5] = [
-        "seconds",
-        "images_per_s",
-        "samples_per_s",
-        "sharing_seconds",
-        "mean_images_per_s",
-    ];
-    let text = std::fs::read_to_string(path).unwrap();
-    let values: Vec<serde_json::Value> = match serde_json::from_str(&text) {
-        Ok(serde_json::Value::Array(items)) => items,
-        Ok(v) => vec![v],
-        Err(_) => text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    };
-    values
-        .into_iter()
-        .map(|mut v| {
-            for t in TIMINGS {
-                v.as_object_mut().unwrap().remove(t);
-            }
-            v
-        })
-        .collect()
 }
 
 /// A checkpoint, when there is one, is whole: a safetensors file with its

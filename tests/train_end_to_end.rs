@@ -12,6 +12,9 @@ use sskernel::model::Mode;
 use sskernel::train::{self, TrainConfig};
 use std::path::Path;
 use std::process::Command;
+#[path = "common/runs.rs"]
+mod runs;
+use runs::{sskernel, tiny, untimed};
 
 fn config(mode: Mode, out: &Path, seed: u64, max_steps: usize, epochs: usize) -> TrainConfig {
     TrainConfig {
@@ -29,21 +32,6 @@ fn config(mode: Mode, out: &Path, seed: u64, max_steps: usize, epochs: usize) ->
         sharing: None,
         checkpoints: Default::default(),
     }
-}
-
-/// log.jsonl with the wall-clock fields removed.
-fn log_without_timing(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let obj = v.as_object_mut().unwrap();
-            obj.remove("seconds");
-            obj.remove("images_per_s");
-            v
-        })
-        .collect()
 }
 
 #[test]
@@ -67,7 +55,7 @@ fn mtl_run_writes_every_output_and_its_checkpoint_reevaluates_the_same() {
     ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
     }
-    let log = log_without_timing(dir.path());
+    let log = untimed(&dir.path().join("log.jsonl"));
     assert_eq!(log.len(), 2, "the partial second epoch is logged too");
     for (i, record) in log.iter().enumerate() {
         assert_eq!(record["epoch"], i + 1);
@@ -102,8 +90,8 @@ fn same_seed_gives_the_same_log_and_checkpoint_and_another_seed_does_not() {
         train::train(&Cpu, &config(Mode::Mtl, dir.path(), seed, 12, 1), &data).unwrap();
     }
     assert_eq!(
-        log_without_timing(dirs[0].path()),
-        log_without_timing(dirs[1].path())
+        untimed(&dirs[0].path().join("log.jsonl")),
+        untimed(&dirs[1].path().join("log.jsonl"))
     );
     let ckpt =
         |d: &tempfile::TempDir| std::fs::read(d.path().join("checkpoint.safetensors")).unwrap();
@@ -112,8 +100,8 @@ fn same_seed_gives_the_same_log_and_checkpoint_and_another_seed_does_not() {
         "checkpoints differ for the same seed"
     );
     assert_ne!(
-        log_without_timing(dirs[0].path()),
-        log_without_timing(dirs[2].path())
+        untimed(&dirs[0].path().join("log.jsonl")),
+        untimed(&dirs[2].path().join("log.jsonl"))
     );
 }
 
@@ -148,7 +136,7 @@ fn mtl_learns_every_task_in_two_hundred_steps() {
     );
     // The checkpoint is the net after the last epoch: the same predictions as that
     // epoch's logged evaluation.
-    let log = log_without_timing(dir.path());
+    let log = untimed(&dir.path().join("log.jsonl"));
     assert_eq!(log.len(), 2);
     let rates = test_task_rates(dir.path(), &data);
     for (t, r) in rates.iter().enumerate() {
@@ -213,13 +201,6 @@ fn test_task_rates(dir: &Path, data: &data::Dataset) -> Vec<TaskRates> {
             }
         })
         .collect()
-}
-
-fn sskernel(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sskernel"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]
@@ -340,7 +321,7 @@ fn cli_trains_on_the_kernel_simulator() {
         ]);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "--device {device}: {stderr}");
-        let log = log_without_timing(&out);
+        let log = untimed(&out.join("log.jsonl"));
         assert_eq!(log.len(), 1, "--device {device}: {log:?}");
         (
             log[0].clone(),
@@ -475,29 +456,6 @@ fn cli_clusters_a_npy_file_and_names_a_bad_one() {
 // Reports: `reproduce`'s table, the best-validation epoch, run directories,
 // checkpoints.
 
-/// The embedded MNIST cut to `train`/`val`/`test` images evenly spaced through each
-/// split (which holds the digits in order), for runs of a few steps whose
-/// evaluation costs little.
-fn tiny(train: usize, val: usize, test: usize) -> data::Dataset {
-    let full = data::load(DatasetName::Mnist, None).unwrap();
-    let take = |s: &data::Split, n: usize| {
-        let picks: Vec<usize> = (0..n).map(|i| i * s.len() / n.max(1)).collect();
-        data::Split {
-            images: picks.iter().flat_map(|&i| s.image(i).to_vec()).collect(),
-            labels: picks.iter().map(|&i| s.labels[i]).collect(),
-            channels: s.channels,
-            rows: s.rows,
-            cols: s.cols,
-        }
-    };
-    data::Dataset {
-        train: take(&full.train, train),
-        val: take(&full.val, val),
-        test: take(&full.test, test),
-        ..full
-    }
-}
-
 fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -566,7 +524,7 @@ fn reproduce_tables_the_best_validation_figures_of_every_run() {
                 let summary = read_json(&run.join("summary.json"));
                 // The summary's figures are those of the log's best-validation epoch
                 // (the first, on a tie).
-                let log = log_without_timing(&run);
+                let log = untimed(&run.join("log.jsonl"));
                 assert_eq!(log.len(), 2, "{label} seed {seed}");
                 let best_val = log
                     .iter()
@@ -641,7 +599,7 @@ fn best_validation_ties_keep_the_first_epoch() {
     let data = tiny(256, 0, 200);
     let dir = tempfile::tempdir().unwrap();
     let summary = train::train(&Cpu, &config(Mode::Mtl, dir.path(), 0, 12, 3), &data).unwrap();
-    let log = log_without_timing(dir.path());
+    let log = untimed(&dir.path().join("log.jsonl"));
     assert_eq!(log.len(), 3);
     assert!(log.iter().all(|r| r["val_acc"] == 0.0), "{log:?}");
     // The epochs differ on test, so the choice shows.
