@@ -20,15 +20,15 @@ __device__ __forceinline__ float conv_tap(const float* __restrict__ x, int n, in
 }
 
 // Forward. GEMM M = K (out channels), N = N·P (image pixels), K = CRR.
-// grid (ceil(N·P / 32), ceil(K / 32)), block (16, 16).
+// grid (ceil(N·P / SSK_TILE), ceil(K / SSK_TILE)), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
 extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const float* __restrict__ w,
                                           const float* __restrict__ b, float* __restrict__ y, int N,
                                           int C, int H, int W, int K, int R, int pad, int S) {
     const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, P = OH * OW, CRR = C * R * R;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
-    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    SskGemmAcc acc = {};
     ssk_gemm_tile<true, false>(
-        K, N * P, CRR, m0, n0, [=](int k, int crr) { return w[k * CRR + crr]; },
+        K, N * P, CRR, m0, n0, SskRows{w, CRR},
         [=](int crr, int col) {
             const int n = col / P, p = col % P;
             return conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S);
@@ -42,13 +42,13 @@ extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const flo
 
 // Backward-data. GEMM M = C, N = N·H·W, K = K·R·R; dy outside the valid output
 // range reads as 0. Every dx element is written once (no atomics).
-// grid (ceil(N·H·W / 32), ceil(C / 32)), block (16, 16).
+// grid (ceil(N·H·W / SSK_TILE), ceil(C / SSK_TILE)), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
 extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, const float* __restrict__ dy,
                                                 float* __restrict__ dx, int N, int C, int H, int W, int K,
                                                 int R, int pad, int S) {
     const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, HW = H * W, RR = R * R;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
-    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    SskGemmAcc acc = {};
     ssk_gemm_tile<false, false>(
         C, N * HW, K * RR, m0, n0,
         [=](int c, int kij) {
@@ -73,7 +73,8 @@ extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, con
 
 // Backward-weights, one partial per group of `images_per_part` images:
 // parts[z, k, crr] = Σ_{n in group z, p} dy[n, k, p] · col_n[crr, p].
-// GEMM M = K, N = CRR, K = images·P. grid (ceil(CRR / 32), ceil(K / 32), parts), block (16, 16).
+// GEMM M = K, N = CRR, K = images·P. grid (ceil(CRR / SSK_TILE), ceil(K / SSK_TILE), parts),
+// block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
 extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
                                                   float* __restrict__ parts, int N, int C, int H, int W,
                                                   int K, int R, int pad, int S, int images_per_part) {
@@ -81,7 +82,7 @@ extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, c
     const int first = blockIdx.z * images_per_part;
     const int images = min(images_per_part, N - first);
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
-    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    SskGemmAcc acc = {};
     ssk_gemm_tile<true, true>(
         K, CRR, images * P, m0, n0,
         [=](int k, int np) {

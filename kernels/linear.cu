@@ -7,10 +7,10 @@
 //             dx[i] = Σ_{o: of[o] = i} dy[o] · w[o]   (branches accumulated in the
 //             same registers in branch order: deterministic, no atomics; 0 for an
 //             input no branch reads)
-// Every GEMM is the 32×32-tile core of common.cuh, block (16, 16), grid.z = branch.
+// Every GEMM is the register-blocked tile core of common.cuh, block (SSK_GEMM_THREADS, SSK_GEMM_THREADS), grid.z = branch.
 #include "common.cuh"
 
-// grid (ceil(out / 32), ceil(N / 32), B). GEMM M = N, N = out, K = in.
+// grid (ceil(out / SSK_TILE), ceil(N / SSK_TILE), B). GEMM M = N, N = out, K = in.
 extern "C" __global__ void linear_forward(const float* __restrict__ x, const float* __restrict__ w,
                                           const float* __restrict__ b, float* __restrict__ y, BranchMap map,
                                           int batch, int fin, int fout) {
@@ -18,36 +18,32 @@ extern "C" __global__ void linear_forward(const float* __restrict__ x, const flo
     const float* xo = x + (size_t)map.of[o] * batch * fin;
     const float* wo = w + (size_t)o * fout * fin;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
-    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
-    ssk_gemm_tile<true, true>(
-        batch, fout, fin, m0, n0, [=](int n, int k) { return xo[n * fin + k]; },
-        [=](int k, int j) { return wo[j * fin + k]; }, acc);
+    SskGemmAcc acc = {};
+    ssk_gemm_tile<true, true>(batch, fout, fin, m0, n0, SskRows{xo, fin}, SskCols{wo, fin}, acc);
     float* yo = y + (size_t)o * batch * fout;
     const float* bo = b + (size_t)o * fout;
     ssk_gemm_store(batch, fout, m0, n0, acc, [=](int n, int j, float v) { yo[n * fout + j] = v + bo[j]; });
 }
 
-// grid (ceil(in / 32), ceil(N / 32), XB). For input i, GEMM M = N, N = in, K = out,
+// grid (ceil(in / SSK_TILE), ceil(N / SSK_TILE), XB). For input i, GEMM M = N, N = in, K = out,
 // run once per branch reading i, into one accumulator.
 extern "C" __global__ void linear_backward_data(const float* __restrict__ w, const float* __restrict__ dy,
                                                 float* __restrict__ dx, BranchMap map, int branches, int batch,
                                                 int fin, int fout) {
     const int i = blockIdx.z;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
-    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    SskGemmAcc acc = {};
     for (int o = 0; o < branches; o++) {
         if (map.of[o] != i) continue;  // uniform across the block: the barriers inside stay safe
         const float* dyo = dy + (size_t)o * batch * fout;
         const float* wo = w + (size_t)o * fout * fin;
-        ssk_gemm_tile<true, false>(
-            batch, fin, fout, m0, n0, [=](int n, int j) { return dyo[n * fout + j]; },
-            [=](int j, int f) { return wo[j * fin + f]; }, acc);
+        ssk_gemm_tile<true, false>(batch, fin, fout, m0, n0, SskRows{dyo, fout}, SskRows{wo, fin}, acc);
     }
     float* dxi = dx + (size_t)i * batch * fin;
     ssk_gemm_store(batch, fin, m0, n0, acc, [=](int n, int f, float v) { dxi[n * fin + f] = v; });
 }
 
-// grid (ceil(in / 32), ceil(out / 32), B). GEMM M = out, N = in, K = N (batch).
+// grid (ceil(in / SSK_TILE), ceil(out / SSK_TILE), B). GEMM M = out, N = in, K = N (batch).
 extern "C" __global__ void linear_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
                                                   float* __restrict__ dw, BranchMap map, int batch, int fin,
                                                   int fout) {
@@ -55,10 +51,8 @@ extern "C" __global__ void linear_backward_weight(const float* __restrict__ x, c
     const float* xo = x + (size_t)map.of[o] * batch * fin;
     const float* dyo = dy + (size_t)o * batch * fout;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
-    float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
-    ssk_gemm_tile<false, false>(
-        fout, fin, batch, m0, n0, [=](int j, int n) { return dyo[n * fout + j]; },
-        [=](int n, int f) { return xo[n * fin + f]; }, acc);
+    SskGemmAcc acc = {};
+    ssk_gemm_tile<false, false>(fout, fin, batch, m0, n0, SskCols{dyo, fout}, SskRows{xo, fin}, acc);
     float* dwo = dw + (size_t)o * fout * fin;
     ssk_gemm_store(fout, fin, m0, n0, acc, [=](int j, int f, float v) { dwo[j * fin + f] = v; });
 }

@@ -9,17 +9,17 @@
 //! shared references too, because a kernel writes through a device pointer (the
 //! executor holds the `&mut` the trait method received).
 
-use super::kernels::{KernelInfo, ParamKind};
+use super::kernels::{geometry, KernelInfo, ParamKind};
 use super::{profile, Memory};
 use std::ffi::c_void;
 use std::time::Instant;
 
 /// Block size of elementwise and per-channel kernels.
 pub const BLOCK: u32 = 256;
-/// Side of the output tile of the GEMM core (common.cuh: SSK_TILE), block 16×16.
-pub const TILE: usize = 32;
+/// Side of the output tile of the GEMM core (common.cuh: SSK_TILE).
+pub const TILE: usize = geometry::SSK_TILE;
 /// Largest branch count of one branch-batched launch (common.cuh: SSK_MAX_BRANCHES).
-pub const MAX_BRANCHES: usize = 256;
+pub const MAX_BRANCHES: usize = geometry::SSK_MAX_BRANCHES;
 /// Images per partial sum of the conv weight gradient (split-K over the batch).
 pub const CONV_IMAGES_PER_PART: usize = 8;
 /// Upper bound on blocks of a grid-stride elementwise launch.
@@ -189,7 +189,12 @@ fn stride_grid(n: usize) -> [u32; 3] {
     ]
 }
 
-const GEMM_BLOCK: [u32; 3] = [16, 16, 1];
+/// Block of the GEMM core: SSK_GEMM_THREADS × SSK_GEMM_THREADS threads.
+const GEMM_BLOCK: [u32; 3] = [
+    geometry::SSK_GEMM_THREADS as u32,
+    geometry::SSK_GEMM_THREADS as u32,
+    1,
+];
 
 fn gemm_grid(cols: usize, rows: usize, z: usize) -> [u32; 3] {
     [dim(cols.div_ceil(TILE)), dim(rows.div_ceil(TILE)), dim(z)]
