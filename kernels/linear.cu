@@ -7,13 +7,16 @@
 //             dx[i] = Σ_{o: of[o] = i} dy[o] · w[o]   (branches accumulated in the
 //             same registers in branch order: deterministic, no atomics; 0 for an
 //             input no branch reads)
+// Fused ReLUs (LinearShape::relu_out / relu_in): the forward's `relu` applies
+// ReLU in the store (y = v > 0 ? v : 0, pool.cu's relu_forward); backward-data's
+// `relu_in` masks dx by x > 0 (pool.cu's relu_backward with y = x).
 // Every GEMM is the register-blocked tile core of common.cuh, block (SSK_GEMM_THREADS, SSK_GEMM_THREADS), grid.z = branch.
 #include "common.cuh"
 
 // grid (ceil(out / SSK_TILE), ceil(N / SSK_TILE), B). GEMM M = N, N = out, K = in.
 extern "C" __global__ void linear_forward(const float* __restrict__ x, const float* __restrict__ w,
                                           const float* __restrict__ b, float* __restrict__ y, BranchMap map,
-                                          int batch, int fin, int fout) {
+                                          int batch, int fin, int fout, int relu) {
     const int o = blockIdx.z;
     const float* xo = x + (size_t)map.of[o] * batch * fin;
     const float* wo = w + (size_t)o * fout * fin;
@@ -22,14 +25,18 @@ extern "C" __global__ void linear_forward(const float* __restrict__ x, const flo
     ssk_gemm_tile<true, true>(batch, fout, fin, m0, n0, SskRows{xo, fin}, SskCols{wo, fin}, acc);
     float* yo = y + (size_t)o * batch * fout;
     const float* bo = b + (size_t)o * fout;
-    ssk_gemm_store(batch, fout, m0, n0, acc, [=](int n, int j, float v) { yo[n * fout + j] = v + bo[j]; });
+    ssk_gemm_store(batch, fout, m0, n0, acc, [=](int n, int j, float v) {
+        v += bo[j];
+        yo[n * fout + j] = (relu && !(v > 0.0f)) ? 0.0f : v;
+    });
 }
 
 // grid (ceil(in / SSK_TILE), ceil(N / SSK_TILE), XB). For input i, GEMM M = N, N = in, K = out,
 // run once per branch reading i, into one accumulator.
-extern "C" __global__ void linear_backward_data(const float* __restrict__ w, const float* __restrict__ dy,
-                                                float* __restrict__ dx, BranchMap map, int branches, int batch,
-                                                int fin, int fout) {
+extern "C" __global__ void linear_backward_data(const float* __restrict__ x, const float* __restrict__ w,
+                                                const float* __restrict__ dy, float* __restrict__ dx,
+                                                BranchMap map, int branches, int batch, int fin, int fout,
+                                                int relu_in) {
     const int i = blockIdx.z;
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
     SskGemmAcc acc = {};
@@ -40,7 +47,10 @@ extern "C" __global__ void linear_backward_data(const float* __restrict__ w, con
         ssk_gemm_tile<true, false>(batch, fin, fout, m0, n0, SskRows{dyo, fout}, SskRows{wo, fin}, acc);
     }
     float* dxi = dx + (size_t)i * batch * fin;
-    ssk_gemm_store(batch, fin, m0, n0, acc, [=](int n, int f, float v) { dxi[n * fin + f] = v; });
+    const float* xi = x + (size_t)i * batch * fin;
+    ssk_gemm_store(batch, fin, m0, n0, acc, [=](int n, int f, float v) {
+        dxi[n * fin + f] = (relu_in && !(xi[n * fin + f] > 0.0f)) ? 0.0f : v;
+    });
 }
 
 // grid (ceil(in / SSK_TILE), ceil(out / SSK_TILE), B). GEMM M = out, N = in, K = N (batch).

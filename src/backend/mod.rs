@@ -103,6 +103,12 @@ impl std::fmt::Display for Nchw {
 /// - `x_of[o]` (length `branches`, each `< x_branches`) picks the input of branch `o`:
 ///   all zeros for branches that read one shared trunk output (`x_branches == 1`),
 ///   the identity for a chain of per-branch layers, the task→branch map for the heads.
+/// - ReLUs fused into the layer (each removes a launch on a kernel device and is the
+///   same float operation as the separate `relu_forward` / `relu_backward`):
+///   `relu_out`: the forward writes `y = ReLU(x·wᵀ + b)` (dy is then still the
+///   gradient w.r.t. the layer's pre-ReLU output, as the backward's caller passes it);
+///   `relu_in`: x is a ReLU's output, and the backward's dx is the gradient w.r.t.
+///   that ReLU's *input*: `dx = (dy·w)` where x > 0, else 0.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinearShape {
     pub branches: usize,
@@ -111,13 +117,17 @@ pub struct LinearShape {
     pub in_features: usize,
     pub out_features: usize,
     pub x_of: Vec<usize>,
+    pub relu_out: bool,
+    pub relu_in: bool,
 }
 
 /// `B×(N×in→out)`: branches, batch, features.
 impl std::fmt::Display for LinearShape {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let (n, i, o) = (self.batch, self.in_features, self.out_features);
-        write!(f, "{}×({n}×{i}→{o})", self.branches)
+        let into = if self.relu_in { "relu→" } else { "" };
+        let out = if self.relu_out { "→relu" } else { "" };
+        write!(f, "{}×({into}{n}×{i}→{o}{out})", self.branches)
     }
 }
 
@@ -131,6 +141,17 @@ impl LinearShape {
             in_features,
             out_features,
             x_of: vec![0],
+            relu_out: false,
+            relu_in: false,
+        }
+    }
+
+    /// The same layer with its ReLUs fused (see the fields).
+    pub fn with_relu(self, relu_in: bool, relu_out: bool) -> Self {
+        Self {
+            relu_in,
+            relu_out,
+            ..self
         }
     }
     pub fn x_len(&self) -> usize {
@@ -397,6 +418,12 @@ pub trait PoolOps: Memory {
     /// Routes dy to the first element of each window that equals the maximum of x
     /// (as PyTorch's CPU kernel does); writes every element of dx.
     fn maxpool2x2_backward(&self, s: &Nchw, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
+    /// ReLU then 2×2 max-pool, fused: y = `maxpool2x2_forward(relu_forward(x))` bit
+    /// for bit, without storing the ReLU's output.
+    fn relu_maxpool2x2_forward(&self, s: &Nchw, x: &Self::Buf, y: &mut Self::Buf);
+    /// Its backward, x being the ReLU's input: dx = `relu_backward(r,
+    /// maxpool2x2_backward(r, dy))` with r = relu(x), bit for bit.
+    fn relu_maxpool2x2_backward(&self, s: &Nchw, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf);
     /// Global average pooling: x `[N, C, H, W]` → y `[N, C]`, the mean of each plane
     /// (its H·W values summed in order, then scaled by 1/(H·W)).
     fn global_avgpool_forward(&self, s: &Nchw, x: &Self::Buf, y: &mut Self::Buf);

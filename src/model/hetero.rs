@@ -234,6 +234,8 @@ impl<B: Backend> HeteroNet<B> {
             in_features: self.spec.branch_hidden[1],
             out_features: self.spec.tasks[t].outputs(),
             x_of: vec![self.branches.task_branch[t]],
+            relu_out: false,
+            relu_in: false,
         }
     }
 
@@ -249,6 +251,8 @@ impl<B: Backend> HeteroNet<B> {
                 in_features: self.spec.shared,
                 out_features: h1,
                 x_of: vec![0; b],
+                relu_out: false,
+                relu_in: false,
             },
             LinearShape {
                 branches: b,
@@ -257,6 +261,8 @@ impl<B: Backend> HeteroNet<B> {
                 in_features: h1,
                 out_features: h2,
                 x_of: (0..b).collect(),
+                relu_out: false,
+                relu_in: false,
             },
         ]
     }

@@ -2,13 +2,18 @@
 //! (no autograd: the order of operations is the program text).
 //!
 //! ```text
-//! x [N,1,28,28] → conv1 5×5 → c1 [N,20,24,24] → bn1 → n1 → relu → r1 → pool → p1 [N,20,12,12]
-//!   → conv2 5×5 → c2 [N,40,8,8] → bn2 → n2 → relu → r2 → pool → p2 [N,40,4,4] = [N,640]
-//!   → fc 640→640 → f → relu → fr                                  (trunk, shared by all tasks)
-//!   → fc1 [B,100,640] → h1 [B,N,100] → relu → h1r                 (branches, one launch for all B)
-//!   → fc2 [B,50,100]  → h2 [B,N,50]  → relu → h2r
+//! x [N,1,28,28] → conv1 5×5 → c1 [N,20,24,24] → bn1 → n1 → relu+pool → p1 [N,20,12,12]
+//!   → conv2 5×5 → c2 [N,40,8,8] → bn2 → n2 → relu+pool → p2 [N,40,4,4] = [N,640]
+//!   → fc 640→640 + relu → fr                                      (trunk, shared by all tasks)
+//!   → fc1 [B,100,640] + relu → h1r [B,N,100]                      (branches, one launch for all B)
+//!   → fc2 [B,50,100]  + relu → h2r [B,N,50]                       (ReLUs fused: LinearShape)
 //!   → head [T,out,50] reading branch task_branch[t] → logits [T,N,out]
 //! ```
+//!
+//! Every ReLU is fused into a neighbour (one launch fewer each on a kernel device,
+//! the same float operations): into the linear layers' store and dx
+//! (`LinearShape::relu_out` / `relu_in`), and into the max-pools
+//! (`relu_maxpool2x2_forward` / `_backward`).
 
 use super::layer::{BatchNorm, Layer};
 use super::{Branched, Branches};
@@ -42,17 +47,12 @@ pub struct Activations<B: Backend> {
     pub loss: B::Buf,
     c1: B::Buf,
     n1: B::Buf,
-    r1: B::Buf,
     p1: B::Buf,
     c2: B::Buf,
     n2: B::Buf,
-    r2: B::Buf,
     p2: B::Buf,
-    f: B::Buf,
     fr: B::Buf,
-    h1: B::Buf,
     h1r: B::Buf,
-    h2: B::Buf,
     h2r: B::Buf,
     mean1: B::Buf,
     inv_std1: B::Buf,
@@ -60,18 +60,13 @@ pub struct Activations<B: Backend> {
     inv_std2: B::Buf,
     // Gradients, named after the activation they belong to.
     dlogits: B::Buf,
-    dh2r: B::Buf,
     dh2: B::Buf,
-    dh1r: B::Buf,
     dh1: B::Buf,
-    dfr: B::Buf,
     df: B::Buf,
     dp2: B::Buf,
-    dr2: B::Buf,
     dn2: B::Buf,
     dc2: B::Buf,
     dp1: B::Buf,
-    dr1: B::Buf,
     dn1: B::Buf,
     dc1: B::Buf,
 }
@@ -132,7 +127,7 @@ impl Shapes {
             act1,
             conv2,
             act2,
-            fc: LinearShape::single(n, flat, spec.shared),
+            fc: LinearShape::single(n, flat, spec.shared).with_relu(false, true),
             fc1: LinearShape {
                 branches: b,
                 x_branches: 1,
@@ -140,6 +135,8 @@ impl Shapes {
                 in_features: spec.shared,
                 out_features: hid1,
                 x_of: vec![0; b],
+                relu_out: true,
+                relu_in: true,
             },
             fc2: LinearShape {
                 branches: b,
@@ -148,6 +145,8 @@ impl Shapes {
                 in_features: hid1,
                 out_features: hid2,
                 x_of: (0..b).collect(),
+                relu_out: true,
+                relu_in: true,
             },
             head: LinearShape {
                 branches: spec.tasks,
@@ -156,6 +155,8 @@ impl Shapes {
                 in_features: hid2,
                 out_features: spec.head_out,
                 x_of: task_branch.to_vec(),
+                relu_out: false,
+                relu_in: true,
             },
         }
     }
@@ -219,8 +220,7 @@ impl<B: Backend> Net<B> {
         };
         self.bn1
             .forward(be, &s.act1, &a.c1, &mut a.n1, stats1, train);
-        be.relu_forward(s.act1.len(), &a.n1, &mut a.r1);
-        be.maxpool2x2_forward(&s.act1, &a.r1, &mut a.p1);
+        be.relu_maxpool2x2_forward(&s.act1, &a.n1, &mut a.p1);
         be.conv2d_forward(&s.conv2, self.conv2.forward_io(&a.p1, &mut a.c2));
         let stats2 = BatchStats {
             mean: &mut a.mean2,
@@ -228,15 +228,12 @@ impl<B: Backend> Net<B> {
         };
         self.bn2
             .forward(be, &s.act2, &a.c2, &mut a.n2, stats2, train);
-        be.relu_forward(s.act2.len(), &a.n2, &mut a.r2);
-        be.maxpool2x2_forward(&s.act2, &a.r2, &mut a.p2);
-        be.linear_forward(&s.fc, self.fc.forward_io(&a.p2, &mut a.f));
-        be.relu_forward(s.fc.y_len(), &a.f, &mut a.fr);
+        be.relu_maxpool2x2_forward(&s.act2, &a.n2, &mut a.p2);
+        // The linear layers' ReLUs are fused into them (LinearShape::relu_out).
+        be.linear_forward(&s.fc, self.fc.forward_io(&a.p2, &mut a.fr));
         // Branches: every branch in one call per layer.
-        be.linear_forward(&s.fc1, self.branches.fc1.forward_io(&a.fr, &mut a.h1));
-        be.relu_forward(s.fc1.y_len(), &a.h1, &mut a.h1r);
-        be.linear_forward(&s.fc2, self.branches.fc2.forward_io(&a.h1r, &mut a.h2));
-        be.relu_forward(s.fc2.y_len(), &a.h2, &mut a.h2r);
+        be.linear_forward(&s.fc1, self.branches.fc1.forward_io(&a.fr, &mut a.h1r));
+        be.linear_forward(&s.fc2, self.branches.fc2.forward_io(&a.h1r, &mut a.h2r));
         // Heads: task t reads branch task_branch[t].
         be.linear_forward(&s.head, self.head.forward_io(&a.h2r, &mut a.logits));
     }
@@ -320,24 +317,23 @@ impl<B: Backend> Net<B> {
         let eval = input_grad.is_some();
         let s = Shapes::new(&self.spec, &self.branches.task_branch, n);
         let a = act;
-        // Heads and branches.
+        // Heads and branches; each dx is already through the ReLU before the layer
+        // (LinearShape::relu_in).
         be.linear_backward(
             &s.head,
-            self.head.backward_io(&a.h2r, &a.dlogits, Some(&mut a.dh2r)),
+            self.head.backward_io(&a.h2r, &a.dlogits, Some(&mut a.dh2)),
         );
-        be.relu_backward(s.fc2.y_len(), &a.h2r, &a.dh2r, &mut a.dh2);
         be.linear_backward(
             &s.fc2,
             self.branches
                 .fc2
-                .backward_io(&a.h1r, &a.dh2, Some(&mut a.dh1r)),
+                .backward_io(&a.h1r, &a.dh2, Some(&mut a.dh1)),
         );
-        be.relu_backward(s.fc1.y_len(), &a.h1r, &a.dh1r, &mut a.dh1);
         be.linear_backward(
             &s.fc1,
             self.branches
                 .fc1
-                .backward_io(&a.fr, &a.dh1, Some(&mut a.dfr)),
+                .backward_io(&a.fr, &a.dh1, Some(&mut a.df)),
         );
         // Selective Sharing's signal (DESIGN.md §5.1): this step's ∂L/∂W1, added
         // the moment it exists. Only a training step runs backward, so evaluation
@@ -346,10 +342,8 @@ impl<B: Backend> Net<B> {
             self.branches.capture_step(be);
         }
         // Trunk.
-        be.relu_backward(s.fc.y_len(), &a.fr, &a.dfr, &mut a.df);
         be.linear_backward(&s.fc, self.fc.backward_io(&a.p2, &a.df, Some(&mut a.dp2)));
-        be.maxpool2x2_backward(&s.act2, &a.r2, &a.dp2, &mut a.dr2);
-        be.relu_backward(s.act2.len(), &a.r2, &a.dr2, &mut a.dn2);
+        be.relu_maxpool2x2_backward(&s.act2, &a.n2, &a.dp2, &mut a.dn2);
         if eval {
             self.bn2
                 .backward_eval_input(be, &s.act2, &a.dn2, &mut a.dc2);
@@ -365,8 +359,7 @@ impl<B: Backend> Net<B> {
             &s.conv2,
             self.conv2.backward_io(&a.p1, &a.dc2, Some(&mut a.dp1)),
         );
-        be.maxpool2x2_backward(&s.act1, &a.r1, &a.dp1, &mut a.dr1);
-        be.relu_backward(s.act1.len(), &a.r1, &a.dr1, &mut a.dn1);
+        be.relu_maxpool2x2_backward(&s.act1, &a.n1, &a.dp1, &mut a.dn1);
         if eval {
             self.bn1
                 .backward_eval_input(be, &s.act1, &a.dn1, &mut a.dc1);
@@ -495,35 +488,25 @@ impl<B: Backend> Activations<B> {
             loss: z(loss),
             c1: z(s.act1.len()),
             n1: z(s.act1.len()),
-            r1: z(s.act1.len()),
             p1: z(p1),
             c2: z(s.act2.len()),
             n2: z(s.act2.len()),
-            r2: z(s.act2.len()),
             p2: z(p2),
-            f: z(s.fc.y_len()),
             fr: z(s.fc.y_len()),
-            h1: z(s.fc1.y_len()),
             h1r: z(s.fc1.y_len()),
-            h2: z(s.fc2.y_len()),
             h2r: z(s.fc2.y_len()),
             mean1: z(spec.conv1_channels),
             inv_std1: z(spec.conv1_channels),
             mean2: z(spec.conv2_channels),
             inv_std2: z(spec.conv2_channels),
             dlogits: z(s.head.y_len()),
-            dh2r: z(s.fc2.y_len()),
             dh2: z(s.fc2.y_len()),
-            dh1r: z(s.fc1.y_len()),
             dh1: z(s.fc1.y_len()),
-            dfr: z(s.fc.y_len()),
             df: z(s.fc.y_len()),
             dp2: z(p2),
-            dr2: z(s.act2.len()),
             dn2: z(s.act2.len()),
             dc2: z(s.act2.len()),
             dp1: z(p1),
-            dr1: z(s.act1.len()),
             dn1: z(s.act1.len()),
             dc1: z(s.act1.len()),
         }

@@ -460,6 +460,28 @@ pub fn relu_and_maxpool_exact<B: Backend>(dev: &B) {
         d.cpu.maxpool2x2_backward(&s, &xc, &dyc, &mut dxc);
         assert_eq!(d.dev.download(&dxs), dxc, "maxpool dx {s:?}");
 
+        // The ReLU fused into the pool (x is the ReLU's input; windows of negative
+        // values tie at 0 after it): the composition of the ops above, bit for bit,
+        // on the CPU, and the device equal to the CPU.
+        let (mut fs, mut fc) = d.poisoned(dy_len);
+        d.dev.relu_maxpool2x2_forward(&s, &xs, &mut fs);
+        d.cpu.relu_maxpool2x2_forward(&s, &xc, &mut fc);
+        let mut composed = vec![f32::NAN; dy_len];
+        d.cpu.maxpool2x2_forward(&s, &rc, &mut composed);
+        assert_eq!(fc, composed, "relu+maxpool y vs relu then maxpool {s:?}");
+        assert_eq!(d.dev.download(&fs), fc, "relu+maxpool y {s:?}");
+        let (mut fdxs, mut fdxc) = d.poisoned(s.len());
+        d.dev.relu_maxpool2x2_backward(&s, &xs, &dys, &mut fdxs);
+        d.cpu.relu_maxpool2x2_backward(&s, &xc, &dyc, &mut fdxc);
+        let (mut dr, mut dn) = (vec![f32::NAN; s.len()], vec![f32::NAN; s.len()]);
+        d.cpu.maxpool2x2_backward(&s, &rc, &dyc, &mut dr);
+        d.cpu.relu_backward(s.len(), &rc, &dr, &mut dn);
+        assert_eq!(
+            fdxc, dn,
+            "relu+maxpool dx vs maxpool then relu backward {s:?}"
+        );
+        assert_eq!(d.dev.download(&fdxs), fdxc, "relu+maxpool dx {s:?}");
+
         // Global average pooling: the same sums in the same order, the same f32 scale.
         let planes = s.batch * s.channels;
         let (mut gs, mut gc) = d.poisoned(planes);
@@ -487,6 +509,8 @@ pub fn linear_shape(
         in_features: fin,
         out_features: fout,
         x_of: x_of.to_vec(),
+        relu_out: false,
+        relu_in: false,
     }
 }
 
@@ -504,6 +528,9 @@ pub fn linear_branch_batched_forward_and_backward<B: Backend>(dev: &B) {
         LinearShape::single(1, 1, 1),
     ]
     .into_iter()
+    // Each also with both ReLUs fused (the forward's output ReLU, dx through the
+    // ReLU that produced x): half the random x and y are negative.
+    .flat_map(|s| [s.clone(), s.with_relu(true, true)])
     .enumerate()
     {
         let mut g = rng(400 + i as u64);

@@ -40,6 +40,21 @@ fn transposed<T: Real>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
     t
 }
 
+/// The fused ReLU of `LinearShape::relu_out`: `relu_forward`'s operation in place.
+fn relu<T: Real>(y: &mut [T]) {
+    for v in y {
+        *v = if *v > T::ZERO { *v } else { T::ZERO };
+    }
+}
+
+/// The fused ReLU backward of `LinearShape::relu_in`: `relu_backward`'s operation
+/// in place, x being the ReLU's output.
+fn relu_mask<T: Real>(dx: &mut [T], x: &[T]) {
+    for (d, &x) in dx.iter_mut().zip(x) {
+        *d = if x > T::ZERO { *d } else { T::ZERO };
+    }
+}
+
 impl<T: Real> LinearOps for CpuOf<T> {
     /// x: `[x_branches, N, in]`, w: `[branches, out, in]`, b: `[branches, out]`
     /// → y: `[branches, N, out]`.
@@ -72,6 +87,9 @@ impl<T: Real> LinearOps for CpuOf<T> {
                     fout,
                     Split::for_tasks(s.branches),
                 );
+                if s.relu_out {
+                    relu(y_o);
+                }
             });
     }
 
@@ -114,6 +132,9 @@ impl<T: Real> LinearOps for CpuOf<T> {
                         }
                         if beta == T::ZERO {
                             dx_i.fill(T::ZERO);
+                        }
+                        if s.relu_in {
+                            relu_mask(dx_i, &x[i * n * fin..][..n * fin]);
                         }
                     });
             }
@@ -174,6 +195,8 @@ mod tests {
             in_features: fin,
             out_features: fout,
             x_of: x_of.to_vec(),
+            relu_out: false,
+            relu_in: false,
         }
     }
 
@@ -214,6 +237,82 @@ mod tests {
         }
         fn run_backward<T: Real>(&self, io: Backward<V<T>>) {
             CpuOf::<T>::default().linear_backward(self, io)
+        }
+    }
+
+    /// The fused ReLUs are the unfused composition bit for bit: forward with
+    /// `relu_out` = `linear_forward` then `relu_forward`; backward with `relu_in`
+    /// = `linear_backward` then `relu_backward` on dx with y = x (x holding
+    /// negative values and zeros, so the mask bites).
+    #[test]
+    fn fused_relus_are_the_composition_bitwise() {
+        use crate::backend::{Grads, PoolOps, WeightBias};
+        let cpu = CpuOf::<f32>::default();
+        let mut g = rng(17);
+        for s in shapes() {
+            let fused = s.clone().with_relu(true, true);
+            let mut x = to_f32(&rand_vec(&mut g, s.x_len()));
+            x.iter_mut().step_by(7).for_each(|v| *v = 0.0);
+            let w = to_f32(&rand_vec(&mut g, s.w_len()));
+            let b = to_f32(&rand_vec(&mut g, s.b_len()));
+            let dy = to_f32(&rand_vec(&mut g, s.y_len()));
+            let p = || WeightBias { w: &w, b: &b };
+            let (mut y, mut yr, mut y_fused) = (
+                poisoned(s.y_len()),
+                poisoned(s.y_len()),
+                poisoned(s.y_len()),
+            );
+            cpu.linear_forward(
+                &s,
+                Forward {
+                    x: &x,
+                    p: p(),
+                    y: &mut y,
+                },
+            );
+            cpu.relu_forward(s.y_len(), &y, &mut yr);
+            cpu.linear_forward(
+                &fused,
+                Forward {
+                    x: &x,
+                    p: p(),
+                    y: &mut y_fused,
+                },
+            );
+            assert!(same_bits(&yr, &y_fused), "forward {s}");
+            assert!(yr.contains(&0.0));
+
+            let out = |s: &LinearShape| {
+                let (mut dx, mut dw, mut db) = (
+                    poisoned(s.x_len()),
+                    poisoned(s.w_len()),
+                    poisoned(s.b_len()),
+                );
+                let g = Grads {
+                    dx: Some(&mut dx),
+                    dw: &mut dw,
+                    db: &mut db,
+                };
+                cpu.linear_backward(
+                    s,
+                    Backward {
+                        x: &x,
+                        w: &w,
+                        dy: &dy,
+                        g,
+                    },
+                );
+                (dx, dw, db)
+            };
+            let (dx, dw, db) = out(&s);
+            let (dx_fused, dw_fused, db_fused) = out(&fused);
+            let mut dx_masked = poisoned(s.x_len());
+            cpu.relu_backward(s.x_len(), &x, &dx, &mut dx_masked);
+            assert!(same_bits(&dx_masked, &dx_fused), "backward dx {s}");
+            assert!(
+                same_bits(&dw, &dw_fused) && same_bits(&db, &db_fused),
+                "dw, db {s}"
+            );
         }
     }
 

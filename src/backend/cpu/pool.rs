@@ -76,30 +76,7 @@ impl<T: Real> PoolOps for CpuOf<T> {
     /// PyTorch's floor mode does).
     fn maxpool2x2_forward(&self, s: &Nchw, x: &Vec<T>, y: &mut Vec<T>) {
         let _span = profile::span("maxpool2x2_forward", || s.to_string());
-        let (h, w) = (s.height, s.width);
-        let (oh, ow) = (h / 2, w / 2);
-        let planes = s.batch * s.channels;
-        debug_assert!(x.len() >= s.len() && y.len() >= planes * oh * ow);
-        if oh * ow == 0 {
-            return;
-        }
-        y[..planes * oh * ow]
-            .par_chunks_mut(oh * ow)
-            .zip(x[..s.len()].par_chunks(h * w))
-            .for_each(|(y_p, x_p)| {
-                // Row pairs of x against rows of y, all as slices: no index arithmetic
-                // or bounds checks in the inner loop.
-                for (y_r, x_rr) in y_p.chunks_exact_mut(ow).zip(x_p.chunks_exact(2 * w)) {
-                    let (r0, r1) = x_rr.split_at(w);
-                    for ((y, a), b) in y_r
-                        .iter_mut()
-                        .zip(r0.chunks_exact(2))
-                        .zip(r1.chunks_exact(2))
-                    {
-                        *y = window_max([a[0], a[1], b[0], b[1]]);
-                    }
-                }
-            });
+        maxpool_forward::<T, false>(s, x, y);
     }
 
     /// x, dx: `[N, C, H, W]`; dy: `[N, C, H/2, W/2]`. Routes each dy to the first
@@ -107,51 +84,17 @@ impl<T: Real> PoolOps for CpuOf<T> {
     /// dx element is 0.
     fn maxpool2x2_backward(&self, s: &Nchw, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) {
         let _span = profile::span("maxpool2x2_backward", || s.to_string());
-        let (h, w) = (s.height, s.width);
-        let (oh, ow) = (h / 2, w / 2);
-        let planes = s.batch * s.channels;
-        debug_assert!(x.len() >= s.len() && dx.len() >= s.len());
-        debug_assert!(dy.len() >= planes * oh * ow);
-        if oh * ow == 0 {
-            dx[..s.len()].fill(T::ZERO);
-            return;
-        }
-        dx[..s.len()]
-            .par_chunks_mut(h * w)
-            .zip(x[..s.len()].par_chunks(h * w))
-            .zip(dy[..planes * oh * ow].par_chunks(oh * ow))
-            .for_each(|((dx_p, x_p), dy_p)| {
-                // Every element of each window written, dy or 0, in row order: no
-                // zero-fill pass and no store through a computed index.
-                for ((dx_rr, x_rr), dy_r) in dx_p
-                    .chunks_exact_mut(2 * w)
-                    .zip(x_p.chunks_exact(2 * w))
-                    .zip(dy_p.chunks_exact(ow))
-                {
-                    let (d0, d1) = dx_rr.split_at_mut(w);
-                    let (r0, r1) = x_rr.split_at(w);
-                    let windows = d0
-                        .chunks_exact_mut(2)
-                        .zip(d1.chunks_exact_mut(2))
-                        .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
-                        .zip(dy_r);
-                    for (((d0, d1), (a, b)), &g) in windows {
-                        let first = window_first_max([a[0], a[1], b[0], b[1]]);
-                        let pick = |i: usize| if first[i] { g } else { T::ZERO };
-                        d0[0] = pick(0);
-                        d0[1] = pick(1);
-                        d1[0] = pick(2);
-                        d1[1] = pick(3);
-                    }
-                    if w % 2 == 1 {
-                        d0[w - 1] = T::ZERO;
-                        d1[w - 1] = T::ZERO;
-                    }
-                }
-                if h % 2 == 1 {
-                    dx_p[(h - 1) * w..].fill(T::ZERO);
-                }
-            });
+        maxpool_backward::<T, false>(s, x, dy, dx);
+    }
+
+    fn relu_maxpool2x2_forward(&self, s: &Nchw, x: &Vec<T>, y: &mut Vec<T>) {
+        let _span = profile::span("relu_maxpool2x2_forward", || s.to_string());
+        maxpool_forward::<T, true>(s, x, y);
+    }
+
+    fn relu_maxpool2x2_backward(&self, s: &Nchw, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) {
+        let _span = profile::span("relu_maxpool2x2_backward", || s.to_string());
+        maxpool_backward::<T, true>(s, x, dy, dx);
     }
 
     fn global_avgpool_forward(&self, s: &Nchw, x: &Vec<T>, y: &mut Vec<T>) {
@@ -177,6 +120,104 @@ impl<T: Real> PoolOps for CpuOf<T> {
             dx_p.fill(dy[p] * scale);
         }
     }
+}
+
+/// relu_forward's operation when RELU, else the identity.
+#[inline(always)]
+fn relu_if<T: Real, const RELU: bool>(x: T) -> T {
+    if !RELU || x > T::ZERO {
+        x
+    } else {
+        T::ZERO
+    }
+}
+
+/// The max-pool forward (trait doc), of relu(x) when RELU: the window's values go
+/// through relu_forward's operation as they are read, so the result is
+/// relu_forward then the pool, bit for bit.
+fn maxpool_forward<T: Real, const RELU: bool>(s: &Nchw, x: &[T], y: &mut [T]) {
+    let (h, w) = (s.height, s.width);
+    let (oh, ow) = (h / 2, w / 2);
+    let planes = s.batch * s.channels;
+    debug_assert!(x.len() >= s.len() && y.len() >= planes * oh * ow);
+    if oh * ow == 0 {
+        return;
+    }
+    y[..planes * oh * ow]
+        .par_chunks_mut(oh * ow)
+        .zip(x[..s.len()].par_chunks(h * w))
+        .for_each(|(y_p, x_p)| {
+            // Row pairs of x against rows of y, all as slices: no index arithmetic
+            // or bounds checks in the inner loop.
+            for (y_r, x_rr) in y_p.chunks_exact_mut(ow).zip(x_p.chunks_exact(2 * w)) {
+                let (r0, r1) = x_rr.split_at(w);
+                for ((y, a), b) in y_r
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *y = window_max([a[0], a[1], b[0], b[1]].map(relu_if::<T, RELU>));
+                }
+            }
+        });
+}
+
+/// The max-pool backward (trait doc); when RELU, x is the fused ReLU's input: the
+/// windows are of relu(x), and dx is 0 where x is not > 0 (relu_backward's rule,
+/// since relu(x) > 0 exactly where x > 0).
+fn maxpool_backward<T: Real, const RELU: bool>(s: &Nchw, x: &[T], dy: &[T], dx: &mut [T]) {
+    let (h, w) = (s.height, s.width);
+    let (oh, ow) = (h / 2, w / 2);
+    let planes = s.batch * s.channels;
+    debug_assert!(x.len() >= s.len() && dx.len() >= s.len());
+    debug_assert!(dy.len() >= planes * oh * ow);
+    if oh * ow == 0 {
+        dx[..s.len()].fill(T::ZERO);
+        return;
+    }
+    dx[..s.len()]
+        .par_chunks_mut(h * w)
+        .zip(x[..s.len()].par_chunks(h * w))
+        .zip(dy[..planes * oh * ow].par_chunks(oh * ow))
+        .for_each(|((dx_p, x_p), dy_p)| {
+            // Every element of each window written, dy or 0, in row order: no
+            // zero-fill pass and no store through a computed index.
+            for ((dx_rr, x_rr), dy_r) in dx_p
+                .chunks_exact_mut(2 * w)
+                .zip(x_p.chunks_exact(2 * w))
+                .zip(dy_p.chunks_exact(ow))
+            {
+                let (d0, d1) = dx_rr.split_at_mut(w);
+                let (r0, r1) = x_rr.split_at(w);
+                let windows = d0
+                    .chunks_exact_mut(2)
+                    .zip(d1.chunks_exact_mut(2))
+                    .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+                    .zip(dy_r);
+                for (((d0, d1), (a, b)), &g) in windows {
+                    let v = [a[0], a[1], b[0], b[1]];
+                    let first = window_first_max(v.map(relu_if::<T, RELU>));
+                    let pick = |i: usize| {
+                        if first[i] && (!RELU || v[i] > T::ZERO) {
+                            g
+                        } else {
+                            T::ZERO
+                        }
+                    };
+                    d0[0] = pick(0);
+                    d0[1] = pick(1);
+                    d1[0] = pick(2);
+                    d1[1] = pick(3);
+                }
+                if w % 2 == 1 {
+                    d0[w - 1] = T::ZERO;
+                    d1[w - 1] = T::ZERO;
+                }
+            }
+            if h % 2 == 1 {
+                dx_p[(h - 1) * w..].fill(T::ZERO);
+            }
+        });
 }
 
 #[cfg(test)]

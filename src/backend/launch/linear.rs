@@ -33,6 +33,7 @@ impl<D: KernelDevice> LinearOps for D {
             branch_map(&s.x_of),
         ];
         args.extend(linear_dims(s));
+        args.push(Arg::I32(s.relu_out as i32));
         self.execute(&Plan::one(Launch {
             kernel: "linear_forward",
             grid: gemm_grid(s.out_features, s.batch, s.branches),
@@ -47,6 +48,7 @@ impl<D: KernelDevice> LinearOps for D {
         let mut plan = Plan::new();
         if let Some(dx) = g.dx.as_deref() {
             let mut args = vec![
+                Arg::Buf(x),
                 Arg::Buf(w),
                 Arg::Buf(dy),
                 Arg::Buf(dx),
@@ -54,6 +56,7 @@ impl<D: KernelDevice> LinearOps for D {
                 Arg::I32(i32_of(s.branches, "branches")),
             ];
             args.extend(linear_dims(s));
+            args.push(Arg::I32(s.relu_in as i32));
             plan.push(Launch {
                 kernel: "linear_backward_data",
                 grid: gemm_grid(s.in_features, s.batch, s.x_branches),

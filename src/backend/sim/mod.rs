@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(k.file, "linear.cu");
         let kinds: Vec<ParamKind> = k.params.iter().map(|p| p.kind).collect();
         use ParamKind::*;
-        assert_eq!(kinds, [Ptr, Ptr, Ptr, Ptr, Bytes, I32, I32, I32]);
+        assert_eq!(kinds, [Ptr, Ptr, Ptr, Ptr, Bytes, I32, I32, I32, I32]);
         assert_eq!(k.params[4].ty, "BranchMap");
         assert_eq!(k.params[0].ty, "const float*");
         for name in [
