@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The modelled time of one MNIST MTL training step at batch 64 on a kernel device:
+per kernel of the step (in launch order, tests/step_launches.rs), FLOPs and bytes moved
+(f32, each pass of a kernel over its data counted, caches ignored) and
+max(FLOPs / peak, bytes / bandwidth) at H100 / H200 peaks. A model, not a measurement:
+BENCHMARKS.md, "Launches per MNIST MTL step". Prints the markdown table."""
+# After the fused ReLUs (linear layers and max-pools): 50 kernels.
+N=64; F=4
+def mb(x): return x*F
+rows=[]
+def k(phase,name,flops,bytes_,gemm=False): rows.append((phase,name,flops,bytes_,gemm))
+c1=N*20*24*24; p1=N*20*12*12; c2=N*40*8*8; p2=N*640
+x=N*784
+# forward
+k('fwd','conv2d_forward conv1 (M20 N36864 K25)',2*20*N*576*25, mb(x+20*25+20+c1),True)
+k('fwd','batchnorm2d_forward_train bn1 (3 reads, 1 write)',6*c1, mb(4*c1))
+k('fwd','maxpool2x2_forward relu+pool1',4*p1+c1, mb(c1+p1))
+k('fwd','conv2d_forward conv2 (M40 N4096 K500)',2*40*N*64*500, mb(p1+40*500+40+c2),True)
+k('fwd','batchnorm2d_forward_train bn2',6*c2, mb(4*c2))
+k('fwd','maxpool2x2_forward relu+pool2',4*p2+c2, mb(c2+p2))
+k('fwd','linear_forward fc 640→640 +relu',2*N*640*640, mb(p2+640*640+640+N*640),True)
+k('fwd','linear_forward fc1 10×640→100 +relu',2*10*N*640*100, mb(N*640+10*100*640+1000+10*N*100),True)
+k('fwd','linear_forward fc2 10×100→50 +relu',2*10*N*100*50, mb(10*N*100+10*50*100+500+10*N*50),True)
+k('fwd','linear_forward heads 10×50→1',2*10*N*50, mb(10*N*50+500+10+10*N),True)
+k('loss','sigmoid_bce',10*N*10, mb(2*10*N+N*10+10))
+# backward
+def lin(name,B,XB,fin,fout,dx=True,relu_in=False):
+    if dx: k('bwd',f'linear_backward_data {name}'+(' (relu mask)' if relu_in else ''),2*B*N*fin*fout, mb(B*fout*fin+B*N*fout+XB*N*fin*(2 if relu_in else 1)),True)
+    k('bwd',f'linear_backward_weight {name}',2*B*N*fin*fout, mb(XB*N*fin+B*N*fout+B*fout*fin),True)
+    k('bwd',f'linear_backward_bias {name}',B*N*fout, mb(B*N*fout+B*fout))
+lin('heads',10,10,50,1,relu_in=True)
+lin('fc2',10,10,100,50,relu_in=True)
+lin('fc1',10,1,640,100,relu_in=True)
+lin('fc',1,1,640,640)
+k('bwd','maxpool2x2_backward pool2+relu',p2+2*c2, mb(c2+p2+c2))
+k('bwd','batchnorm2d_backward bn2 (4 reads, 1 write)',10*c2, mb(5*c2))
+k('bwd','conv2d_backward_data conv2 (M20 N9216 K1000, zero taps computed)',2*20*N*144*1000, mb(40*500+c2+p1),True)
+k('bwd','conv2d_backward_weight conv2 (M40 N500 K4096, 8 parts)',2*40*500*N*64, mb(c2+p1+8*40*500),True)
+k('bwd','ssk_sum_partials conv2',8*20000, mb(9*20000))
+k('bwd','conv2d_backward_bias conv2',c2, mb(c2+40))
+k('bwd','maxpool2x2_backward pool1+relu',p1+2*c1, mb(c1+p1+c1))
+k('bwd','batchnorm2d_backward bn1',10*c1, mb(5*c1))
+k('bwd','conv2d_backward_weight conv1 (M20 N25 K36864, 8 parts)',2*20*25*N*576, mb(c1+x+8*500),True)
+k('bwd','ssk_sum_partials conv1',8*500, mb(9*500))
+k('bwd','conv2d_backward_bias conv1',c1, mb(c1+20))
+params=[500,20,20,20,20000,40,40,40,640*640,640,640000,1000,50000,500,500,10]
+assert sum(params)==1122930, sum(params)
+for p in params: k('opt',f'sgd_step ({p} params)',4*p, mb(5*p))
+FP32=67e12; TF32=495e12; H100=3.35e12; H200=4.8e12
+tot=[0,0,0,0,0]
+print('| # | phase | kernel | MFLOP | KB moved | H100 fp32 µs | H100 TF32 µs | H200 fp32 µs |')
+print('|---:|---|---|---:|---:|---:|---:|---:|')
+for i,(ph,name,fl,by,g) in enumerate(rows,1):
+    t32=max(fl/FP32,by/H100)*1e6
+    ttf=max(fl/(TF32 if g else FP32),by/H100)*1e6
+    t200=max(fl/FP32,by/H200)*1e6
+    tot=[tot[0]+fl,tot[1]+by,tot[2]+t32,tot[3]+ttf,tot[4]+t200]
+    print(f'| {i} | {ph} | {name} | {fl/1e6:.2f} | {by/1e3:.0f} | {t32:.2f} | {ttf:.2f} | {t200:.2f} |')
+print(f'| | | **sum of {len(rows)} kernels** | **{tot[0]/1e6:.0f}** | **{tot[1]/1e3:.0f}** | **{tot[2]:.1f}** | **{tot[3]:.1f}** | **{tot[4]:.1f}** |')
