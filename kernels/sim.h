@@ -170,6 +170,12 @@ static inline int atomicCAS(int* addr, int compare, int val) {
     __atomic_compare_exchange_n(addr, &compare, val, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
     return compare;
 }
+static inline unsigned long long atomicMin(unsigned long long* addr, unsigned long long v) {
+    unsigned long long old = __atomic_load_n(addr, __ATOMIC_RELAXED);
+    while (old > v && !__atomic_compare_exchange_n(addr, &old, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
 static inline int atomicExch(int* addr, int v) { return __atomic_exchange_n(addr, v, __ATOMIC_RELAXED); }
 static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
@@ -205,6 +211,28 @@ static inline unsigned __float_as_uint(float f) {
     unsigned i;
     memcpy(&i, &f, 4);
     return i;
+}
+// Double arithmetic rounded to nearest and never fused into an FMA (on the GPU these
+// intrinsics also stop nvcc's contraction, so the sums match the CPU's bit for bit).
+static inline double __dadd_rn(double a, double b) { return a + b; }
+static inline double __dsub_rn(double a, double b) { return a - b; }
+static inline double __dmul_rn(double a, double b) { return a * b; }
+static inline long long __double_as_longlong(double x) {
+    long long i;
+    memcpy(&i, &x, 8);
+    return i;
+}
+static inline double __longlong_as_double(long long i) {
+    double x;
+    memcpy(&x, &i, 8);
+    return x;
+}
+static inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+// The lanes whose predicate is true, as a bit mask, in every lane (full warp only).
+static inline unsigned __ballot_sync(unsigned mask, int pred) {
+    unsigned bits = pred ? 1u << ssk_self->lane : 0u;
+    for (int offset = 16; offset > 0; offset >>= 1) bits |= __shfl_xor_sync(mask, bits, offset);
+    return bits;
 }
 // __ldg is a read-only-cache load on the GPU, a plain load here.
 template <class T>

@@ -409,6 +409,11 @@ struct ClusterArgs {
     /// (dense), or tree for ≥ 4096 points in ≤ 16 dimensions (auto). Same labels.
     #[arg(long, value_enum, default_value_t = Algorithm::Auto)]
     algorithm: Algorithm,
+    /// Where the core distances and the MST run: a GPU (cuda), the kernel simulator
+    /// (sim, slow: for checking), the CPU, or cuda when one is found (auto). Same
+    /// labels on every device; --algorithm applies to the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -591,6 +596,7 @@ fn run(cli: Cli) -> Result<()> {
                 metric: args.metric,
                 algorithm: args.algorithm,
                 progress: !args.quiet,
+                device: Some(args.device),
                 ..Default::default()
             };
             let summary = cluster_cmd::run_cluster(&args.points, &params, options, &args.out)?;

@@ -367,6 +367,52 @@ pub trait Memory: Send + Sync {
             .collect();
         *buf = self.upload(&kept);
     }
+
+    /// A buffer holding raw 32-bit words (bit patterns: halves of f64 values,
+    /// indices) for kernels that read them as `double` / `unsigned`; `words.len()`
+    /// elements. The default copies the bits through f32 elements, as sim and cuda
+    /// store them; the CPU keeps each word exactly in its float type.
+    fn upload_words(&self, words: &[u32]) -> Self::Buf {
+        let bits: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
+        self.upload(&bits)
+    }
+    /// The words of a buffer written by `upload_words` or by a kernel.
+    fn download_words(&self, buf: &Self::Buf) -> Vec<u32> {
+        self.download(buf).iter().map(|v| v.to_bits()).collect()
+    }
+    /// Bytes free for buffers on the device, when it has a memory of its own (cuda:
+    /// the driver's free memory; sim: a stated cap); `None` on the CPU.
+    fn free_memory(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// f64 values as the 32-bit words a device buffer holds (low word first, as a
+/// `double` lies in little-endian memory).
+pub fn words_of_f64(values: &[f64]) -> Vec<u32> {
+    values
+        .iter()
+        .flat_map(|v| {
+            let b = v.to_bits();
+            [b as u32, (b >> 32) as u32]
+        })
+        .collect()
+}
+
+/// 64-bit values from pairs of words (low word first): f64 bits or u64 keys.
+pub fn u64_of_words(words: &[u32]) -> Vec<u64> {
+    words
+        .chunks_exact(2)
+        .map(|w| w[0] as u64 | (w[1] as u64) << 32)
+        .collect()
+}
+
+/// f64 values from pairs of words (low word first).
+pub fn f64_of_words(words: &[u32]) -> Vec<f64> {
+    u64_of_words(words)
+        .into_iter()
+        .map(f64::from_bits)
+        .collect()
 }
 
 /// Valid, stride-1 2-D convolution (kernels/conv.cu, cpu/conv.rs).
@@ -510,6 +556,63 @@ pub trait TtSvdOps: Memory {
     }
 }
 
+/// Sizes of the mutual-reachability ops (HDBSCAN on the device, kernels/mreach.cu):
+/// n points in d dimensions, the k of the core distance and the length of each
+/// point's nearest list (`cap` = min(k + 2, n) for the balls; at most
+/// `MREACH_MAX_CAP`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mreach {
+    pub n: usize,
+    pub d: usize,
+    pub k: usize,
+    pub cap: usize,
+}
+
+/// Most entries of a nearest list on the device (one per lane of a warp).
+pub const MREACH_MAX_CAP: usize = 32;
+
+/// No edge / no component (a 64-bit key of all ones).
+pub const MREACH_NONE: u64 = u64::MAX;
+
+impl std::fmt::Display for Mreach {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "n={} d={} k={} cap={}", self.n, self.d, self.k, self.cap)
+    }
+}
+
+/// HDBSCAN's core distances and Borůvka rounds (kernels/mreach.cu, cpu/mreach.rs;
+/// the host loop is sharing::hdbscan::device). Buffers hold words (`upload_words`):
+/// f64 and u64 as two words each, indices as one. Points are `xt` `[d, n]` f64 (the
+/// points transposed). Squared distances are `distance::euclidean`'s ordered sums bit
+/// for bit, so everything below is exact, ties included.
+pub trait MreachOps: Memory {
+    /// The `cap` nearest points of every point, itself included, by (squared
+    /// distance, index) ascending: near_sq `[n, cap]` f64, near_idx `[n, cap]` u32;
+    /// core `[n]` f64 = sqrt(near_sq[i, k]) (the k-th nearest *other* point, as
+    /// `distance::core_distances` counts).
+    fn mreach_knn(
+        &self,
+        s: &Mreach,
+        xt: &Self::Buf,
+        near_sq: &mut Self::Buf,
+        near_idx: &mut Self::Buf,
+        core: &mut Self::Buf,
+    );
+    /// One Borůvka round. comp `[n]` u32: each point's component id (< n); core
+    /// `[n]` f64. Writes comp_edge `[n]` u64: for each component id c, its lightest
+    /// outgoing edge a << 32 | b (a < b) under the total order (m(a, b), a, b), m the
+    /// mutual reachability; `MREACH_NONE` for ids that are no component or have no
+    /// outgoing edge.
+    fn mreach_round(
+        &self,
+        s: &Mreach,
+        xt: &Self::Buf,
+        core: &Self::Buf,
+        comp: &Self::Buf,
+        comp_edge: &mut Self::Buf,
+    );
+}
+
 /// The hash behind dropout's mask (kernels/dropout.cu: ssk_dropout_hash, the same
 /// integer steps): a 32-bit finaliser of `key` and the element index.
 pub fn dropout_hash(key: u32, i: u32) -> u32 {
@@ -538,12 +641,20 @@ pub trait OptimOps: Memory {
 /// The op surface the model is written against: every family above. A device
 /// implements the families; `Backend` follows.
 pub trait Backend:
-    ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps + TtSvdOps
+    ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps + TtSvdOps + MreachOps
 {
 }
 
 impl<D> Backend for D where
-    D: ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps + TtSvdOps
+    D: ConvOps
+        + NormOps
+        + PoolOps
+        + LinearOps
+        + LossOps
+        + OptimOps
+        + DropoutOps
+        + TtSvdOps
+        + MreachOps
 {
 }
 
@@ -551,8 +662,8 @@ impl<D> Backend for D where
 /// `use sskernel::backend::ops::*`. Code generic over `B: Backend` needs none of it.
 pub mod ops {
     pub use super::{
-        Backend, ConvOps, DropoutOps, LinearOps, LossOps, Memory, NormOps, OptimOps, PoolOps,
-        TtSvdOps,
+        Backend, ConvOps, DropoutOps, LinearOps, LossOps, Memory, MreachOps, NormOps, OptimOps,
+        PoolOps, TtSvdOps,
     };
 }
 

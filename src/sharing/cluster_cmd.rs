@@ -4,9 +4,14 @@
 //! `--metric precomputed`) and writes into DIR:
 //! - `labels.npy` (int64 [n], −1 = noise), `probabilities.npy` and
 //!   `outlier_scores.npy` (float64 [n]);
-//! - `summary.json`: n, d, the parameters, the path taken (dense or tree), the number
+//! - `summary.json`: n, d, the parameters, the device and the path taken (dense or
+//!   tree), the number
 //!   of clusters, noise count, cluster sizes, seconds per phase (read, core
 //!   distances, MST, tree, selection) and the Borůvka rounds.
+//!
+//! `--device sim|cuda` (or `auto` finding a GPU) runs the core distances and the
+//! Borůvka MST on that device (`hdbscan::device`, kernels/mreach.cu) with the same
+//! results as the CPU's tree path; `cpu` runs the CPU path.
 //!
 //! Runs longer than `PROGRESS_AFTER` print a progress line on stderr at each phase
 //! and Borůvka round. Nothing is written into DIR unless the clustering succeeds.
@@ -17,9 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::hdbscan::{
-    hdbscan_precomputed_with, hdbscan_with, Algorithm, Clustering, HdbscanParams, Progress,
-    StepTimes,
+    device::hdbscan_device, hdbscan_precomputed_with, hdbscan_with, Algorithm, Clustering,
+    HdbscanParams, Progress, StepTimes,
 };
+use crate::backend::{on_device, Backend, DeviceChoice, Memory, OnDevice};
 use crate::data::npy;
 
 /// `--metric precomputed` reads the whole [n, n] matrix as f64 (8·n² bytes) and runs the
@@ -48,6 +54,8 @@ pub struct Summary {
     pub d: usize,
     pub metric: Metric,
     pub params: HdbscanParams,
+    /// Where the core distances and the MST ran: "cpu (N threads)", "sim", "cuda:0 (…)".
+    pub device: String,
     /// The path taken: "dense" or "tree".
     pub algorithm: Algorithm,
     pub boruvka_rounds: usize,
@@ -77,6 +85,8 @@ pub struct ClusterOptions {
     pub progress: bool,
     /// Largest n for `--metric precomputed`; `None`: `PRECOMPUTED_MAX_POINTS`.
     pub precomputed_max_points: Option<usize>,
+    /// `--device`; `None`: the CPU without asking for a device (library callers).
+    pub device: Option<DeviceChoice>,
 }
 
 /// Prints "cluster: 12.3 s: MST round 4, 1234 components" once the run is long.
@@ -114,6 +124,7 @@ pub fn run_cluster(
         clustering,
         read,
         times,
+        device,
     } = cluster_file(points, params, options)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     npy::write_i64_vector(&out.join("labels.npy"), &clustering.labels)?;
@@ -130,6 +141,7 @@ pub fn run_cluster(
         },
         metric,
         params: *params,
+        device,
         algorithm: times.algorithm,
         boruvka_rounds: times.boruvka_rounds,
         min_samples_used: clustering.min_samples_used,
@@ -156,6 +168,8 @@ pub struct Clustered {
     /// Seconds spent reading the file.
     pub read: f64,
     pub times: StepTimes,
+    /// The device's name (`Memory::name`).
+    pub device: String,
 }
 
 /// Reads `points` (`[n, d]` points, or `[n, n]` distances with
@@ -191,10 +205,28 @@ pub fn cluster_file(
             );
         }
     }
+    let device = options.device.unwrap_or(DeviceChoice::Cpu);
+    if metric == Metric::Precomputed && matches!(device, DeviceChoice::Sim | DeviceChoice::Cuda) {
+        anyhow::bail!(
+            "{}: --metric precomputed runs on the CPU only (--device cpu or auto)",
+            points.display()
+        );
+    }
     let m = npy::read_matrix(points)?;
     let read = start.elapsed().as_secs_f64();
     let mut progress = progress_printer(start, options.progress);
-    let (clustering, times): (_, StepTimes) = match metric {
+    let (clustering, times, device) = match metric {
+        Metric::Euclidean if device != DeviceChoice::Cpu => on_device(
+            device,
+            OnDeviceCluster {
+                points: &m.data,
+                n: m.rows,
+                d: m.cols,
+                params,
+                algorithm: options.algorithm,
+                progress: &mut progress,
+            },
+        )?,
         Metric::Euclidean => hdbscan_with(
             &m.data,
             m.rows,
@@ -202,8 +234,10 @@ pub fn cluster_file(
             params,
             options.algorithm,
             &mut progress,
-        ),
-        Metric::Precomputed => hdbscan_precomputed_with(&m.data, m.rows, params, &mut progress),
+        )
+        .map(|(c, t)| (c, t, crate::backend::cpu::Cpu.name())),
+        Metric::Precomputed => hdbscan_precomputed_with(&m.data, m.rows, params, &mut progress)
+            .map(|(c, t)| (c, t, crate::backend::cpu::Cpu.name())),
     }
     .with_context(|| format!("clustering {}", points.display()))?;
 
@@ -212,7 +246,33 @@ pub fn cluster_file(
         clustering,
         read,
         times,
+        device,
     })
+}
+
+/// Euclidean clustering on the backend `--device` picked: a kernel device runs
+/// `hdbscan_device`; the CPU (no device memory of its own) runs the CPU path.
+struct OnDeviceCluster<'a> {
+    points: &'a [f64],
+    n: usize,
+    d: usize,
+    params: &'a HdbscanParams,
+    algorithm: Algorithm,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+impl OnDevice for OnDeviceCluster<'_> {
+    type Output = Result<(Clustering, StepTimes, String), super::hdbscan::ClusterError>;
+
+    fn run<B: Backend>(self, backend: &B) -> Result<Self::Output> {
+        let (points, n, d, params) = (self.points, self.n, self.d, self.params);
+        let result = if backend.free_memory().is_none() {
+            hdbscan_with(points, n, d, params, self.algorithm, self.progress)
+        } else {
+            hdbscan_device(backend, points, n, d, params, self.progress)
+        };
+        Ok(result.map(|(c, t)| (c, t, backend.name())))
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::{
     ops::*, Backward, BatchNorm2d, BatchStats, Conv2dShape, Dropout, Forward, Grads, LinearShape,
-    LossIo, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats, TtSvd, WeightBias,
+    LossIo, Mreach, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats, TtSvd, WeightBias,
+    MREACH_NONE,
 };
 use sskernel::model::Branched;
 use sskernel::sharing::ttsvd::TensorTrain;
@@ -36,6 +37,7 @@ macro_rules! parity_bodies {
             dropout,
             tt_svd_reconstructions_and_distances,
             compact_rows_exact,
+            mreach_knn_and_boruvka_rounds,
             // One full training step of the paper's MNIST MTL net at batch 64
             // (forward, sigmoid BCE, backward, SGD) on the device and on cpu from the
             // same seed and batch: every parameter after the step and its update
@@ -1008,5 +1010,116 @@ pub fn assert_bitwise_equal(what: &str, a: &[Vec<f32>], b: &[Vec<f32>]) {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
             "{what}: output {i} differs bitwise"
         );
+    }
+}
+
+/// HDBSCAN's mutual-reachability kernels (kernels/mreach.cu) against their CPU twin,
+/// exactly: tolerance 0 (the same bits; the kernels compute the CPU's ordered f64
+/// sums without FMA). The nearest lists (squared distance, index), the core
+/// distances, also against `distance::core_distances` (the CPU clustering's), and one
+/// Borůvka round's lightest edge per component for singletons, a few random
+/// components and one component (no edge anywhere). Sizes not multiples of the
+/// 4-warp block or the 32-lane batch, n = cap, k up to 30 (a full warp list), and
+/// points on a coarse grid with duplicates (tied distances: the index decides).
+pub fn mreach_knn_and_boruvka_rounds<B: Backend>(dev: &B) {
+    use sskernel::backend::{f64_of_words, u64_of_words, words_of_f64};
+    use sskernel::sharing::hdbscan::distance::{core_distances, Distances};
+    const NAN_WORD: u32 = 0x7fc0_0000;
+    let d2 = Both::new(dev);
+    let up = |w: &[u32]| (d2.dev.upload_words(w), d2.cpu.upload_words(w));
+    for (case, &(n, d, k, grid)) in [
+        (3, 1, 1, false),
+        (37, 3, 1, false),
+        (130, 5, 4, false),
+        (257, 2, 30, false),
+        (301, 17, 6, false),
+        (400, 2, 5, true),
+        (203, 4, 3, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut g = rng(1400 + case as u64);
+        let mut pts: Vec<f64> = (0..n * d)
+            .map(|_| {
+                if grid {
+                    g.random_range(0..6) as f64
+                } else {
+                    g.random_range(-3.0..3.0)
+                }
+            })
+            .collect();
+        if grid {
+            // Exact duplicates as well as tied distances.
+            let row: Vec<f64> = pts[..d].to_vec();
+            pts[d..2 * d].copy_from_slice(&row);
+        }
+        let cap = (k + 2).min(n);
+        let s = Mreach { n, d, k, cap };
+        let mut xt = vec![0.0; n * d];
+        for i in 0..n {
+            for c in 0..d {
+                xt[c * n + i] = pts[i * d + c];
+            }
+        }
+        let (xs, xc) = up(&words_of_f64(&xt));
+        let ((mut qs, mut qc), (mut is, mut ic), (mut cs, mut cc)) = (
+            up(&vec![NAN_WORD; 2 * n * cap]),
+            up(&vec![NAN_WORD; n * cap]),
+            up(&vec![NAN_WORD; 2 * n]),
+        );
+        d2.dev.mreach_knn(&s, &xs, &mut qs, &mut is, &mut cs);
+        d2.cpu.mreach_knn(&s, &xc, &mut qc, &mut ic, &mut cc);
+        let words = |b: &B::Buf| d2.dev.download_words(b);
+        let cpu_words = |b: &Vec<f32>| d2.cpu.download_words(b);
+        assert_eq!(
+            words(&qs),
+            cpu_words(&qc),
+            "mreach_knn {s}: squared distances"
+        );
+        assert_eq!(words(&is), cpu_words(&ic), "mreach_knn {s}: indices");
+        assert_eq!(words(&cs), cpu_words(&cc), "mreach_knn {s}: core distances");
+        let core = f64_of_words(&words(&cs));
+        let reference = core_distances(&Distances::euclidean(&pts, n, d), k);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&core),
+            bits(&reference),
+            "mreach_knn {s}: c_k vs distance.rs"
+        );
+        let sq = f64_of_words(&words(&qs));
+        assert!(
+            sq.iter().all(|v| v.is_finite()),
+            "mreach_knn {s}: unwritten entries"
+        );
+
+        let groups = [n, 3.min(n), 1, 1 + n / 7];
+        for (gi, &groups) in groups.iter().enumerate() {
+            // Component ids: the smallest member of each group (a union-find root).
+            let member: Vec<usize> = (0..n)
+                .map(|i| {
+                    if gi == 3 {
+                        g.random_range(0..groups)
+                    } else {
+                        i % groups
+                    }
+                })
+                .collect();
+            let mut root = vec![usize::MAX; groups];
+            for (i, &m) in member.iter().enumerate() {
+                root[m] = root[m].min(i);
+            }
+            let comp: Vec<u32> = member.iter().map(|&m| root[m] as u32).collect();
+            let (ms, mc) = up(&comp);
+            let (mut es, mut ec) = up(&vec![NAN_WORD; 2 * n]);
+            d2.dev.mreach_round(&s, &xs, &cs, &ms, &mut es);
+            d2.cpu.mreach_round(&s, &xc, &cc, &mc, &mut ec);
+            let (dev_edges, cpu_edges) = (u64_of_words(&words(&es)), u64_of_words(&cpu_words(&ec)));
+            assert_eq!(dev_edges, cpu_edges, "mreach_round {s}, {groups} groups");
+            let found = dev_edges.iter().filter(|&&e| e != MREACH_NONE).count();
+            let components = root.iter().filter(|&&r| r != usize::MAX).count();
+            assert_eq!(found, if components > 1 { components } else { 0 }, "{s}");
+        }
+        eprintln!("mreach {s}: nearest lists, core distances and rounds equal bit for bit");
     }
 }

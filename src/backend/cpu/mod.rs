@@ -17,6 +17,7 @@ pub mod dropout;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
+pub mod mreach;
 pub mod optim;
 pub mod pool;
 pub mod real;
@@ -85,6 +86,12 @@ impl<T: Real> Memory for CpuOf<T> {
         }
         buf.truncate(keep.len() * row_len);
         buf.shrink_to_fit();
+    }
+    fn upload_words(&self, words: &[u32]) -> Vec<T> {
+        words.iter().map(|&w| T::from_word(w)).collect()
+    }
+    fn download_words(&self, buf: &Vec<T>) -> Vec<u32> {
+        buf.iter().map(|&v| v.to_word()).collect()
     }
 }
 

@@ -36,6 +36,10 @@ pub trait Real:
     fn abs(self) -> Self;
     fn max(self, other: Self) -> Self;
     fn is_nan(self) -> bool;
+    /// A raw 32-bit word (`Memory::upload_words`) kept exactly: f32 stores its bits,
+    /// f64 the word's integer value (a bit cast through f64 would quiet NaN patterns).
+    fn from_word(w: u32) -> Self;
+    fn to_word(self) -> u32;
 
     /// `C ← α·A·B + β·C` through `matrixmultiply` (`sgemm` / `dgemm`), with
     /// `[m, k, n]` = `mkn`.
@@ -96,6 +100,22 @@ macro_rules! impl_real {
             #[inline(always)]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn from_word(w: u32) -> Self {
+                if std::mem::size_of::<$t>() == 4 {
+                    <$t>::from_bits(w as _)
+                } else {
+                    w as $t
+                }
+            }
+            #[inline(always)]
+            fn to_word(self) -> u32 {
+                if std::mem::size_of::<$t>() == 4 {
+                    self.to_bits() as u32
+                } else {
+                    self as u32
+                }
             }
             unsafe fn gemm_raw(
                 [m, k, n]: [usize; 3],

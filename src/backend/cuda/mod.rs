@@ -338,6 +338,10 @@ impl Memory for Cuda {
         self.write(&mut b, host);
         b
     }
+    /// The driver's free device memory (`None` if the query fails).
+    fn free_memory(&self) -> Option<u64> {
+        self.ctx.mem_get_info().ok().map(|(free, _)| free as u64)
+    }
     fn download(&self, buf: &CudaBuf) -> Vec<f32> {
         if buf.len == 0 {
             return Vec::new();

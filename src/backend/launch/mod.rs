@@ -310,6 +310,7 @@ mod conv;
 mod dropout;
 mod linear;
 mod loss;
+mod mreach;
 mod optim;
 mod pool;
 mod ttsvd;

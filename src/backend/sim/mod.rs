@@ -293,6 +293,9 @@ impl Sim {
     }
 }
 
+/// The memory the simulator offers as "device memory" (`Memory::free_memory`): 4 GiB.
+pub const SIM_MEMORY_BYTES: u64 = 4 << 30;
+
 impl Memory for Sim {
     type Buf = SimBuf;
 
@@ -316,6 +319,10 @@ impl Memory for Sim {
     }
     fn buf_len(&self, buf: &SimBuf) -> usize {
         buf.len
+    }
+    /// The simulator's buffers are host memory; it states a cap like a device's.
+    fn free_memory(&self) -> Option<u64> {
+        Some(SIM_MEMORY_BYTES)
     }
 
     /// On the device: the kept rows are gathered into a new buffer of their size

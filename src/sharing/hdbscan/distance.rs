@@ -96,12 +96,19 @@ impl<'a> Distances<'a> {
 /// `sqrt(Σ_k (x[k] − y[k])²)`, k in order.
 #[inline]
 pub fn euclidean(x: &[f64], y: &[f64]) -> f64 {
+    squared_euclidean(x, y).sqrt()
+}
+
+/// `Σ_k (x[k] − y[k])²`, k in order: the sum `euclidean` takes the root of (and the
+/// one kernels/mreach.cu computes, operation for operation).
+#[inline]
+pub fn squared_euclidean(x: &[f64], y: &[f64]) -> f64 {
     let mut acc = 0.0;
     for (a, b) in x.iter().zip(y) {
         let t = a - b;
         acc += t * t;
     }
-    acc.sqrt()
+    acc
 }
 
 /// Distances from the point with coordinates `x` ([d]) to the points in columns

@@ -27,6 +27,7 @@
 
 pub mod boruvka;
 pub mod condense;
+pub mod device;
 pub mod distance;
 pub mod kdtree;
 pub mod linkage;
@@ -146,6 +147,25 @@ pub enum ClusterError {
     #[error("distance matrix [{i}, {i}] is {value}: the diagonal must be 0")]
     NonZeroDiagonal { i: usize, value: f64 },
 
+    #[error(
+        "min_samples = {k}: the device path keeps each point's nearest list in a warp's \
+         registers and takes min_samples <= {max}; use --device cpu"
+    )]
+    DeviceMinSamples { k: usize, max: usize },
+
+    #[error(
+        "{n} points × {d} dimensions need {need} bytes of device memory ({:.2} GiB) on \
+         {device}, which has {free} bytes free; use --device cpu",
+        *need as f64 / (1u64 << 30) as f64
+    )]
+    DeviceMemory {
+        device: String,
+        n: usize,
+        d: usize,
+        need: u64,
+        free: u64,
+    },
+
     #[error("distance matrix is not symmetric: [{i}, {j}] = {dij} but [{j}, {i}] = {dji}")]
     NotSymmetric {
         i: usize,
@@ -246,23 +266,7 @@ pub fn hdbscan_with(
     algorithm: Algorithm,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Clustering, StepTimes), ClusterError> {
-    if points.len() != n * d {
-        return Err(ClusterError::PointsShape {
-            len: points.len(),
-            n,
-            d,
-        });
-    }
-    if d == 0 {
-        return Err(ClusterError::ZeroDimensions);
-    }
-    if let Some(k) = points.iter().position(|v| !v.is_finite()) {
-        return Err(ClusterError::NonFinitePoint {
-            row: k / d,
-            col: k % d,
-            value: points[k],
-        });
-    }
+    check_points(points, n, d)?;
     let k = check(n, params)?;
     let mut times = StepTimes {
         algorithm: algorithm.resolve(n, d),
@@ -347,6 +351,28 @@ pub fn hdbscan_precomputed_with(
     };
     let (core, rows) = dense_mst(&Distances::precomputed(dist, n), k, &mut times, progress);
     Ok((finish(rows, core, k, params, &mut times, progress), times))
+}
+
+/// Validates the points' shape and values.
+fn check_points(points: &[f64], n: usize, d: usize) -> Result<(), ClusterError> {
+    if points.len() != n * d {
+        return Err(ClusterError::PointsShape {
+            len: points.len(),
+            n,
+            d,
+        });
+    }
+    if d == 0 {
+        return Err(ClusterError::ZeroDimensions);
+    }
+    if let Some(k) = points.iter().position(|v| !v.is_finite()) {
+        return Err(ClusterError::NonFinitePoint {
+            row: k / d,
+            col: k % d,
+            value: points[k],
+        });
+    }
+    Ok(())
 }
 
 /// Validates n and the parameters; returns the k of the core distance.
