@@ -45,29 +45,32 @@ fn mst_sum(c: &Clustering) -> f64 {
 
 /// Everything the clustering outputs, compared exactly.
 fn assert_same(what: &str, dev: &Clustering, cpu: &Clustering) {
-    assert_eq!(dev.labels, cpu.labels, "{what}: labels");
-    assert_eq!(
-        bits(&dev.probabilities),
-        bits(&cpu.probabilities),
-        "{what}: probabilities"
-    );
-    assert_eq!(
-        bits(&dev.core_distances),
-        bits(&cpu.core_distances),
-        "{what}: core distances"
-    );
-    assert_eq!(dev.mst, cpu.mst, "{what}: MST rows");
-    assert_eq!(
-        mst_sum(dev).to_bits(),
-        mst_sum(cpu).to_bits(),
-        "{what}: MST weight sum"
-    );
-    assert_eq!(
-        bits(&dev.outlier_scores),
-        bits(&cpu.outlier_scores),
-        "{what}: GLOSH"
-    );
-    assert_eq!(dev.selected, cpu.selected, "{what}: selected clusters");
+    let core = |c: &Clustering| bits(&c.core_distances);
+    same(&format!("{what}: core distances"), &core(dev), &core(cpu));
+    same(&format!("{what}: MST rows"), &dev.mst, &cpu.mst);
+    let sums = (mst_sum(dev).to_bits(), mst_sum(cpu).to_bits());
+    assert_eq!(sums.0, sums.1, "{what}: MST weight sum");
+    same(&format!("{what}: labels"), &dev.labels, &cpu.labels);
+    let prob = |c: &Clustering| bits(&c.probabilities);
+    same(&format!("{what}: probabilities"), &prob(dev), &prob(cpu));
+    let glosh = |c: &Clustering| bits(&c.outlier_scores);
+    same(&format!("{what}: GLOSH"), &glosh(dev), &glosh(cpu));
+    same(&format!("{what}: selected"), &dev.selected, &cpu.selected);
+}
+
+/// a == b, or a panic naming the first difference and how many there are.
+fn same<T: PartialEq + std::fmt::Debug>(what: &str, dev: &[T], cpu: &[T]) {
+    assert_eq!(dev.len(), cpu.len(), "{what}: lengths");
+    let diff: Vec<usize> = (0..dev.len()).filter(|&i| dev[i] != cpu[i]).collect();
+    if let Some(&i) = diff.first() {
+        panic!(
+            "{what}: {} of {} differ; first at {i}: device {:?}, cpu {:?}",
+            diff.len(),
+            dev.len(),
+            dev[i],
+            cpu[i]
+        );
+    }
 }
 
 #[test]

@@ -21,6 +21,10 @@
 //! | KD-tree, core distances, balls (points within c_k) | `kdtree` | `KDTree.query` in `_hdbscan_boruvka` |
 //! | Borůvka MST, then Prim over balls ∪ MST | `boruvka` | `KDTreeBoruvkaAlgorithm` (exact mode), `mst_linkage_core_vector` |
 //!
+//! On a kernel device (`--device sim|cuda`), `device` computes the nearest lists, core
+//! distances and Borůvka rounds with kernels/mreach.cu and gives the tree path's
+//! results bit for bit.
+//!
 //! One deliberate difference: MST edges of equal weight are sorted stably; the
 //! library's `np.argsort` is not stable (see `mst::sort_by_weight`). Clusters are the
 //! same; the numbering of clusters that split at exactly the same height can differ.
