@@ -1,11 +1,51 @@
 // kernels/optim.cu — optimiser steps, torch.optim semantics (no weight decay).
 // CPU twin: src/backend/cpu/optim.rs (same operation order per element).
-// Elementwise, grid-stride: grid (any), block (256).
+//
+// The per-step values live on the device, in the step state `hyper` (backend::Hyper:
+// [0] the step counter t, a float exact to 2^24, [1] lr, [2] the step size,
+// [3] Adam's sqrt(1 − β2^t)), so one recorded launch program is valid at every step:
+// `optim_prepare` advances it, the update kernels read it.
 #include "common.cuh"
 
-// SGD with momentum: v = μ·v + g; p −= lr·v. param, grad, velocity: [n].
+// β^t as Rust's f64::powi computes it (compiler-builtins' __powidf2: binary powering,
+// the multiplications in the same order), so the device's bias corrections have the
+// host's bits.
+__device__ __forceinline__ double ssk_powi(double a, int t) {
+    double r = 1.0;
+    for (unsigned n = (unsigned)t;;) {
+        if (n & 1u) r *= a;
+        n >>= 1;
+        if (n == 0) break;
+        a *= a;
+    }
+    return r;
+}
+
+// One thread: t += 1; step size = lr (SGD) or lr/(1 − β1^t) with sqrt(1 − β2^t) (Adam),
+// in double as PyTorch computes them in Python floats. grid (1), block (1).
+extern "C" __global__ void optim_prepare(float* __restrict__ hyper, float beta1, float beta2,
+                                         int adam) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const int t = (int)hyper[0] + 1;
+    hyper[0] = (float)t;
+    const float lr = hyper[1];
+    if (adam) {
+        const double bc1 = 1.0 - ssk_powi((double)beta1, t);
+        const double bc2 = 1.0 - ssk_powi((double)beta2, t);
+        hyper[2] = (float)((double)lr / bc1);
+        hyper[3] = (float)sqrt(bc2);
+    } else {
+        hyper[2] = lr;
+        hyper[3] = 1.0f;
+    }
+}
+
+// SGD with momentum: v = μ·v + g; p −= lr·v (lr = hyper[2]). param, grad, velocity: [n].
+// Elementwise, grid-stride: grid (any), block (256).
 extern "C" __global__ void sgd_step(float* __restrict__ param, const float* __restrict__ grad,
-                                    float* __restrict__ velocity, float lr, float momentum, int n) {
+                                    float* __restrict__ velocity,
+                                    const float* __restrict__ hyper, float momentum, int n) {
+    const float lr = hyper[2];
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const float v = momentum * velocity[i] + grad[i];
         velocity[i] = v;
@@ -14,10 +54,12 @@ extern "C" __global__ void sgd_step(float* __restrict__ param, const float* __re
 }
 
 // Adam: m += (1−β1)(g − m); v = β2·v + (1−β2)·g²; p −= step_size·m / (sqrt(v)/bc2_sqrt + eps),
-// with step_size = lr/(1 − β1^t) and bc2_sqrt = sqrt(1 − β2^t) computed on the host in f64.
+// with step_size = hyper[2] and bc2_sqrt = hyper[3] (optim_prepare). Grid-stride as SGD.
 extern "C" __global__ void adam_step(float* __restrict__ param, const float* __restrict__ grad,
-                                     float* __restrict__ m, float* __restrict__ v, float step_size,
-                                     float bc2_sqrt, float beta1, float beta2, float eps, int n) {
+                                     float* __restrict__ m, float* __restrict__ v,
+                                     const float* __restrict__ hyper, float beta1, float beta2,
+                                     float eps, int n) {
+    const float step_size = hyper[2], bc2_sqrt = hyper[3];
     const float w1 = 1.0f - beta1, w2 = 1.0f - beta2;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         const float g = grad[i];

@@ -173,17 +173,40 @@ impl LinearShape {
 pub enum OptimStep {
     /// `v = μ·v + g; p -= lr·v` (torch.optim.SGD, dampening 0, nesterov off).
     Sgd { lr: f32, momentum: f32 },
-    /// torch.optim.Adam; `step` counts from 1.
+    /// torch.optim.Adam; its step counter lives in the step state ([`Hyper`]).
     Adam {
         lr: f32,
         beta1: f32,
         beta2: f32,
         eps: f32,
-        step: u32,
     },
 }
 
+/// The optimiser's step state, a small device buffer of [`Hyper::LEN`] floats that
+/// the update kernels read instead of by-value arguments, so that a recorded launch
+/// program (`launch::Program`) is valid at every step. `OptimOps::optim_prepare`
+/// advances it at the start of each step.
+pub struct Hyper;
+
+impl Hyper {
+    pub const LEN: usize = 4;
+    /// Steps taken, as a float (exact up to 2^24 steps).
+    pub const STEP: usize = 0;
+    /// The learning rate, written by the host (`model::StepState`).
+    pub const LR: usize = 1;
+    /// This step's step size: lr (SGD), lr/(1 − β1^t) (Adam).
+    pub const STEP_SIZE: usize = 2;
+    /// Adam's sqrt(1 − β2^t) (1 for SGD).
+    pub const BC2_SQRT: usize = 3;
+}
+
 impl OptimStep {
+    pub fn lr(&self) -> f32 {
+        match *self {
+            OptimStep::Sgd { lr, .. } | OptimStep::Adam { lr, .. } => lr,
+        }
+    }
+
     /// Buffers of optimiser state per parameter: SGD `[velocity]`, Adam `[m, v]`.
     pub fn state_len(&self) -> usize {
         match self {
@@ -273,13 +296,15 @@ pub struct LossIo<'a, B> {
 }
 
 /// One parameter tensor as the optimiser sees it: its first `len` elements, their
-/// gradient and the optimiser's state buffers of the same length.
+/// gradient and the optimiser's state buffers of the same length, and the step
+/// state ([`Hyper`]) of this step.
 #[derive(Debug)]
 pub struct ParamBufs<'a, B> {
     pub len: usize,
     pub value: &'a mut B,
     pub grad: &'a B,
     pub state: &'a mut [B],
+    pub hyper: &'a B,
 }
 
 /// Inverted dropout over the first `len` elements: drop probability `p`, and the
@@ -631,6 +656,9 @@ pub fn dropout_threshold(p: f32) -> u32 {
 
 /// Parameter updates (kernels/optim.cu and memory.cu, cpu/optim.rs).
 pub trait OptimOps: Memory {
+    /// Starts a step: advances the step counter of `hyper` ([`Hyper`]) and writes
+    /// this step's step size (and Adam's bias correction) from it and the lr there.
+    fn optim_prepare(&self, step: &OptimStep, hyper: &mut Self::Buf);
     /// One update of `p.value` from `p.grad`; `p.state` holds the optimiser's buffers
     /// (SGD: `[velocity]`, Adam: `[m, v]`).
     fn optim_step(&self, step: &OptimStep, p: ParamBufs<Self::Buf>);

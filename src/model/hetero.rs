@@ -17,7 +17,7 @@
 //! compares fc1's gradients): a merged branch then feeds several heads, each its
 //! task's kind. The heads' input gradients into a shared branch are summed.
 
-use super::{Branched, Branches, ConvActs, ConvStack, ConvStackSpec, Layer, Param};
+use super::{Branched, Branches, ConvActs, ConvStack, ConvStackSpec, Layer, Param, StepState};
 use crate::backend::{dropout_hash, Backend, Dropout, LinearShape, LossIo, OptimStep};
 use crate::data::TaskKind;
 use rand_chacha::ChaCha8Rng;
@@ -116,6 +116,7 @@ pub struct HeteroNet<B: Backend> {
     /// anew and a rerun drops the same.
     seed: u32,
     steps: u32,
+    step_state: Option<StepState<B>>,
 }
 
 /// Every buffer of one step, allocated once for batches of up to `capacity`.
@@ -187,9 +188,11 @@ impl<B: Backend> HeteroActs<B> {
 }
 
 impl<B: Backend> HeteroNet<B> {
-    /// A resumed run's optimiser steps so far (each drew one dropout mask).
-    pub fn set_steps(&mut self, steps: usize) {
+    /// A resumed run's optimiser steps so far (each drew one dropout mask and
+    /// advanced the optimiser's step counter).
+    pub fn set_steps(&mut self, be: &B, steps: usize) {
         self.steps = steps as u32;
+        self.step_state(be).set_steps(be, steps);
     }
 
     pub fn new(be: &B, spec: HeteroSpec, seed: u64, rng: &mut ChaCha8Rng) -> Self {
@@ -221,6 +224,7 @@ impl<B: Backend> HeteroNet<B> {
             heads,
             seed: seed as u32 ^ (seed >> 32) as u32,
             steps: 0,
+            step_state: None,
         }
     }
 
@@ -377,9 +381,15 @@ impl<B: Backend> HeteroNet<B> {
 
     /// One optimiser update of every parameter from its gradient.
     pub fn optim_step(&mut self, be: &B, step: &OptimStep) {
-        for p in self.params_mut() {
-            p.optim_step(be, step);
-        }
+        let mut state = self.step_state.take().unwrap_or_else(|| StepState::new(be));
+        state.update(be, step, self.params_mut());
+        self.step_state = Some(state);
+    }
+
+    /// The optimiser's step state (created on first use); its counter is the
+    /// number of optimiser steps taken.
+    pub fn step_state(&mut self, be: &B) -> &mut StepState<B> {
+        self.step_state.get_or_insert_with(|| StepState::new(be))
     }
 }
 

@@ -15,7 +15,7 @@ pub use layer::{BatchNorm, Layer, BN_EPS, BN_MOMENTUM};
 
 pub use net::{Activations, Net};
 
-use crate::backend::{Backend, ParamBufs};
+use crate::backend::{Backend, Hyper, OptimStep, ParamBufs};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -144,6 +144,58 @@ impl NetSpec {
     }
 }
 
+/// The optimiser's step state on the device (`backend::Hyper`): the step counter,
+/// the lr and this step's step size, which the update kernels read. A model owns
+/// one; its counter is the number of optimiser steps taken.
+pub struct StepState<B: Backend> {
+    buf: B::Buf,
+    /// The lr last written into the buffer: the host writes it only when it changes.
+    lr: Option<f32>,
+}
+
+impl<B: Backend> StepState<B> {
+    pub fn new(be: &B) -> Self {
+        Self {
+            buf: be.zeros(Hyper::LEN),
+            lr: None,
+        }
+    }
+
+    /// Optimiser steps taken (the counter on the device).
+    pub fn steps(&self, be: &B) -> usize {
+        be.download(&self.buf)[Hyper::STEP] as usize
+    }
+
+    /// Sets the counter: a resumed run continues at its checkpoint's step.
+    pub fn set_steps(&mut self, be: &B, steps: usize) {
+        assert!(
+            steps < 1 << 24,
+            "{steps} steps: the step counter is a float"
+        );
+        self.set(be, Hyper::STEP, steps as f32);
+    }
+
+    fn set(&mut self, be: &B, slot: usize, value: f32) {
+        let mut host = be.download(&self.buf);
+        host[slot] = value;
+        be.write(&mut self.buf, &host);
+    }
+
+    /// One optimiser step of `params`: the step state advances on the device
+    /// (`OptimOps::optim_prepare`, after writing the lr if it changed), then every
+    /// parameter is updated from it.
+    pub fn update(&mut self, be: &B, step: &OptimStep, params: Vec<&mut Param<B>>) {
+        if self.lr != Some(step.lr()) {
+            self.set(be, Hyper::LR, step.lr());
+            self.lr = Some(step.lr());
+        }
+        be.optim_prepare(step, &mut self.buf);
+        for p in params {
+            p.optim_step(be, step, &self.buf);
+        }
+    }
+}
+
 /// One trainable tensor with its gradient and optimiser state, all of one shape.
 pub struct Param<B: Backend> {
     /// Stable name, used in checkpoints: "trunk.conv1.weight", "branches.fc1.weight", …
@@ -164,9 +216,9 @@ impl<B: Backend> Param<B> {
         self.len() == 0
     }
 
-    /// One optimiser update from the gradient; the optimiser's state buffers are
-    /// allocated (zero) on first use.
-    pub fn optim_step(&mut self, backend: &B, step: &crate::backend::OptimStep) {
+    /// One optimiser update from the gradient, with this step's values in `hyper`
+    /// (`StepState`); the optimiser's state buffers are allocated (zero) on first use.
+    pub fn optim_step(&mut self, backend: &B, step: &crate::backend::OptimStep, hyper: &B::Buf) {
         let len = self.len();
         while self.state.len() < step.state_len() {
             self.state.push(backend.zeros(len));
@@ -176,6 +228,7 @@ impl<B: Backend> Param<B> {
             value: &mut self.value,
             grad: &self.grad,
             state: &mut self.state,
+            hyper,
         };
         backend.optim_step(step, bufs);
     }

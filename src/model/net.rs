@@ -17,7 +17,7 @@
 
 use super::layer::{BatchNorm, Layer};
 use super::{Branched, Branches};
-use super::{Loss, NetSpec, Param};
+use super::{Loss, NetSpec, Param, StepState};
 use crate::backend::{Backend, BatchStats, Conv2dShape, LinearShape, LossIo, Nchw, OptimStep};
 use rand_chacha::ChaCha8Rng;
 
@@ -31,6 +31,7 @@ pub struct Net<B: Backend> {
     /// The per-task branches (fc1, fc2), the task → branch map and the capture.
     pub branches: Branches<B>,
     head: Layer<B>,
+    step_state: Option<StepState<B>>,
 }
 
 /// Every forward activation, backward gradient and saved statistic of one step,
@@ -203,6 +204,7 @@ impl<B: Backend> Net<B> {
             fc,
             branches,
             head,
+            step_state: None,
         }
     }
 
@@ -387,9 +389,15 @@ impl<B: Backend> Net<B> {
 
     /// One optimiser update of every parameter from its gradient.
     pub fn optim_step(&mut self, be: &B, step: &OptimStep) {
-        for p in self.params_mut() {
-            p.optim_step(be, step);
-        }
+        let mut state = self.step_state.take().unwrap_or_else(|| StepState::new(be));
+        state.update(be, step, self.params_mut());
+        self.step_state = Some(state);
+    }
+
+    /// The optimiser's step state (created on first use); its counter is the
+    /// number of optimiser steps taken.
+    pub fn step_state(&mut self, be: &B) -> &mut StepState<B> {
+        self.step_state.get_or_insert_with(|| StepState::new(be))
     }
 }
 

@@ -241,7 +241,7 @@ pub fn train_hetero<B: Backend>(
         &cfg.out,
         cfg.checkpoints.resume,
     )?;
-    net.set_steps(run.at.steps);
+    net.set_steps(be, run.at.steps);
     let mut batcher = Batcher::new(data, tasks.clone());
     println!(
         "sskernel: {} {} on {} — {} tasks ({}), {} trainable parameters, train/val/test {}/{}/{}",
@@ -282,7 +282,6 @@ pub fn train_hetero<B: Backend>(
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,
-                step: run.at.steps as u32 + 1,
             };
             phase("optimiser").run(|| net.optim_step(be, &adam));
             crate::crash::point("step");

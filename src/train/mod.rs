@@ -156,6 +156,8 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         &cfg.out,
         cfg.checkpoints.resume,
     )?;
+    // The optimiser's step counter (on the device) continues a resumed run's.
+    net.step_state(be).set_steps(be, run.at.steps);
     println!(
         "sskernel: {} {} on {} — {} trainable parameters, branches: {}, train/val/test {}/{}/{}",
         data.name,

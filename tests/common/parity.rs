@@ -724,10 +724,20 @@ pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            step: 3,
         },
     ];
     for step in steps {
+        // The step state after two steps; the third is prepared on each device, with
+        // the same bits (Adam's bias corrections in f64, β^t by the same powering).
+        let hyper = [2.0, step.lr(), f32::NAN, f32::NAN];
+        let (mut hs, mut hc) = d.up(&hyper);
+        d.dev.optim_prepare(&step, &mut hs);
+        d.cpu.optim_prepare(&step, &mut hc);
+        assert_bitwise_equal(
+            &format!("{step:?} step state"),
+            &[d.dev.download(&hs)],
+            &[hc.clone()],
+        );
         let ((mut ps, mut pc), (gs, gc)) = (d.up(&p), d.up(&gr));
         let mut ss = [d.dev.upload(&v1), d.dev.upload(&v2)];
         let mut sc = [v1.clone(), v2.clone()];
@@ -739,6 +749,7 @@ pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {
                 value: &mut ps,
                 grad: &gs,
                 state: &mut ss,
+                hyper: &hs,
             },
         );
         d.cpu.optim_step(
@@ -748,6 +759,7 @@ pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {
                 value: &mut pc,
                 grad: &gc,
                 state: &mut sc,
+                hyper: &hc,
             },
         );
         assert_close(

@@ -117,11 +117,15 @@ mod tests {
             lr: 0.5,
             momentum: 0.9,
         };
+        let mut hyper = cpu.upload(&[0.0, 0.5, f32::NAN, f32::NAN]);
+        cpu.optim_prepare(&sgd, &mut hyper);
+        assert_eq!(hyper, [1.0, 0.5, 0.5, 1.0]);
         let bufs = ParamBufs {
             len: 5,
             value: &mut b,
             grad: &g,
             state: &mut st[..1],
+            hyper: &hyper,
         };
         cpu.optim_step(&sgd, bufs);
         assert_eq!(cpu.download(&b), [2.5, 3.5, 1.5, 1.5, -0.5]);
@@ -130,14 +134,16 @@ mod tests {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            step: 1,
         };
         let mut st = [cpu.zeros(5), cpu.zeros(5)];
+        let mut hyper = cpu.upload(&[0.0, 0.1, f32::NAN, f32::NAN]);
+        cpu.optim_prepare(&adam, &mut hyper);
         let bufs = ParamBufs {
             len: 5,
             value: &mut b,
             grad: &g,
             state: &mut st,
+            hyper: &hyper,
         };
         cpu.optim_step(&adam, bufs);
         assert!((b[0] - 2.4).abs() < 1e-6);

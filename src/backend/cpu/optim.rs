@@ -4,7 +4,7 @@
 use super::real::Real;
 use super::CpuOf;
 use crate::backend::profile;
-use crate::backend::{OptimOps, OptimStep, ParamBufs};
+use crate::backend::{Hyper, OptimOps, OptimStep, ParamBufs};
 use rayon::prelude::*;
 
 const ELEM_CHUNK: usize = 1 << 14;
@@ -33,32 +33,33 @@ fn sgd_step<T: Real>(
         });
 }
 
+/// Adam's step size `lr/(1−β1^t)` and `sqrt(1−β2^t)` at step `t` (from 1), in f64
+/// as PyTorch computes them in Python floats (optim.cu: optim_prepare, same bits).
+fn adam_scalars<T: Real>(lr: T, beta1: T, beta2: T, t: u32) -> (T, T) {
+    debug_assert!(t >= 1, "Adam steps count from 1");
+    let t = t.max(1) as i32;
+    let bc1 = 1.0 - beta1.to_f64().powi(t);
+    let bc2 = 1.0 - beta2.to_f64().powi(t);
+    (T::from_f64(lr.to_f64() / bc1), T::from_f64(bc2.sqrt()))
+}
+
 /// Adam as torch.optim.Adam (single-tensor path), `step` counting from 1:
 /// `m = lerp(m, g, 1−β1)` (= β1·m + (1−β1)·g), `v = β2·v + (1−β2)·g²`,
-/// `p −= (lr/(1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)`.
-/// param, grad, m, v: `[len]`.
+/// `p −= (lr/(1−β1^t)) · m / (sqrt(v)/sqrt(1−β2^t) + eps)`, the two scalars from
+/// [`adam_scalars`]. param, grad, m, v: `[len]`.
 fn adam_step<T: Real>(
     len: usize,
     h: &AdamScalars<T>,
-    step: u32,
+    (step_size, bc2_sqrt): (T, T),
     param: &mut [T],
     grad: &[T],
     m: &mut [T],
     v: &mut [T],
 ) {
     let AdamScalars {
-        lr,
-        beta1,
-        beta2,
-        eps,
+        beta1, beta2, eps, ..
     } = *h;
     debug_assert!(param.len() >= len && grad.len() >= len && m.len() >= len && v.len() >= len);
-    debug_assert!(step >= 1, "Adam steps count from 1");
-    let t = step.max(1) as i32;
-    let bc1 = 1.0 - beta1.to_f64().powi(t);
-    let bc2 = 1.0 - beta2.to_f64().powi(t);
-    let step_size = T::from_f64(lr.to_f64() / bc1);
-    let bc2_sqrt = T::from_f64(bc2.sqrt());
     let w1 = T::ONE - beta1;
     let w2 = T::ONE - beta2;
     param[..len]
@@ -78,37 +79,47 @@ fn adam_step<T: Real>(
 /// Adam's hyper-parameters in the op's float type.
 #[derive(Clone, Copy)]
 struct AdamScalars<T> {
-    lr: T,
     beta1: T,
     beta2: T,
     eps: T,
 }
 
 impl<T: Real> OptimOps for CpuOf<T> {
+    /// The twin of optim.cu's optim_prepare.
+    fn optim_prepare(&self, step: &OptimStep, hyper: &mut Vec<T>) {
+        let real = |v: f32| T::from_f64(v as f64);
+        let t = hyper[Hyper::STEP].to_f64() as u32 + 1;
+        hyper[Hyper::STEP] = T::from_f64(t as f64);
+        let lr = hyper[Hyper::LR];
+        let (step_size, bc2_sqrt) = match *step {
+            OptimStep::Sgd { .. } => (lr, T::ONE),
+            OptimStep::Adam { beta1, beta2, .. } => adam_scalars(lr, real(beta1), real(beta2), t),
+        };
+        hyper[Hyper::STEP_SIZE] = step_size;
+        hyper[Hyper::BC2_SQRT] = bc2_sqrt;
+    }
+
     fn optim_step(&self, step: &OptimStep, p: ParamBufs<Vec<T>>) {
         let (len, param, grad, state) = (p.len, p.value, p.grad, p.state);
         let _span = profile::span("optim_step", || len.to_string());
         step.check_state(state);
         let real = |v: f32| T::from_f64(v as f64);
+        let step_size = p.hyper[Hyper::STEP_SIZE];
         match *step {
-            OptimStep::Sgd { lr, momentum } => {
-                sgd_step(len, real(lr), real(momentum), param, grad, &mut state[0]);
+            OptimStep::Sgd { momentum, .. } => {
+                sgd_step(len, step_size, real(momentum), param, grad, &mut state[0]);
             }
             OptimStep::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                step,
+                beta1, beta2, eps, ..
             } => {
                 let (m, v) = state.split_at_mut(1);
                 let h = AdamScalars {
-                    lr: real(lr),
                     beta1: real(beta1),
                     beta2: real(beta2),
                     eps: real(eps),
                 };
-                adam_step(len, &h, step, param, grad, &mut m[0], &mut v[0]);
+                let scalars = (step_size, p.hyper[Hyper::BC2_SQRT]);
+                adam_step(len, &h, scalars, param, grad, &mut m[0], &mut v[0]);
             }
         }
     }
@@ -150,13 +161,11 @@ mod tests {
     fn adam_steps_by_hand() {
         let (lr, eps) = (0.1, 1e-8);
         let h = AdamScalars {
-            lr,
             beta1: 0.9,
             beta2: 0.999,
             eps,
         };
         let h32 = AdamScalars {
-            lr: 0.1f32,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -165,7 +174,15 @@ mod tests {
         // lr·g/(|g| + eps) = 0.1·0.5/(0.5 + 1e-8).
         let (mut p, mut m, mut v) = (vec![1.0f64], vec![0.0], vec![0.0]);
         for t in 1..=3u32 {
-            adam_step(1, &h, t, &mut p, &[0.5], &mut m, &mut v);
+            adam_step(
+                1,
+                &h,
+                adam_scalars(lr, 0.9, 0.999, t),
+                &mut p,
+                &[0.5],
+                &mut m,
+                &mut v,
+            );
             let want = 1.0 - t as f64 * 0.1 * 0.5 / (0.5 + 1e-8);
             assert!((p[0] - want).abs() < 1e-14, "step {t}: {} vs {want}", p[0]);
         }
@@ -185,8 +202,17 @@ mod tests {
         let mut want = 1.0;
         for (t, (g, mh, vh)) in steps.into_iter().enumerate() {
             let t = t as u32 + 1;
-            adam_step(1, &h, t, &mut p, &[g], &mut m, &mut v);
-            adam_step(1, &h32, t, &mut p32, &[g as f32], &mut m32, &mut v32);
+            let s32 = adam_scalars(0.1f32, 0.9, 0.999, t);
+            adam_step(
+                1,
+                &h,
+                adam_scalars(lr, 0.9, 0.999, t),
+                &mut p,
+                &[g],
+                &mut m,
+                &mut v,
+            );
+            adam_step(1, &h32, s32, &mut p32, &[g as f32], &mut m32, &mut v32);
             want -= lr * mh / (f64::sqrt(vh) + eps);
             assert!((p[0] - want).abs() < 1e-12, "step {t}: {} vs {want}", p[0]);
             assert!((p32[0] as f64 - want).abs() < 1e-6);
