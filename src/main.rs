@@ -209,6 +209,11 @@ struct RunArgs {
     /// and per op or kernel launch, each synchronised (slower than a plain run).
     #[arg(long)]
     profile: bool,
+    /// Kernel devices (sim, cuda): launch every op as it comes instead of replaying
+    /// the training step's recorded launch program (CUDA: a graph). Same results;
+    /// for comparison and debugging. `--profile` implies it.
+    #[arg(long)]
+    eager: bool,
     /// Also write the (resumable) checkpoint every N optimiser steps; it is always
     /// written at the end of each epoch.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -538,6 +543,7 @@ impl RunArgs {
                 _ => None,
             },
             checkpoints: self.checkpoints(),
+            eager: self.eager,
         })
     }
 

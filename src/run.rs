@@ -29,6 +29,10 @@ pub struct TrainConfig {
     /// Selective Sharing's settings (`--mode selective` only).
     pub sharing: Option<SharingConfig>,
     pub checkpoints: Checkpointing,
+    /// Launch every op as it comes instead of replaying the step's recorded launch
+    /// program (kernel devices; the results are the same bits either way).
+    #[serde(skip)]
+    pub eager: bool,
 }
 
 /// How a run is checkpointed and started; the results are the same for any value.

@@ -28,6 +28,7 @@ fn a_diverging_run_stops_naming_epoch_step_and_the_last_good_checkpoint() {
         device: "cpu".into(),
         sharing: None,
         checkpoints: Default::default(),
+        eager: false,
     };
     train::train(&Cpu, &cfg, &data).unwrap();
     let checkpoint = out.join("checkpoint.safetensors");

@@ -34,6 +34,7 @@ fn config(mode: Mode, out: &Path, seed: u64) -> TrainConfig {
         device: "cpu".into(),
         sharing: (mode == Mode::Selective).then(|| SharingConfig::new(Criterion::Similarity)),
         checkpoints: Default::default(),
+        eager: false,
     }
 }
 

@@ -370,6 +370,7 @@ fn a_selective_run_merges_logs_every_decision_and_reloads() {
         device: "cpu".into(),
         sharing: Some(SharingConfig::new(Criterion::Similarity)),
         checkpoints: Default::default(),
+        eager: false,
     };
     let summary = train::train(&Cpu, &cfg, &data).unwrap();
     assert!(

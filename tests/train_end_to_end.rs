@@ -31,6 +31,7 @@ fn config(mode: Mode, out: &Path, seed: u64, max_steps: usize, epochs: usize) ->
         device: "cpu".into(),
         sharing: None,
         checkpoints: Default::default(),
+        eager: false,
     }
 }
 

@@ -364,7 +364,7 @@ impl std::fmt::Display for TtSvd {
 /// Memory: what every device does without a kernel of its own.
 pub trait Memory: Send + Sync {
     /// A device buffer of f32 (the CPU reference in f64 stores f64).
-    type Buf: Send + Sync;
+    type Buf: Send + Sync + 'static;
 
     /// Short device name for logs: "cpu", "sim", "cuda:0 (NVIDIA H100)".
     fn name(&self) -> String;
@@ -666,10 +666,36 @@ pub trait OptimOps: Memory {
     fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
 }
 
+/// Launch programs (`launch::Program`): a training step recorded once and replayed
+/// every step. The CPU has none: it runs its ops as they come.
+pub trait ProgramOps: Memory {
+    type Program: Send + Sync;
+    /// Runs `f`, recording the launches its ops make: the program, or None on a
+    /// device without programs.
+    fn record(&self, f: &mut dyn FnMut()) -> Option<Self::Program>;
+    /// Runs a recorded program again.
+    ///
+    /// # Safety
+    /// Every buffer the recording touched must still be alive at the size it had
+    /// (pruning reallocates the branch buffers: record again).
+    unsafe fn replay(&self, program: &Self::Program);
+    /// Kernel launches per replay.
+    fn program_launches(program: &Self::Program) -> usize;
+}
+
 /// The op surface the model is written against: every family above. A device
 /// implements the families; `Backend` follows.
 pub trait Backend:
-    ConvOps + NormOps + PoolOps + LinearOps + LossOps + OptimOps + DropoutOps + TtSvdOps + MreachOps
+    ConvOps
+    + NormOps
+    + PoolOps
+    + LinearOps
+    + LossOps
+    + OptimOps
+    + DropoutOps
+    + TtSvdOps
+    + MreachOps
+    + ProgramOps
 {
 }
 
@@ -683,6 +709,7 @@ impl<D> Backend for D where
         + DropoutOps
         + TtSvdOps
         + MreachOps
+        + ProgramOps
 {
 }
 
@@ -691,7 +718,7 @@ impl<D> Backend for D where
 pub mod ops {
     pub use super::{
         Backend, ConvOps, DropoutOps, LinearOps, LossOps, Memory, MreachOps, NormOps, OptimOps,
-        PoolOps, TtSvdOps,
+        PoolOps, ProgramOps, TtSvdOps,
     };
 }
 

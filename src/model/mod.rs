@@ -13,7 +13,7 @@ pub use convs::{BlockShapes, ConvActs, ConvBlock, ConvEnd, ConvStack, ConvStackS
 pub use hetero::{HeteroActs, HeteroNet, HeteroSpec};
 pub use layer::{BatchNorm, Layer, BN_EPS, BN_MOMENTUM};
 
-pub use net::{Activations, Net};
+pub use net::{Activations, Net, StepProgram};
 
 use crate::backend::{Backend, Hyper, OptimStep, ParamBufs};
 use rand::Rng;

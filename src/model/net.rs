@@ -401,6 +401,59 @@ impl<B: Backend> Net<B> {
     }
 }
 
+/// Training steps of a [`Net`] recorded once as a launch program
+/// (`backend::ProgramOps`; on `cuda` a CUDA graph) and replayed: the first step
+/// records (and runs) it, a step of another batch size or task → branch map records
+/// anew. On the CPU every step runs its ops as they come.
+pub struct StepProgram<B: Backend> {
+    recorded: Option<((usize, Vec<usize>), B::Program)>,
+}
+
+impl<B: Backend> Default for StepProgram<B> {
+    fn default() -> Self {
+        Self { recorded: None }
+    }
+}
+
+impl<B: Backend> StepProgram<B> {
+    /// [`Net::train_step`], by replaying the program recorded for this batch size
+    /// and branch map, else recording one.
+    ///
+    /// # Safety
+    /// `net` and `act` are those of every earlier call since the last
+    /// [`Self::forget`], and no buffer of theirs has been reallocated since (pruning
+    /// and a restarted gradient capture do: call `forget` after them).
+    pub unsafe fn train_step(
+        &mut self,
+        be: &B,
+        net: &mut Net<B>,
+        act: &mut Activations<B>,
+        n: usize,
+        step: &OptimStep,
+    ) {
+        let key = (n, net.branches.task_branch.clone());
+        match &self.recorded {
+            // SAFETY: recorded on these buffers, still alive (the contract above).
+            Some((k, program)) if *k == key => unsafe { be.replay(program) },
+            _ => {
+                self.recorded = None;
+                let program = be.record(&mut || net.train_step(be, act, n, step));
+                self.recorded = program.map(|p| (key, p));
+            }
+        }
+    }
+
+    /// Drops the program: the net's buffers were reallocated.
+    pub fn forget(&mut self) {
+        self.recorded = None;
+    }
+
+    /// Kernel launches of the recorded step, if one is.
+    pub fn launches(&self) -> Option<usize> {
+        self.recorded.as_ref().map(|(_, p)| B::program_launches(p))
+    }
+}
+
 impl<B: Backend> Branched<B> for Net<B> {
     fn branches(&self) -> &Branches<B> {
         &self.branches

@@ -14,7 +14,7 @@ use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::profile::phase;
 use crate::backend::{Backend, OptimStep};
 use crate::data::{Dataset, Split};
-use crate::model::{Activations, Branched, Mode, Net, NetSpec};
+use crate::model::{Activations, Branched, Mode, Net, NetSpec, StepProgram};
 use crate::sharing::selective::{task_groups, Sharing};
 use anyhow::{Context, Result};
 use metrics::Evaluation;
@@ -171,6 +171,10 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
     );
 
     let (mut images, mut targets) = (Vec::new(), Vec::new());
+    // The step as one recorded launch program on kernel devices; profiling times
+    // each op, so it launches them one by one.
+    let eager = cfg.eager || crate::backend::profile::is_on();
+    let mut program = StepProgram::default();
     let tasks = net.spec.tasks;
     let max_steps_reached = |steps: usize| cfg.max_steps.is_some_and(|max| steps >= max);
     while run.at.epoch <= cfg.epochs {
@@ -190,7 +194,14 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
                 be.write(&mut act.x, &images);
                 be.write(&mut act.targets, &targets);
             });
-            net.train_step(be, &mut act, n, &step);
+            if eager {
+                net.train_step(be, &mut act, n, &step);
+            } else {
+                // SAFETY: the same net and activations for the whole run; the program
+                // is forgotten after the sharing step, which may prune or restart
+                // the capture (reallocating buffers).
+                unsafe { program.train_step(be, &mut net, &mut act, n, &step) };
+            }
             crate::crash::point("step");
             let losses = be.download(&act.loss);
             // A diverged run stops here, before a non-finite model is evaluated or
@@ -221,6 +232,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         // checkpoint describe the same (possibly merged) model.
         let sharing_seconds = phase("sharing")
             .run(|| sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out))?;
+        program.forget();
         let groups =
             (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 

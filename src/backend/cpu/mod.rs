@@ -48,6 +48,21 @@ pub type Cpu64 = CpuOf<f64>;
 #[allow(non_upper_case_globals)]
 pub const Cpu64: Cpu64 = CpuOf(PhantomData);
 
+/// The CPU runs its ops as they come: recording yields no program.
+impl<T: Real> crate::backend::ProgramOps for CpuOf<T> {
+    type Program = std::convert::Infallible;
+    fn record(&self, f: &mut dyn FnMut()) -> Option<Self::Program> {
+        f();
+        None
+    }
+    unsafe fn replay(&self, program: &Self::Program) {
+        match *program {}
+    }
+    fn program_launches(program: &Self::Program) -> usize {
+        match *program {}
+    }
+}
+
 impl<T: Real> Memory for CpuOf<T> {
     type Buf = Vec<T>;
 

@@ -17,6 +17,10 @@
 //! with the kernel's name. Launches are asynchronous, so an error inside a kernel
 //! shows at the next copy; `SSKERNEL_CUDA_SYNC=1` synchronises after every launch to
 //! name the kernel that failed.
+//!
+//! Launch programs (`launch::Program`, a recorded training step) are captured once
+//! as a CUDA graph on the device's stream (a created, non-blocking stream: the
+//! legacy default stream cannot be captured) and the graph is launched every step.
 
 pub mod nvrtc;
 
@@ -25,7 +29,8 @@ use super::launch::{self, Arg, KernelDevice, Launch, Plan};
 use super::Memory;
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{
-    result as dres, sys as dsys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
+    result as dres, sys as dsys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream,
+    DevicePtr,
 };
 use cudarc::nvrtc::Ptx;
 use nvrtc::{Cache, Image, NvrtcVersion};
@@ -191,7 +196,16 @@ pub struct Cuda {
     scratch: Mutex<Vec<CudaBuf>>,
     info: DeviceInfo,
     sync_each_launch: bool,
+    recorder: launch::Recorder<CudaBuf>,
+    /// The graph of the program replayed last, under its id.
+    graph: Mutex<Option<(u64, Graph)>>,
 }
+
+/// A captured graph. cudarc's `CudaGraph` is not `Send`: the driver's graph objects
+/// must not be used from two threads at once, which the `Mutex` around it ensures.
+struct Graph(CudaGraph);
+// SAFETY: only reached through `Cuda::graph`'s mutex (see above).
+unsafe impl Send for Graph {}
 
 impl Cuda {
     /// Device 0: probes libcuda and a device, creates the context and loads every
@@ -202,7 +216,11 @@ impl Cuda {
         // SAFETY: one stream only: nothing to synchronise between streams, and every
         // buffer is allocated and freed in that stream's order.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A created stream: stream capture (launch programs as CUDA graphs) is not
+        // allowed on the legacy default stream.
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| anyhow!("cannot create a stream: {e}"))?;
         let nvrtc = nvrtc::nvrtc_version();
         let cache = Cache::new();
         let mut kernels = HashMap::new();
@@ -231,6 +249,8 @@ impl Cuda {
             scratch: Mutex::new(Vec::new()),
             info,
             sync_each_launch: std::env::var_os("SSKERNEL_CUDA_SYNC").is_some_and(|v| v != "0"),
+            recorder: launch::Recorder::default(),
+            graph: Mutex::new(None),
         })
     }
 
@@ -289,6 +309,7 @@ impl Cuda {
         let mut packed = launch::pack("cuda", l, info, |a| match a {
             Arg::Buf(b) => self.ptr(b),
             Arg::Scratch(i) => self.ptr(&scratch[*i]),
+            Arg::Ptr { addr, .. } => *addr,
             _ => unreachable!("only buffer arguments have addresses"),
         });
         let [gx, gy, gz] = l.grid;
@@ -389,6 +410,41 @@ impl Memory for Cuda {
 impl KernelDevice for Cuda {
     fn launch_plan(&self, plan: &Plan<'_, CudaBuf>) {
         Cuda::launch_plan(self, plan)
+    }
+    fn address(&self, buf: &CudaBuf) -> u64 {
+        self.ptr(buf)
+    }
+    fn recorder(&self) -> &launch::Recorder<CudaBuf> {
+        &self.recorder
+    }
+
+    /// Captures the program as a CUDA graph the first time it is replayed, then
+    /// launches the graph: one launch per step. With `SSKERNEL_CUDA_SYNC` (a
+    /// synchronisation after every kernel, which capture forbids) it runs the
+    /// launches one by one.
+    unsafe fn run_program(&self, program: &launch::Program<CudaBuf>) {
+        if self.sync_each_launch {
+            return self.launch_plan(&program.plan);
+        }
+        let mut graph = self.graph.lock().unwrap_or_else(|p| p.into_inner());
+        if graph.as_ref().map(|(id, _)| *id) != Some(program.id()) {
+            *graph = None;
+            self.stream
+                .begin_capture(dsys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .unwrap_or_else(|e| panic!("cuda: starting a graph capture: {e}"));
+            // No scratch to allocate (the program owns its own): nothing but
+            // launches enters the graph.
+            self.launch_plan(&program.plan);
+            let captured = self
+                .stream
+                .end_capture(dsys::CUgraphInstantiate_flags(0))
+                .unwrap_or_else(|e| panic!("cuda: capturing a launch program as a graph: {e}"))
+                .expect("a program of at least one launch captures a graph");
+            *graph = Some((program.id(), Graph(captured)));
+        }
+        let (_, Graph(g)) = graph.as_ref().expect("captured above");
+        g.launch()
+            .unwrap_or_else(|e| panic!("cuda: launching a program's graph: {e}"));
     }
 }
 

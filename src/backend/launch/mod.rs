@@ -10,7 +10,8 @@
 //! executor holds the `&mut` the trait method received).
 
 use super::kernels::{geometry, KernelInfo, ParamKind};
-use super::{profile, Memory};
+pub use program::{Program, Recorder};
+use super::{profile, Memory, ProgramOps};
 use std::ffi::c_void;
 use std::time::Instant;
 
@@ -35,6 +36,9 @@ pub enum Arg<'a, B> {
     F32(f32),
     /// A struct by value, e.g. `BranchMap` (its bytes, in C layout).
     Bytes(Vec<u8>),
+    /// A buffer by device address and length in floats, as a recorded
+    /// [`Program`] holds it.
+    Ptr { addr: u64, len: usize },
 }
 
 #[derive(Debug)]
@@ -72,7 +76,7 @@ impl<'a, B> Plan<'a, B> {
             self.launches.push(l);
         }
     }
-    fn one(l: Launch<'a, B>) -> Self {
+    pub(crate) fn one(l: Launch<'a, B>) -> Self {
         let mut p = Self::new();
         p.push(l);
         p
@@ -85,7 +89,7 @@ impl<'a, B> Plan<'a, B> {
 /// by value, in the plan it borrows; the array is valid while both live.
 pub struct Packed<'p, 'a, B> {
     args: Vec<*mut c_void>,
-    /// The buffer arguments (`Arg::Buf`, `Arg::Scratch`) with their parameter
+    /// The buffer arguments (`Arg::Buf`, `Arg::Scratch`, `Arg::Ptr`) with their parameter
     /// names: the simulator checks their guard zones after the launch.
     pub buffers: Vec<(&'static str, &'p Arg<'a, B>)>,
     _pointers: Vec<u64>,
@@ -128,7 +132,7 @@ pub fn pack<'p, 'a, B>(
     let mut buffers = Vec::new();
     for (a, p) in l.args.iter().zip(info.params) {
         let kind = match a {
-            Arg::Buf(_) | Arg::Scratch(_) => {
+            Arg::Buf(_) | Arg::Scratch(_) | Arg::Ptr { .. } => {
                 pointers.push(address(a));
                 buffers.push((p.name, a));
                 ParamKind::Ptr
@@ -155,7 +159,7 @@ pub fn pack<'p, 'a, B>(
         .args
         .iter()
         .map(|a| match a {
-            Arg::Buf(_) | Arg::Scratch(_) => {
+            Arg::Buf(_) | Arg::Scratch(_) | Arg::Ptr { .. } => {
                 next_pointer.next().expect("one per buffer") as *const u64 as *mut c_void
             }
             Arg::I32(_) | Arg::F32(_) => {
@@ -281,9 +285,25 @@ pub trait KernelDevice: Memory {
     /// pointers, so the plan holds shared references to them).
     fn launch_plan(&self, plan: &Plan<'_, Self::Buf>);
 
+    /// The device address of a buffer's data (what a kernel receives).
+    fn address(&self, buf: &Self::Buf) -> u64;
+
+    /// The device's recorder of launch programs ([`program`]).
+    fn recorder(&self) -> &Recorder<Self::Buf>;
+
+    /// Replays a recorded program (cuda: as a CUDA graph).
+    ///
+    /// # Safety
+    /// Every buffer the recording touched must still be alive at the size it had.
+    unsafe fn run_program(&self, program: &Program<Self::Buf>) {
+        self.launch_plan(&program.plan);
+    }
+
     /// What the op families call: [`Self::launch_plan`], timed and recorded under
-    /// the plan's kernels and grids while [`profile`] is on.
+    /// the plan's kernels and grids while [`profile`] is on; appended to the
+    /// program being recorded, if any.
     fn execute(&self, plan: &Plan<'_, Self::Buf>) {
+        self.recorder().append(self, plan);
         if !profile::is_on() {
             return self.launch_plan(plan);
         }
@@ -295,6 +315,25 @@ pub trait KernelDevice: Memory {
         let kernels: Vec<&str> = plan.launches.iter().map(|l| l.kernel).collect();
         let grids: Vec<String> = plan.launches.iter().map(|l| grid_text(l.grid)).collect();
         profile::record(kernels.join("+"), grids.join(" + "), ms);
+    }
+}
+
+impl<D: KernelDevice> ProgramOps for D {
+    type Program = Program<D::Buf>;
+
+    fn record(&self, f: &mut dyn FnMut()) -> Option<Program<D::Buf>> {
+        self.recorder().start();
+        f();
+        Some(self.recorder().finish())
+    }
+
+    unsafe fn replay(&self, program: &Program<D::Buf>) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.run_program(program) }
+    }
+
+    fn program_launches(program: &Program<D::Buf>) -> usize {
+        program.launches()
     }
 }
 
@@ -313,4 +352,5 @@ mod loss;
 mod mreach;
 mod optim;
 mod pool;
+mod program;
 mod ttsvd;

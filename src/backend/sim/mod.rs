@@ -104,19 +104,30 @@ impl SimBuf {
     }
 
     /// The first changed guard float: (after the data?, offset from the data's edge).
+    #[cfg(test)]
     fn guard_damage(&self) -> Option<(bool, usize)> {
-        // SAFETY: both guards lie inside the allocation.
-        let all = unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.len + 2 * GUARD) };
-        let front = &all[..GUARD];
-        let back = &all[GUARD + self.len..];
-        if let Some(i) = back.iter().position(|v| v.to_bits() != CANARY) {
-            return Some((true, i));
-        }
-        front
-            .iter()
-            .rposition(|v| v.to_bits() != CANARY)
-            .map(|i| (false, GUARD - i))
+        // SAFETY: the data and its guards are this buffer's allocation.
+        unsafe { guard_damage(self.ptr(), self.len) }
     }
+}
+
+/// The first changed guard float around the `len` floats at `data`: (after the
+/// data?, offset from the data's edge).
+///
+/// # Safety
+/// `data` is the data pointer of a live `SimBuf` of `len` floats.
+unsafe fn guard_damage(data: *const f32, len: usize) -> Option<(bool, usize)> {
+    // SAFETY: both guards lie inside the buffer's allocation (the caller's contract).
+    let all = unsafe { std::slice::from_raw_parts(data.sub(GUARD), len + 2 * GUARD) };
+    let front = &all[..GUARD];
+    let back = &all[GUARD + len..];
+    if let Some(i) = back.iter().position(|v| v.to_bits() != CANARY) {
+        return Some((true, i));
+    }
+    front
+        .iter()
+        .rposition(|v| v.to_bits() != CANARY)
+        .map(|i| (false, GUARD - i))
 }
 
 impl Drop for SimBuf {
@@ -137,6 +148,7 @@ pub struct Sim {
     kernels: HashMap<&'static str, (&'static KernelInfo, Trampoline)>,
     seed: u64,
     launches: AtomicU64,
+    recorder: launch::Recorder<SimBuf>,
 }
 
 /// The argument pointer array handed to the trampolines from several threads.
@@ -174,6 +186,7 @@ impl Sim {
             kernels,
             seed,
             launches: AtomicU64::new(0),
+            recorder: launch::Recorder::default(),
         }
     }
 
@@ -204,14 +217,16 @@ impl Sim {
         let (info, entry) = self
             .kernel_entry(l.kernel)
             .unwrap_or_else(|| panic!("sim: no kernel `{}` in kernels/*.cu", l.kernel));
-        fn buffer<'b>(a: &Arg<'b, SimBuf>, scratch: &'b [SimBuf]) -> &'b SimBuf {
+        /// A buffer argument's data pointer and length in floats.
+        fn buffer(a: &Arg<'_, SimBuf>, scratch: &[SimBuf]) -> (*mut f32, usize) {
             match a {
-                Arg::Buf(b) => b,
-                Arg::Scratch(i) => &scratch[*i],
+                Arg::Buf(b) => (b.ptr(), b.len),
+                Arg::Scratch(i) => (scratch[*i].ptr(), scratch[*i].len),
+                Arg::Ptr { addr, len } => (*addr as *mut f32, *len),
                 _ => unreachable!("only buffer arguments have addresses"),
             }
         }
-        let packed = launch::pack("sim", l, info, |a| buffer(a, scratch).ptr() as u64);
+        let packed = launch::pack("sim", l, info, |a| buffer(a, scratch).0 as u64);
         let args = ArgPtrs(packed.args());
         let blocks = l.blocks();
         let seed = self.seed
@@ -273,10 +288,13 @@ impl Sim {
             );
         }
         for (name, arg) in &packed.buffers {
-            let b = buffer(arg, scratch);
-            if let Some((after, at)) = b.guard_damage() {
+            let (data, len) = buffer(arg, scratch);
+            // SAFETY: a buffer argument is a live SimBuf: a borrowed one, the plan's
+            // scratch, or one a program was recorded on (`ProgramOps::replay`'s
+            // contract).
+            if let Some((after, at)) = unsafe { guard_damage(data, len) } {
                 let index = if after {
-                    format!("{}", b.len + at)
+                    format!("{}", len + at)
                 } else {
                     format!("-{at}")
                 };
@@ -285,7 +303,7 @@ impl Sim {
                      ({} floats): the guard zone {} the data changed, first at index {index}",
                     info.name,
                     info.file,
-                    b.len,
+                    len,
                     if after { "after" } else { "before" },
                 );
             }
@@ -338,6 +356,12 @@ impl Memory for Sim {
 impl KernelDevice for Sim {
     fn launch_plan(&self, plan: &Plan<'_, SimBuf>) {
         Sim::launch_plan(self, plan)
+    }
+    fn address(&self, buf: &SimBuf) -> u64 {
+        buf.ptr() as u64
+    }
+    fn recorder(&self) -> &launch::Recorder<SimBuf> {
+        &self.recorder
     }
 }
 
