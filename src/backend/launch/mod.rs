@@ -38,7 +38,10 @@ pub enum Arg<'a, B> {
     Bytes(Vec<u8>),
     /// A buffer by device address and length in floats, as a recorded
     /// [`Program`] holds it.
-    Ptr { addr: u64, len: usize },
+    Ptr {
+        addr: u64,
+        len: usize,
+    },
 }
 
 #[derive(Debug)]

@@ -190,6 +190,11 @@ impl Sim {
         }
     }
 
+    /// Kernel launches run so far (the replay test counts a step's with it).
+    pub fn launch_count(&self) -> u64 {
+        self.launches.load(Ordering::Relaxed)
+    }
+
     /// The parsed signature of a kernel, if it exists.
     pub fn kernel(&self, name: &str) -> Option<&'static KernelInfo> {
         self.kernel_entry(name).map(|(info, _)| info)

@@ -1,0 +1,143 @@
+//! Issue 13: a training step recorded once as a launch program and replayed equals
+//! the eagerly launched steps bit for bit in the simulator — every parameter, the
+//! optimiser's state and step state, the gradient capture and every loss — for SGD
+//! and Adam, and across a pruning (which reallocates the branch buffers, so the
+//! program is recorded again). Also: the program holds every launch of a step.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sskernel::backend::sim::Sim;
+use sskernel::backend::{ops::*, OptimStep};
+use sskernel::data::{self, DatasetName};
+use sskernel::model::{Activations, Branched, Mode, Net, NetSpec, StepProgram};
+use sskernel::train::Inputs;
+
+const BATCH: usize = 4;
+const BEFORE_PRUNE: usize = 20;
+const AFTER_PRUNE: usize = 10;
+
+/// Everything a run leaves: the losses of every step, then every parameter with its
+/// optimiser state, the capture, and the launches of one recorded step.
+struct Run {
+    losses: Vec<Vec<f32>>,
+    tensors: Vec<(String, Vec<f32>)>,
+    launches: Option<usize>,
+}
+
+fn run(sim: &Sim, step: OptimStep, replay: bool) -> Run {
+    let data = data::load(DatasetName::Mnist, None).unwrap();
+    let train = Inputs::new(&data.train);
+    let mut net = Net::new(
+        sim,
+        NetSpec::mnist(Mode::Selective, 10),
+        &mut ChaCha8Rng::seed_from_u64(5),
+    );
+    let mut act = Activations::new(sim, &net.spec, BATCH);
+    net.branches.start_capture(sim);
+    let mut program = StepProgram::default();
+    let (mut images, mut targets) = (Vec::new(), Vec::new());
+    let mut losses = Vec::new();
+    let mut launches = None;
+    for k in 0..BEFORE_PRUNE + AFTER_PRUNE {
+        if k == BEFORE_PRUNE {
+            // Tasks 0–9 onto five branches: every `[branches, …]` buffer shrinks.
+            net.prune(sim, &[0, 3, 5, 6, 9], (0..10).map(|t| t / 2).collect());
+            program.forget();
+        }
+        // The last step of each part at a smaller batch: recorded anew, then the
+        // next part's first step records again for the full batch.
+        let n = if k + 1 == BEFORE_PRUNE {
+            BATCH - 1
+        } else {
+            BATCH
+        };
+        let idx: Vec<usize> = (0..n).map(|i| (k * 11 + i * 17) % train.len()).collect();
+        train.gather(&idx, 10, &mut images, &mut targets);
+        sim.write(&mut act.x, &images);
+        sim.write(&mut act.targets, &targets);
+        if replay {
+            let before = sim.launch_count();
+            // SAFETY: one net and one activation set; forgotten after the prune.
+            unsafe { program.train_step(sim, &mut net, &mut act, n, &step) };
+            if k == 1 {
+                // A replay runs the program's launches and nothing else.
+                let ran = (sim.launch_count() - before) as usize;
+                launches = program.launches();
+                assert_eq!(launches, Some(ran), "launches of a replayed step");
+            }
+        } else {
+            net.train_step(sim, &mut act, n, &step);
+        }
+        losses.push(sim.download(&act.loss));
+    }
+    let mut tensors = Vec::new();
+    for p in net.params() {
+        tensors.push((p.name.clone(), sim.download(&p.value)));
+        for (i, s) in p.state.iter().enumerate() {
+            tensors.push((format!("{} state {i}", p.name), sim.download(s)));
+        }
+    }
+    for (name, b) in net.buffers() {
+        tensors.push((name.to_string(), sim.download(b)));
+    }
+    let capture = net.branches.take_capture(sim).expect("the capture is on");
+    tensors.push(("capture".into(), sim.download(&capture)));
+    let steps = net.step_state(sim).steps(sim);
+    tensors.push(("step counter".into(), vec![steps as f32]));
+    Run {
+        losses,
+        tensors,
+        launches,
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn replay_equals_eager(step: OptimStep) {
+    let sim = Sim::with_seed(0);
+    let eager = run(&sim, step, false);
+    let replayed = run(&sim, step, true);
+    let launches = replayed.launches.expect("the sim records programs");
+    println!("{step:?}: {launches} launches per recorded selective MTL step (with the capture)");
+    assert_eq!(eager.losses.len(), BEFORE_PRUNE + AFTER_PRUNE);
+    for (k, (e, r)) in eager.losses.iter().zip(&replayed.losses).enumerate() {
+        assert!(e.iter().all(|l| l.is_finite()), "step {k}: loss {e:?}");
+        assert_eq!(
+            bits(e),
+            bits(r),
+            "step {k}: loss, eager {e:?} vs replayed {r:?}"
+        );
+    }
+    assert_eq!(eager.tensors.len(), replayed.tensors.len());
+    for ((name, e), (_, r)) in eager.tensors.iter().zip(&replayed.tensors) {
+        let differ = e.iter().zip(r).filter(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(e.len(), r.len(), "{name}");
+        assert_eq!(differ.count(), 0, "{name}: replayed differs from eager");
+    }
+    let steps = eager.tensors.last().unwrap();
+    assert_eq!(
+        steps.1,
+        [(BEFORE_PRUNE + AFTER_PRUNE) as f32],
+        "the step counter"
+    );
+}
+
+#[test]
+fn replayed_sgd_steps_equal_eager_ones_across_a_pruning() {
+    replay_equals_eager(OptimStep::Sgd {
+        lr: 0.05,
+        momentum: 0.5,
+    });
+}
+
+#[test]
+fn replayed_adam_steps_equal_eager_ones_across_a_pruning() {
+    replay_equals_eager(OptimStep::Adam {
+        lr: 0.002,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    });
+}
