@@ -141,3 +141,36 @@ fn replayed_adam_steps_equal_eager_ones_across_a_pruning() {
         eps: 1e-8,
     });
 }
+
+/// The launches of one MTL training step (issue 13's count, BENCHMARKS.md): the
+/// recorded program holds exactly the launches an eager step runs.
+#[test]
+fn an_mtl_step_program_holds_every_launch_of_the_step() {
+    let sim = Sim::with_seed(0);
+    let data = data::load(DatasetName::Mnist, None).unwrap();
+    let train = Inputs::new(&data.train);
+    for mode in [Mode::Mtl, Mode::Stl] {
+        let mut net = Net::new(
+            &sim,
+            NetSpec::mnist(mode, 10),
+            &mut ChaCha8Rng::seed_from_u64(1),
+        );
+        let mut act = Activations::new(&sim, &net.spec, 2);
+        let (mut images, mut targets) = (Vec::new(), Vec::new());
+        train.gather(&[3, 8], 10, &mut images, &mut targets);
+        sim.write(&mut act.x, &images);
+        sim.write(&mut act.targets, &targets);
+        let step = OptimStep::Sgd {
+            lr: 0.02,
+            momentum: 0.5,
+        };
+        let before = sim.launch_count();
+        net.train_step(&sim, &mut act, 2, &step);
+        let eager = (sim.launch_count() - before) as usize;
+        let mut program = StepProgram::default();
+        // SAFETY: one net and one activation set.
+        unsafe { program.train_step(&sim, &mut net, &mut act, 2, &step) };
+        println!("{mode:?}: {eager} kernel launches per training step");
+        assert_eq!(program.launches(), Some(eager), "{mode:?}");
+    }
+}
