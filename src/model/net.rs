@@ -406,8 +406,12 @@ impl<B: Backend> Net<B> {
 /// records (and runs) it, a step of another batch size or task → branch map records
 /// anew. On the CPU every step runs its ops as they come.
 pub struct StepProgram<B: Backend> {
-    recorded: Option<((usize, Vec<usize>), B::Program)>,
+    recorded: Option<(StepKey, B::Program)>,
 }
+
+/// What a recorded step depends on besides its buffers: the batch size and the
+/// task → branch map (the heads' `x_of`).
+type StepKey = (usize, Vec<usize>);
 
 impl<B: Backend> Default for StepProgram<B> {
     fn default() -> Self {
