@@ -46,11 +46,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::distance::{euclidean, mutual_reachability};
-use super::kdtree::{Balls, KdTree, LEAF};
+use super::kdtree::{min_dist_across, Balls, KdTree, LEAF};
 use super::mst::MstEdge;
 
 /// Most points in a query subtree of the dual-tree pass (the unit of parallel work).
 const SUBTREE: usize = 4096;
+
+/// Rounds that start with at most this many components search component against
+/// component (`Part`, `Pair`) instead of point by point over the shared tree.
+const LATE: usize = 64;
+
+/// Most query points per task of a late round's component pair.
+const PAIR_TASK: usize = 16384;
 
 /// No component (a node whose points span several).
 const MIXED: u32 = u32::MAX;
@@ -372,16 +379,169 @@ impl Round<'_> {
     }
 }
 
-/// The exact MST of the mutual-reachability graph. core: [n] in tree order; balls as
-/// from `kdtree::core_distances_and_balls`. Edges in tree positions, in the order the
-/// rounds found them; `progress(round, components)` is called before every round.
-pub fn boruvka(
-    tree: &KdTree,
-    core: &[f64],
-    balls: &Balls,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Vec<MstEdge> {
-    let n = tree.n;
+/// One component's points in a KD-tree of their own (late rounds): its boxes hold no
+/// point of another component, so they bound that component's edges tightly.
+struct Part {
+    tree: KdTree,
+    /// [len]: main-tree position of each of this tree's positions.
+    pos: Vec<u32>,
+    /// [len]: core distances, this tree's order.
+    core: Vec<f64>,
+    /// [nodes]: smallest core distance in the node.
+    node_core: Vec<f64>,
+    /// The component (its root).
+    comp: u32,
+}
+
+impl Part {
+    /// members: main-tree positions of the component's points.
+    fn new(tree: &KdTree, core: &[f64], members: &[u32], comp: u32) -> Self {
+        let points: Vec<f64> = members
+            .iter()
+            .flat_map(|&p| tree.point(p as usize).iter().copied())
+            .collect();
+        let own = KdTree::build(&points, members.len(), tree.d);
+        let pos: Vec<u32> = own.index.iter().map(|&i| members[i]).collect();
+        let core: Vec<f64> = pos.iter().map(|&p| core[p as usize]).collect();
+        let node_core = node_cores(&own, &core);
+        Part {
+            tree: own,
+            pos,
+            core,
+            node_core,
+            comp,
+        }
+    }
+}
+
+/// Lightest edges between two components' trees, q's against r's, sharing the
+/// per-component bounds with every other pair.
+struct Pair<'a> {
+    q: &'a Part,
+    r: &'a Part,
+    /// [n], by component root: the lightest weight any search has found.
+    bound: &'a [AtomicU64],
+}
+
+impl Pair<'_> {
+    /// Nothing heavier than this can be the lightest edge of q's or of r's component,
+    /// nor lighter than `best`, the lightest q–r edge found so far.
+    #[inline]
+    fn limit(&self, best: &Candidate) -> f64 {
+        let comps =
+            load(&self.bound[self.q.comp as usize]).max(load(&self.bound[self.r.comp as usize]));
+        best.w.min(comps)
+    }
+
+    /// No edge between node a (of q) and node b (of r) is lighter than this.
+    #[inline]
+    fn lower(&self, a: usize, b: usize) -> f64 {
+        mutual_reachability(
+            min_dist_across(&self.q.tree, a, &self.r.tree, b),
+            self.q.node_core[a],
+            self.r.node_core[b],
+        )
+    }
+
+    /// Dual-tree search below (a, b), nearer pair first.
+    fn search(&self, a: usize, b: usize, lower: f64, best: &mut Candidate) {
+        if lower > self.limit(best) {
+            return;
+        }
+        let (an, bn) = (self.q.tree.nodes[a], self.r.tree.nodes[b]);
+        if an.is_leaf() && bn.is_leaf() {
+            self.leaves(a, b, best);
+            return;
+        }
+        let split_b = !bn.is_leaf() && (an.is_leaf() || bn.end - bn.start >= an.end - an.start);
+        let [x, y] = if split_b {
+            [(a, bn.left), (a, bn.right)]
+        } else {
+            [(an.left, b), (an.right, b)]
+        };
+        let (lx, ly) = (self.lower(x.0, x.1), self.lower(y.0, y.1));
+        let order = if lx <= ly {
+            [(x, lx), (y, ly)]
+        } else {
+            [(y, ly), (x, lx)]
+        };
+        for ((a, b), l) in order {
+            self.search(a, b, l, best);
+        }
+    }
+
+    fn leaves(&self, a: usize, b: usize, best: &mut Candidate) {
+        let (an, bn) = (self.q.tree.nodes[a], self.r.tree.nodes[b]);
+        let mut row = [0.0; LEAF];
+        for i in an.start..an.end {
+            let mut limit = self.limit(best);
+            let ci = self.q.core[i];
+            if ci > limit {
+                continue;
+            }
+            let x = self.q.tree.point(i);
+            if mutual_reachability(self.r.tree.min_dist_point(x, b), ci, self.r.node_core[b])
+                > limit
+            {
+                continue;
+            }
+            self.r.tree.leaf_distances(x, b, &mut row);
+            for (o, &dist) in row[..bn.end - bn.start].iter().enumerate() {
+                let w = mutual_reachability(dist, ci, self.r.core[bn.start + o]);
+                if w > limit {
+                    continue;
+                }
+                let c =
+                    Candidate::new(w, self.q.pos[i] as usize, self.r.pos[bn.start + o] as usize);
+                if c.lighter(best) {
+                    *best = c;
+                    limit = w;
+                    fetch_min(&self.bound[self.q.comp as usize], w);
+                    fetch_min(&self.bound[self.r.comp as usize], w);
+                }
+            }
+        }
+    }
+}
+
+/// A late round: each component's points in a tree of their own, then every pair of
+/// components searched (the larger one's tree in query subtrees of at most
+/// `PAIR_TASK` points, in parallel). Returns the lightest edge each task found; the
+/// lightest edge of every component is among them (a pair is only pruned where its
+/// edges are heavier than edges already found for both of its components).
+fn late_round(tree: &KdTree, core: &[f64], comp: &[u32], bound: &[AtomicU64]) -> Vec<Candidate> {
+    let mut members: Vec<u32> = (0..tree.n as u32).collect();
+    members.sort_by_key(|&p| (comp[p as usize], p));
+    let groups: Vec<&[u32]> = members
+        .chunk_by(|&a, &b| comp[a as usize] == comp[b as usize])
+        .collect();
+    let parts: Vec<Part> = groups
+        .par_iter()
+        .map(|g| Part::new(tree, core, g, comp[g[0] as usize]))
+        .collect();
+    let mut tasks = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        for o in parts.iter().skip(i + 1) {
+            let (q, r) = if p.tree.n >= o.tree.n { (p, o) } else { (o, p) };
+            for root in subtrees(&q.tree, PAIR_TASK) {
+                tasks.push((q, r, root));
+            }
+        }
+    }
+    tasks
+        .into_par_iter()
+        .map(|(q, r, root)| {
+            let pair = Pair { q, r, bound };
+            let mut best = Candidate::NONE;
+            pair.search(root, 0, pair.lower(root, 0), &mut best);
+            best
+        })
+        .filter(|c| c.w.is_finite())
+        .collect()
+}
+
+/// Smallest core distance in each node of `tree` (core: [n], tree order).
+fn node_cores(tree: &KdTree, core: &[f64]) -> Vec<f64> {
     let nodes = &tree.nodes;
     let mut node_core = vec![f64::INFINITY; nodes.len()];
     for id in (0..nodes.len()).rev() {
@@ -395,6 +555,38 @@ pub fn boruvka(
             node_core[nd.left].min(node_core[nd.right])
         };
     }
+    node_core
+}
+
+/// The first nodes of at most `most` points on every root-to-leaf path, left to right
+/// (so their points tile 0..n in order).
+fn subtrees(tree: &KdTree, most: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut stack = vec![0usize];
+    while let Some(id) = stack.pop() {
+        let nd = tree.nodes[id];
+        if nd.is_leaf() || nd.end - nd.start <= most {
+            out.push(id);
+        } else {
+            stack.push(nd.right);
+            stack.push(nd.left);
+        }
+    }
+    out
+}
+
+/// The exact MST of the mutual-reachability graph. core: [n] in tree order; balls as
+/// from `kdtree::core_distances_and_balls`. Edges in tree positions, in the order the
+/// rounds found them; `progress(round, components)` is called before every round.
+pub fn boruvka(
+    tree: &KdTree,
+    core: &[f64],
+    balls: &Balls,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<MstEdge> {
+    let n = tree.n;
+    let nodes = &tree.nodes;
+    let node_core = node_cores(tree, core);
     let leaves: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_leaf()).collect();
     debug_assert!(leaves
         .windows(2)
@@ -408,19 +600,8 @@ pub fn boruvka(
             subtree_end[nodes[id].right]
         };
     }
-    // The dual-tree pass's query subtrees: the first nodes of at most SUBTREE points on
-    // every root-to-leaf path, left to right (so their points tile 0..n in order).
-    let mut subtrees = Vec::new();
-    let mut stack = vec![0usize];
-    while let Some(id) = stack.pop() {
-        let nd = nodes[id];
-        if nd.is_leaf() || nd.end - nd.start <= SUBTREE {
-            subtrees.push(id);
-        } else {
-            stack.push(nd.right);
-            stack.push(nd.left);
-        }
-    }
+    // The dual-tree pass's query subtrees.
+    let subtrees = subtrees(tree, SUBTREE);
 
     let mut forest = Forest::new(n);
     let mut comp = vec![0u32; n];
@@ -433,6 +614,8 @@ pub fn boruvka(
     let mut edges = Vec::with_capacity(n.saturating_sub(1));
     let mut components = n;
     let mut round = 0;
+    // The lightest edges late rounds' pair searches found (`late_round`).
+    let mut found: Vec<Candidate> = Vec::new();
     while components > 1 {
         progress(round, components);
         round += 1;
@@ -481,46 +664,67 @@ pub fn boruvka(
             }
         });
 
-        let state = Round {
-            tree,
-            core,
-            comp: &comp,
-            node_comp: &node_comp,
-            node_core: &node_core,
-            bound: &bound,
-        };
-        // Leaves on a component boundary first, one by one: the lightest edges are
-        // mostly there, so the component bounds are tight before the interior
-        // leaves search, together, subtree by subtree.
-        let mut slices = Vec::with_capacity(leaves.len());
-        let mut rest = best.as_mut_slice();
-        for &leaf in &leaves {
-            let (here, tail) = rest.split_at_mut(nodes[leaf].end - nodes[leaf].start);
-            if node_comp[leaf] == MIXED {
-                slices.push((leaf, here));
+        if components <= LATE {
+            // Last late round's pair results are edges too: seeds where they still
+            // join two components.
+            for c in &found {
+                let (ca, cb) = (comp[c.a as usize], comp[c.b as usize]);
+                if ca != cb {
+                    fetch_min(&bound[ca as usize], c.w);
+                    fetch_min(&bound[cb as usize], c.w);
+                }
             }
-            rest = tail;
+            found = late_round(tree, core, &comp, &bound);
+            for c in &found {
+                for end in [c.a, c.b] {
+                    let slot = &mut lightest[comp[end as usize] as usize];
+                    if c.lighter(slot) {
+                        *slot = *c;
+                    }
+                }
+            }
+        } else {
+            let state = Round {
+                tree,
+                core,
+                comp: &comp,
+                node_comp: &node_comp,
+                node_core: &node_core,
+                bound: &bound,
+            };
+            // Leaves on a component boundary first, one by one: the lightest edges are
+            // mostly there, so the component bounds are tight before the interior
+            // leaves search, together, subtree by subtree.
+            let mut slices = Vec::with_capacity(leaves.len());
+            let mut rest = best.as_mut_slice();
+            for &leaf in &leaves {
+                let (here, tail) = rest.split_at_mut(nodes[leaf].end - nodes[leaf].start);
+                if node_comp[leaf] == MIXED {
+                    slices.push((leaf, here));
+                }
+                rest = tail;
+            }
+            slices
+                .into_par_iter()
+                .with_min_len(4)
+                .for_each(|(leaf, b)| state.query_leaf(leaf, b));
+            let mut subs = Vec::with_capacity(subtrees.len());
+            let mut rest = best.as_mut_slice();
+            for &root in &subtrees {
+                let nd = nodes[root];
+                let (here, tail) = rest.split_at_mut(nd.end - nd.start);
+                subs.push(Sub {
+                    root,
+                    end: subtree_end[root],
+                    base: nd.start,
+                    best: here,
+                    bound: vec![0.0; subtree_end[root] - root],
+                });
+                rest = tail;
+            }
+            subs.into_par_iter()
+                .for_each(|mut sub| state.query_subtree(&mut sub));
         }
-        slices
-            .into_par_iter()
-            .with_min_len(4)
-            .for_each(|(leaf, b)| state.query_leaf(leaf, b));
-        let mut subs = Vec::with_capacity(subtrees.len());
-        let mut rest = best.as_mut_slice();
-        for &root in &subtrees {
-            let nd = nodes[root];
-            let (here, tail) = rest.split_at_mut(nd.end - nd.start);
-            subs.push(Sub {
-                root,
-                end: subtree_end[root],
-                base: nd.start,
-                best: here,
-                bound: vec![0.0; subtree_end[root] - root],
-            });
-            rest = tail;
-        }
-        subs.into_par_iter()
-            .for_each(|mut sub| state.query_subtree(&mut sub));
 
         // Each component's lightest edge, then the merges.
         for (i, b) in best.iter().enumerate() {

@@ -189,16 +189,7 @@ impl KdTree {
     /// A lower bound of the distance between any point of node a and any of node b.
     #[inline]
     pub fn min_dist_nodes(&self, a: usize, b: usize) -> f64 {
-        let (alo, ahi) = self.corners(a);
-        let (blo, bhi) = self.corners(b);
-        let mut acc = 0.0;
-        for k in 0..self.d {
-            let (below, above) = (blo[k] - ahi[k], alo[k] - bhi[k]);
-            // At most one of them is positive (lo ≤ hi); adding 0 is exact.
-            let t = below.max(0.0) + above.max(0.0);
-            acc += t * t;
-        }
-        acc.sqrt()
+        min_dist_across(self, a, self, b)
     }
 
     #[inline]
@@ -279,6 +270,22 @@ impl KdTree {
             }
         }
     }
+}
+
+/// A lower bound of the distance between any point of node a of tree ta and any
+/// point of node b of tree tb (two trees over the same dimension).
+#[inline]
+pub fn min_dist_across(ta: &KdTree, a: usize, tb: &KdTree, b: usize) -> f64 {
+    let (alo, ahi) = ta.corners(a);
+    let (blo, bhi) = tb.corners(b);
+    let mut acc = 0.0;
+    for k in 0..ta.d {
+        let (below, above) = (blo[k] - ahi[k], alo[k] - bhi[k]);
+        // At most one of them is positive (lo ≤ hi); adding 0 is exact.
+        let t = below.max(0.0) + above.max(0.0);
+        acc += t * t;
+    }
+    acc.sqrt()
 }
 
 /// Per point (tree order): the other points within its core distance, as tree
