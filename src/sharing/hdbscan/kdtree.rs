@@ -254,67 +254,6 @@ impl KdTree {
         }
     }
 
-    /// `nearest_sq` for every point of leaf `leaf` at once (outs[o] for tree position
-    /// start + o): one traversal for the whole leaf, pruned on the largest of its
-    /// points' current k-th sums, each reference leaf then checked against each point's
-    /// own. The results are `nearest_sq`'s: only strictly larger bounds prune.
-    pub fn nearest_sq_leaf(&self, leaf: usize, cap: usize, outs: &mut [Vec<(f64, usize)>]) {
-        let q = self.nodes[leaf];
-        let outs = &mut outs[..q.end - q.start];
-        outs.iter_mut().for_each(Vec::clear);
-        let worst = |out: &Vec<(f64, usize)>| {
-            if out.len() == cap {
-                out.last().unwrap().0
-            } else {
-                f64::INFINITY
-            }
-        };
-        let mut bound = f64::INFINITY;
-        let mut row = [0.0; LEAF];
-        let mut stack = vec![(0usize, 0.0)];
-        while let Some((node, lower)) = stack.pop() {
-            if lower > bound {
-                continue;
-            }
-            let nd = self.nodes[node];
-            if !nd.is_leaf() {
-                let (dl, dr) = (
-                    min_sq_across(self, leaf, self, nd.left),
-                    min_sq_across(self, leaf, self, nd.right),
-                );
-                // Nearer child on top.
-                if dl <= dr {
-                    stack.push((nd.right, dr));
-                    stack.push((nd.left, dl));
-                } else {
-                    stack.push((nd.left, dl));
-                    stack.push((nd.right, dr));
-                }
-                continue;
-            }
-            for (o, out) in outs.iter_mut().enumerate() {
-                let x = self.point(q.start + o);
-                if self.min_sq_point(x, node) > worst(out) {
-                    continue;
-                }
-                self.leaf_sq_distances(x, node, &mut row);
-                for i in nd.start..nd.end {
-                    let dist = row[i - nd.start];
-                    let full = out.len() == cap;
-                    if full && (dist, i) >= *out.last().unwrap() {
-                        continue;
-                    }
-                    let at = out.partition_point(|&e| e < (dist, i));
-                    if full {
-                        out.pop();
-                    }
-                    out.insert(at, (dist, i));
-                }
-            }
-            bound = outs.iter().map(worst).fold(f64::NEG_INFINITY, f64::max);
-        }
-    }
-
     /// Every tree position within distance r of x (inclusive), appended to `out`.
     pub fn within(&self, x: &[f64], r: f64, out: &mut Vec<usize>) {
         let mut stack = vec![0usize];
@@ -337,13 +276,6 @@ impl KdTree {
 /// point of node b of tree tb (two trees over the same dimension).
 #[inline]
 pub fn min_dist_across(ta: &KdTree, a: usize, tb: &KdTree, b: usize) -> f64 {
-    min_sq_across(ta, a, tb, b).sqrt()
-}
-
-/// `min_dist_across` squared: a lower bound of the ordered sum of squares between any
-/// point of node a of tree ta and any point of node b of tree tb.
-#[inline]
-pub fn min_sq_across(ta: &KdTree, a: usize, tb: &KdTree, b: usize) -> f64 {
     let (alo, ahi) = ta.corners(a);
     let (blo, bhi) = tb.corners(b);
     let mut acc = 0.0;
@@ -353,7 +285,7 @@ pub fn min_sq_across(ta: &KdTree, a: usize, tb: &KdTree, b: usize) -> f64 {
         let t = below.max(0.0) + above.max(0.0);
         acc += t * t;
     }
-    acc
+    acc.sqrt()
 }
 
 /// Per point (tree order): the other points within its core distance, as tree
@@ -370,18 +302,17 @@ impl Balls {
     }
 }
 
-/// Leaves per rayon task in the k-NN pass.
-const KNN_LEAVES: usize = 16;
+/// Points per rayon task in the k-NN pass.
+const KNN_CHUNK: usize = 512;
 
 /// c_k of every point (tree order) — the k-th nearest other point, duplicates at
 /// distance 0 counting — and the balls {j ≠ i : d(i, j) ≤ c_k(i)}. 1 ≤ k ≤ n − 1.
 ///
 /// Each query asks for the k + 2 nearest (the point itself included) by squared
-/// distance, a leaf's points together (`nearest_sq_leaf`): the `sqrt` of entry k is
-/// c_k (`sqrt` is monotone, so the k-th smallest sum gives the k-th smallest
-/// distance); if the `sqrt` of entry k + 1 is larger, the first k + 1 are the ball and
-/// the point itself; otherwise distances tie at c_k and a range query collects the
-/// whole ball.
+/// distance: the `sqrt` of entry k is c_k (`sqrt` is monotone, so the k-th smallest
+/// sum gives the k-th smallest distance); if the `sqrt` of entry k + 1 is larger, the
+/// first k + 1 are the ball and the point itself; otherwise distances tie at c_k and a
+/// range query collects the whole ball.
 pub fn core_distances_and_balls(tree: &KdTree, k: usize) -> (Vec<f64>, Balls) {
     let n = tree.n;
     assert!(
@@ -390,34 +321,28 @@ pub fn core_distances_and_balls(tree: &KdTree, k: usize) -> (Vec<f64>, Balls) {
     );
     assert!(n <= u32::MAX as usize, "at most 2^32 points");
     let cap = (k + 2).min(n);
-    let leaves: Vec<usize> = (0..tree.nodes.len())
-        .filter(|&id| tree.nodes[id].is_leaf())
-        .collect();
-    // Pre-order: the leaves tile 0..n left to right, so the chunks come back in
-    // tree order.
-    let chunks: Vec<(Vec<f64>, Vec<usize>, Vec<u32>)> = leaves
-        .par_chunks(KNN_LEAVES)
-        .map(|group| {
+    let chunks: Vec<(Vec<f64>, Vec<usize>, Vec<u32>)> = (0..n)
+        .into_par_iter()
+        .step_by(KNN_CHUNK)
+        .map(|first| {
+            let last = (first + KNN_CHUNK).min(n);
             let (mut core, mut counts, mut list) = (Vec::new(), Vec::new(), Vec::new());
-            let mut near = vec![Vec::with_capacity(cap); LEAF];
+            let mut near = Vec::with_capacity(cap);
             let mut range = Vec::new();
-            for &leaf in group {
-                let nd = tree.nodes[leaf];
-                tree.nearest_sq_leaf(leaf, cap, &mut near);
-                for (i, near) in (nd.start..nd.end).zip(&near) {
-                    let x = tree.point(i);
-                    let c = near[k].0.sqrt();
-                    let before = list.len();
-                    if near.len() > k + 1 && near[k + 1].0.sqrt() <= c {
-                        range.clear();
-                        tree.within(x, c, &mut range);
-                        list.extend(range.iter().filter(|&&j| j != i).map(|&j| j as u32));
-                    } else {
-                        list.extend(near[..=k].iter().filter(|e| e.1 != i).map(|e| e.1 as u32));
-                    }
-                    core.push(c);
-                    counts.push(list.len() - before);
+            for i in first..last {
+                let x = tree.point(i);
+                tree.nearest_sq(x, cap, &mut near);
+                let c = near[k].0.sqrt();
+                let before = list.len();
+                if near.len() > k + 1 && near[k + 1].0.sqrt() <= c {
+                    range.clear();
+                    tree.within(x, c, &mut range);
+                    list.extend(range.iter().filter(|&&j| j != i).map(|&j| j as u32));
+                } else {
+                    list.extend(near[..=k].iter().filter(|e| e.1 != i).map(|e| e.1 as u32));
                 }
+                core.push(c);
+                counts.push(list.len() - before);
             }
             (core, counts, list)
         })
@@ -468,24 +393,6 @@ mod tests {
                 );
             } else {
                 assert!(nd.end - nd.start <= LEAF);
-            }
-        }
-    }
-
-    #[test]
-    fn leaf_queries_equal_point_queries() {
-        // Ties and duplicates (coarse grid), and a cap above a leaf's size.
-        for (n, d, modulo, cap) in [(900, 3, 11, 7), (600, 8, 997, 7), (500, 2, 5, 40)] {
-            let pts = scatter(n, d, modulo);
-            let t = KdTree::build(&pts, n, d);
-            let mut outs = vec![Vec::new(); LEAF];
-            let mut one = Vec::new();
-            for (id, nd) in t.nodes.iter().enumerate().filter(|(_, nd)| nd.is_leaf()) {
-                t.nearest_sq_leaf(id, cap, &mut outs);
-                for i in nd.start..nd.end {
-                    t.nearest_sq(t.point(i), cap, &mut one);
-                    assert_eq!(outs[i - nd.start], one, "n {n} d {d} position {i}");
-                }
             }
         }
     }
