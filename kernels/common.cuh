@@ -131,72 +131,194 @@ __device__ __forceinline__ void ssk_load4(const SskCols& f, int i, int j, int I,
         ssk_load4_each<ALONG_J>(f, i, j, I, J, v);
 }
 
+// ---- TF32 tensor-core variant (SSK_TF32) -------------------------------------------
+// With SSK_TF32 defined (the cuda device compiles a second variant when the option
+// SSKERNEL_TF32=1 is on; sm_80+) the same tile is multiplied with
+// mma.sync.m16n8k8 TF32 tensor-core instructions: operands are rounded to TF32
+// (cvt.rna: 10-bit mantissa, round to nearest, ties away from zero) when stored to
+// shared memory, products are exact, accumulation is f32. Warp w of the block owns
+// the 32×16 sub-tile (rows 32·(w / 4).., cols 16·(w % 4)..) as 2×2 mma tiles of 16×8,
+// and acc.c[2·mi + ni][r] holds register r of mma tile (mi, ni) (PTX ISA,
+// "Matrix Fragments for mma.m16n8k8", .tf32): with g = lane / 4, q = lane % 4,
+// A (16×8, row): a0 (g, q), a1 (g + 8, q), a2 (g, q + 4), a3 (g + 8, q + 4);
+// B (8×8, col): b0 (k = q, n = g), b1 (k = q + 4, n = g);
+// C (16×8): c0 (g, 2q), c1 (g, 2q + 1), c2 (g + 8, 2q), c3 (g + 8, 2q + 1).
+// The simulator cannot run PTX: sim.h defines SSK_MMA_EMULATED with CPU versions of
+// ssk_tf32 and ssk_mma_tf32 that follow the same fragment layout, and
+// SSK_SIM_TF32_ON() to choose the variant per launch.
+#ifndef SSK_MMA_EMULATED
+// cvt.rna.tf32.f32: x rounded to TF32 (low 13 bits zero), as a float.
+__device__ __forceinline__ float ssk_tf32(float x) {
+    unsigned u;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(u) : "f"(x));
+    return __uint_as_float(u);
+}
+// d += A·B for one 16×8×8 mma tile; a, b hold TF32 values (fragment layout above).
+__device__ __forceinline__ void ssk_mma_tf32(float d[4], const float a[4], const float b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])),
+          "r"(__float_as_uint(a[3])), "r"(__float_as_uint(b[0])), "r"(__float_as_uint(b[1])));
+}
+#endif
+
+// Expands `call(TF32)` with the variant this compilation (or, in the simulator, this
+// launch) uses.
+#if defined(SSK_SIM_TF32_ON)
+#define SSK_GEMM_VARIANT(call) \
+    do {                       \
+        if (SSK_SIM_TF32_ON()) \
+            call(true);        \
+        else                   \
+            call(false);       \
+    } while (0)
+#elif defined(SSK_TF32)
+#define SSK_GEMM_VARIANT(call) call(true)
+#else
+#define SSK_GEMM_VARIANT(call) call(false)
+#endif
+
+// Offset (row, col) in the tile of acc.c[i][j] for this thread.
+template <bool TF32>
+__device__ __forceinline__ void ssk_gemm_at(int i, int j, int& row, int& col) {
+    if constexpr (TF32) {
+        const int t = threadIdx.y * SSK_GEMM_THREADS + threadIdx.x, lane = t & 31, w = t >> 5;
+        row = 32 * (w / 4) + 16 * (i / 2) + (lane >> 2) + 8 * (j >> 1);
+        col = 16 * (w % 4) + 8 * (i % 2) + 2 * (lane & 3) + (j & 1);
+    } else {
+        row = SSK_MICRO * threadIdx.y + i;
+        col = SSK_MICRO * threadIdx.x + j;
+    }
+}
+
+// An operand element as the multiply reads it.
+template <bool TF32>
+__device__ __forceinline__ float ssk_gemm_in(float x) {
+    if constexpr (TF32) return ssk_tf32(x);
+    return x;
+}
+
+template <bool TF32>
+struct SskGemm {
+    template <bool A_K_FAST, bool B_K_FAST, class LoadA, class LoadB>
+    static __device__ __forceinline__ void tile(int M, int N, int K, int m0, int n0, LoadA a, LoadB b,
+                                                SskGemmAcc& acc) {
+        static_assert(SSK_GEMM_LOADS == 4, "a thread loads one 4-vector per operand per stage");
+        static_assert(SSK_GEMM_THREADS * SSK_GEMM_THREADS == 256 && SSK_TILE == 64 && SSK_TILE_K % 8 == 0,
+                      "the TF32 warp layout assumes 8 warps on a 64×64 tile");
+        // [buffer][k][m or n]; rows of 68 floats keep float4 reads aligned and spread
+        // the transposing stores over more banks; rows of 72 (TF32) make the fragment
+        // loads (bank 8·(lane % 4) + lane / 4) conflict-free.
+        constexpr int LD = SSK_TILE + (TF32 ? 8 : 4);
+        __shared__ __align__(16) float As[2][SSK_TILE_K][LD];
+        __shared__ __align__(16) float Bs[2][SSK_TILE_K][LD];
+        const int tx = threadIdx.x, ty = threadIdx.y;
+        const int t = ty * SSK_GEMM_THREADS + tx;
+        // This thread's 4-vector of each stage, along the operand's fast index: 4
+        // consecutive k of one row/column (K_FAST), or 4 consecutive rows/columns at one k.
+        const int a_k = A_K_FAST ? (t % (SSK_TILE_K / 4)) * 4 : t / (SSK_TILE / 4);
+        const int a_m = A_K_FAST ? t / (SSK_TILE_K / 4) : (t % (SSK_TILE / 4)) * 4;
+        const int b_k = B_K_FAST ? (t % (SSK_TILE_K / 4)) * 4 : t / (SSK_TILE / 4);
+        const int b_n = B_K_FAST ? t / (SSK_TILE_K / 4) : (t % (SSK_TILE / 4)) * 4;
+        float ra[4], rb[4];
+        // Global → registers: the stage starting at k0.
+        auto fetch = [&](int k0) {
+            ssk_load4<A_K_FAST>(a, m0 + a_m, k0 + a_k, M, K, ra);
+            ssk_load4<!B_K_FAST>(b, k0 + b_k, n0 + b_n, K, N, rb);
+        };
+        // Registers → shared buffer `s` (rounded to TF32 once here, not per fragment load).
+        auto stash = [&](int s) {
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                As[s][a_k + (A_K_FAST ? q : 0)][a_m + (A_K_FAST ? 0 : q)] = ssk_gemm_in<TF32>(ra[q]);
+                Bs[s][b_k + (B_K_FAST ? q : 0)][b_n + (B_K_FAST ? 0 : q)] = ssk_gemm_in<TF32>(rb[q]);
+            }
+        };
+        if (K <= 0) return;
+        fetch(0);
+        stash(0);
+        __syncthreads();
+        int s = 0;
+        for (int k0 = 0; k0 < K; k0 += SSK_TILE_K) {
+            const bool more = k0 + SSK_TILE_K < K;  // uniform across the block
+            if (more) fetch(k0 + SSK_TILE_K);      // in flight while this stage multiplies
+            if constexpr (TF32) {
+                const int lane = t & 31, w = t >> 5, g = lane >> 2, q = lane & 3;
+                const int wm = 32 * (w / 4), wn = 16 * (w % 4);
+#pragma unroll
+                for (int kk = 0; kk < SSK_TILE_K; kk += 8) {
+                    float af[2][4], bf[2][2];
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++) {
+                        const int r = wm + 16 * mi + g;
+                        af[mi][0] = As[s][kk + q][r];
+                        af[mi][1] = As[s][kk + q][r + 8];
+                        af[mi][2] = As[s][kk + q + 4][r];
+                        af[mi][3] = As[s][kk + q + 4][r + 8];
+                    }
+#pragma unroll
+                    for (int ni = 0; ni < 2; ni++) {
+                        bf[ni][0] = Bs[s][kk + q][wn + 8 * ni + g];
+                        bf[ni][1] = Bs[s][kk + q + 4][wn + 8 * ni + g];
+                    }
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++) {
+#pragma unroll
+                        for (int ni = 0; ni < 2; ni++) ssk_mma_tf32(acc.c[2 * mi + ni], af[mi], bf[ni]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int kk = 0; kk < SSK_TILE_K; ++kk) {
+                    const float4 av = *reinterpret_cast<const float4*>(&As[s][kk][SSK_MICRO * ty]);
+                    const float4 bv = *reinterpret_cast<const float4*>(&Bs[s][kk][SSK_MICRO * tx]);
+                    const float ai[SSK_MICRO] = {av.x, av.y, av.z, av.w};
+                    const float bj[SSK_MICRO] = {bv.x, bv.y, bv.z, bv.w};
+#pragma unroll
+                    for (int i = 0; i < SSK_MICRO; i++) {
+#pragma unroll
+                        for (int j = 0; j < SSK_MICRO; j++) acc.c[i][j] += ai[i] * bj[j];
+                    }
+                }
+            }
+            // The other buffer was last read before the previous stage's barrier.
+            if (more) stash(s ^ 1);
+            __syncthreads();
+            s ^= 1;
+        }
+    }
+
+    template <class Store>
+    static __device__ __forceinline__ void store(int M, int N, int m0, int n0, const SskGemmAcc& acc, Store out) {
+#pragma unroll
+        for (int i = 0; i < SSK_MICRO; i++) {
+#pragma unroll
+            for (int j = 0; j < SSK_MICRO; j++) {
+                int row, col;
+                ssk_gemm_at<TF32>(i, j, row, col);
+                const int m = m0 + row, n = n0 + col;
+                if (m < M && n < N) out(m, n, acc.c[i][j]);
+            }
+        }
+    }
+};
+
+// acc += the tile's A·B (see above); the TF32 variant keeps acc in mma fragments, so
+// read it only through ssk_gemm_store.
 template <bool A_K_FAST, bool B_K_FAST, class LoadA, class LoadB>
 __device__ __forceinline__ void ssk_gemm_tile(int M, int N, int K, int m0, int n0, LoadA a, LoadB b,
                                               SskGemmAcc& acc) {
-    static_assert(SSK_GEMM_LOADS == 4, "a thread loads one 4-vector per operand per stage");
-    // [buffer][k][m or n]; rows of 68 floats keep float4 reads aligned and spread
-    // the transposing stores over more banks.
-    __shared__ __align__(16) float As[2][SSK_TILE_K][SSK_TILE + 4];
-    __shared__ __align__(16) float Bs[2][SSK_TILE_K][SSK_TILE + 4];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    const int t = ty * SSK_GEMM_THREADS + tx;
-    // This thread's 4-vector of each stage, along the operand's fast index: 4
-    // consecutive k of one row/column (K_FAST), or 4 consecutive rows/columns at one k.
-    const int a_k = A_K_FAST ? (t % (SSK_TILE_K / 4)) * 4 : t / (SSK_TILE / 4);
-    const int a_m = A_K_FAST ? t / (SSK_TILE_K / 4) : (t % (SSK_TILE / 4)) * 4;
-    const int b_k = B_K_FAST ? (t % (SSK_TILE_K / 4)) * 4 : t / (SSK_TILE / 4);
-    const int b_n = B_K_FAST ? t / (SSK_TILE_K / 4) : (t % (SSK_TILE / 4)) * 4;
-    float ra[4], rb[4];
-    // Global → registers: the stage starting at k0.
-    auto fetch = [&](int k0) {
-        ssk_load4<A_K_FAST>(a, m0 + a_m, k0 + a_k, M, K, ra);
-        ssk_load4<!B_K_FAST>(b, k0 + b_k, n0 + b_n, K, N, rb);
-    };
-    // Registers → shared buffer `s`.
-    auto stash = [&](int s) {
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            As[s][a_k + (A_K_FAST ? q : 0)][a_m + (A_K_FAST ? 0 : q)] = ra[q];
-            Bs[s][b_k + (B_K_FAST ? q : 0)][b_n + (B_K_FAST ? 0 : q)] = rb[q];
-        }
-    };
-    if (K <= 0) return;
-    fetch(0);
-    stash(0);
-    __syncthreads();
-    int s = 0;
-    for (int k0 = 0; k0 < K; k0 += SSK_TILE_K) {
-        const bool more = k0 + SSK_TILE_K < K;  // uniform across the block
-        if (more) fetch(k0 + SSK_TILE_K);      // in flight while this stage multiplies
-#pragma unroll
-        for (int kk = 0; kk < SSK_TILE_K; ++kk) {
-            const float4 av = *reinterpret_cast<const float4*>(&As[s][kk][SSK_MICRO * ty]);
-            const float4 bv = *reinterpret_cast<const float4*>(&Bs[s][kk][SSK_MICRO * tx]);
-            const float ai[SSK_MICRO] = {av.x, av.y, av.z, av.w};
-            const float bj[SSK_MICRO] = {bv.x, bv.y, bv.z, bv.w};
-#pragma unroll
-            for (int i = 0; i < SSK_MICRO; i++) {
-#pragma unroll
-                for (int j = 0; j < SSK_MICRO; j++) acc.c[i][j] += ai[i] * bj[j];
-            }
-        }
-        // The other buffer was last read before the previous stage's barrier.
-        if (more) stash(s ^ 1);
-        __syncthreads();
-        s ^= 1;
-    }
+#define SSK_CALL_TILE(TF32) SskGemm<TF32>::template tile<A_K_FAST, B_K_FAST>(M, N, K, m0, n0, a, b, acc)
+    SSK_GEMM_VARIANT(SSK_CALL_TILE);
+#undef SSK_CALL_TILE
 }
 
 // Calls out(m, n, value) for the thread's outputs that fall inside M×N.
 template <class Store>
 __device__ __forceinline__ void ssk_gemm_store(int M, int N, int m0, int n0, const SskGemmAcc& acc, Store out) {
-#pragma unroll
-    for (int i = 0; i < SSK_MICRO; i++) {
-#pragma unroll
-        for (int j = 0; j < SSK_MICRO; j++) {
-            const int m = m0 + SSK_MICRO * threadIdx.y + i, n = n0 + SSK_MICRO * threadIdx.x + j;
-            if (m < M && n < N) out(m, n, acc.c[i][j]);
-        }
-    }
+#define SSK_CALL_STORE(TF32) SskGemm<TF32>::store(M, N, m0, n0, acc, out)
+    SSK_GEMM_VARIANT(SSK_CALL_STORE);
+#undef SSK_CALL_STORE
 }

@@ -237,3 +237,61 @@ static inline unsigned __ballot_sync(unsigned mask, int pred) {
 // __ldg is a read-only-cache load on the GPU, a plain load here.
 template <class T>
 static inline T __ldg(const T* p) { return *p; }
+
+// ---- TF32 tensor cores (kernels/common.cuh, SSK_TF32) -----------------------------
+// The simulator cannot run PTX: ssk_tf32 and ssk_mma_tf32 are emulated here, and the
+// variant is chosen per launch (ssk_sim_launch::tf32) instead of per compilation.
+#define SSK_MMA_EMULATED
+extern __thread int ssk_sim_tf32;
+#define SSK_SIM_TF32_ON() (ssk_sim_tf32 != 0)
+
+// cvt.rna.tf32.f32: round to a 10-bit mantissa, to nearest, ties away from zero
+// (adding half an ulp to the magnitude bits, then truncating); NaN stays NaN (its
+// payload could sit in the dropped bits), ±Inf stays ±Inf, and a finite value past
+// the largest TF32 rounds to ±Inf as round-to-nearest does.
+static inline float ssk_tf32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0) u |= 0x00400000u;  // quiet NaN
+    else u += 0x1000u;
+    u &= ~0x1fffu;
+    float r;
+    memcpy(&r, &u, 4);
+    return r;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, d += A·B, over the warp: every
+// lane posts its fragments (layout in common.cuh) and computes its own four outputs
+// from the warp's. The model: the mma reads only the TF32 bits of its operands,
+// each product of two TF32 values is exact in f32 (11 + 11 significant bits), and
+// the eight products are added to d in k order in f32 (the hardware's order and
+// internal precision are unspecified; the parity tests' bound covers both).
+static inline void ssk_mma_tf32(float d[4], const float a[4], const float b[2]) {
+    static thread_local float frag[32][32][6];  // [warp][lane][a0..a3, b0, b1]
+    const int w = ssk_self->warp, lane = ssk_self->lane;
+    for (int i = 0; i < 4; i++) frag[w][lane][i] = a[i];
+    frag[w][lane][4] = b[0];
+    frag[w][lane][5] = b[1];
+    __syncwarp();
+    auto bits = [](float v) {
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        u &= ~0x1fffu;
+        memcpy(&v, &u, 4);
+        return v;
+    };
+    const int g = lane >> 2, q = lane & 3;
+    for (int r = 0; r < 4; r++) {
+        const int row = g + 8 * (r >> 1), col = 2 * q + (r & 1);
+        float s = d[r];
+        for (int k = 0; k < 8; k++) {
+            // A(row, k) is in lane 4·(row % 8) + k % 4, register (row ≥ 8) + 2·(k ≥ 4);
+            // B(k, col) in lane 4·col + k % 4, register b0 or b1 (k ≥ 4).
+            const float av = frag[w][4 * (row & 7) + (k & 3)][(row >> 3) + 2 * (k >> 2)];
+            const float bv = frag[w][4 * col + (k & 3)][4 + (k >> 2)];
+            s += bits(av) * bits(bv);
+        }
+        d[r] = s;
+    }
+    __syncwarp();  // frag is rewritten by the next call
+}

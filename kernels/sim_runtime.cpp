@@ -34,6 +34,7 @@ __thread const ssk_fiber_pub* ssk_self;
 __thread uint3 ssk_block_idx;
 __thread dim3 ssk_block_dim;
 __thread dim3 ssk_grid_dim;
+__thread int ssk_sim_tf32;
 
 namespace {
 
@@ -356,6 +357,7 @@ typedef struct {
     unsigned block[3];
     unsigned shared_bytes;
     uint64_t seed;
+    int tf32;  // the GEMM core's TF32 tensor-core variant (sim.h emulates it)
 } ssk_sim_launch;
 
 int ssk_sim_run_blocks(const ssk_sim_launch* launch, uint64_t block_begin, uint64_t block_end,
@@ -396,6 +398,7 @@ int ssk_sim_run_blocks(const ssk_sim_launch* launch, uint64_t block_begin, uint6
     w.failed = false;
     ssk_block_dim = dim3{block[0], block[1], block[2]};
     ssk_grid_dim = dim3{grid[0], grid[1], grid[2]};
+    ssk_sim_tf32 = launch->tf32;
     int rc = 0;
     for (uint64_t b = block_begin; b < block_end; b++) {
         ssk_block_idx.x = (unsigned)(b % grid[0]);

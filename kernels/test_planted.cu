@@ -1,7 +1,7 @@
 // kernels/test_planted.cu — kernels with planted bugs, used only by the tests of
 // the simulator (tests/sim_parity.rs, src/backend/sim): they prove that the
-// simulator catches what a GPU would silently get wrong. Not part of the NVRTC
-// module set of the trainer.
+// simulator catches what a GPU would silently get wrong; and a probe of the
+// simulator's TF32 emulation. Not part of the NVRTC module set of the trainer.
 #include "common.cuh"
 
 // y[i] = 2·x[i] for i < n, and — the planted bug — thread n (when the grid has
@@ -21,4 +21,12 @@ extern "C" __global__ void planted_missing_barrier(const float* __restrict__ x, 
     s[t] = x[g];
     if (use_barrier) __syncthreads();
     y[g] = s[(t + 1) % blockDim.x];
+}
+
+// y[i] = ssk_tf32(x[i]) (common.cuh: cvt.rna.tf32.f32; the simulator's emulation
+// in sim.h), for the rounding's bit-pattern test. grid-stride, block (256).
+extern "C" __global__ void probe_tf32_round(const float* __restrict__ x, float* __restrict__ y, int n) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800  // cvt.rna.tf32 is sm_80+; this file loads on any GPU
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] = ssk_tf32(x[i]);
+#endif
 }

@@ -53,3 +53,11 @@ pub mod geometry {
 pub fn kernel(name: &str) -> Option<&'static KernelInfo> {
     KERNELS.iter().find(|k| k.name == name)
 }
+
+/// `SSKERNEL_TF32=1`: the GEMM core of conv and linear multiplies on TF32 tensor
+/// cores (kernels/common.cuh, `SSK_TF32`; the cuda device needs sm_80+, the
+/// simulator emulates it). Off by default; read once per process.
+pub fn tf32_requested() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SSKERNEL_TF32").is_ok_and(|v| !v.is_empty() && v != "0"))
+}

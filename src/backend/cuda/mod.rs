@@ -146,7 +146,7 @@ fn module_image(
         );
         *announced = true;
     }
-    let compiled = match nvrtc::compile(file, &target) {
+    let compiled = match nvrtc::compile(file, &target, cache.tf32()) {
         Ok(c) => c,
         // A broken NVRTC (e.g. a libnvrtc without its builtins library on the
         // loader path) must not make the device unusable where cubins exist.
@@ -223,6 +223,15 @@ impl Cuda {
             .map_err(|e| anyhow!("cannot create a stream: {e}"))?;
         let nvrtc = nvrtc::nvrtc_version();
         let cache = Cache::new();
+        if cache.tf32() {
+            if nvrtc::parse_arch(&info.arch)? < 80 {
+                bail!(
+                    "SSKERNEL_TF32=1: TF32 tensor cores need sm_80 or newer, the device is {}",
+                    info.arch
+                );
+            }
+            eprintln!("cuda: TF32 tensor-core GEMM on (SSKERNEL_TF32)");
+        }
         let mut kernels = HashMap::new();
         let mut announced = false;
         for (file, _) in nvrtc::kernel_files() {

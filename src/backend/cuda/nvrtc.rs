@@ -16,7 +16,8 @@
 //! - **Cache.** `$SSKERNEL_KERNEL_CACHE`, else `$XDG_CACHE_HOME/sskernel/kernels`,
 //!   else `~/.cache/sskernel/kernels`; one file per kernel file, target and NVRTC
 //!   version, named `FILE.TARGET.nvrtcMAJOR.MINOR.HASH.cubin` (or `.ptx`) where HASH
-//!   is the SHA-256 of every embedded source and the compile options; written to a
+//!   is the SHA-256 of every embedded source and the compile options (the TF32
+//!   variant, `SSKERNEL_TF32=1`, compiles with `-DSSK_TF32`: its own key); written to a
 //!   temporary name and renamed (atomic). Where NVRTC is missing (a GPU machine with
 //!   a driver but no toolkit), a cached cubin for the exact architecture and the
 //!   same sources is used whatever NVRTC version built it: SASS needs no NVRTC.
@@ -32,6 +33,13 @@ use std::path::{Path, PathBuf};
 /// Options besides `--gpu-architecture` (part of the cache key). `-v` to ptxas
 /// makes the log carry registers, shared memory, stack and spills per kernel.
 const OPTIONS: &[&str] = &["--std=c++17", "--ptxas-options=-v"];
+/// Added for the GEMM core's TF32 tensor-core variant (kernels/common.cuh; sm_80+).
+const TF32_OPTION: &str = "-DSSK_TF32";
+
+/// The options of a compilation besides `--gpu-architecture`.
+fn options(tf32: bool) -> impl Iterator<Item = &'static str> {
+    OPTIONS.iter().copied().chain(tf32.then_some(TF32_OPTION))
+}
 /// Bumped when the cache layout or the compile procedure changes.
 const CACHE_FORMAT: &str = "sskernel-kernels-v1";
 
@@ -202,20 +210,27 @@ fn first_error(log: &str, dir: &str) -> Option<String> {
     })
 }
 
-/// Compiles one embedded kernel file for `target` (`sm_XX`: cubin, `compute_XX`: PTX).
+/// Compiles one embedded kernel file for `target` (`sm_XX`: cubin, `compute_XX`: PTX),
+/// the TF32 variant when `tf32`.
 /// A failure names the file, the first error's line and carries NVRTC's whole log.
-pub fn compile(file: &str, target: &str) -> Result<Compiled> {
+pub fn compile(file: &str, target: &str, tf32: bool) -> Result<Compiled> {
     let src = SOURCES
         .iter()
         .find(|(n, _)| *n == file)
         .map(|(_, s)| *s)
         .ok_or_else(|| anyhow!("no embedded kernel file `{file}`"))?;
-    compile_source("kernels", file, src, target)
+    compile_source("kernels", file, src, target, tf32)
 }
 
 /// Compiles `src` (named `file`, shown as `dir/file` in errors) with the embedded
-/// headers, for `target`.
-pub fn compile_source(dir: &str, file: &str, src: &str, target: &str) -> Result<Compiled> {
+/// headers, for `target` (the TF32 variant when `tf32`).
+pub fn compile_source(
+    dir: &str,
+    file: &str,
+    src: &str,
+    target: &str,
+    tf32: bool,
+) -> Result<Compiled> {
     let headers: Vec<(CString, CString)> = SOURCES
         .iter()
         .filter(|(n, _)| n.ends_with(".cuh"))
@@ -241,7 +256,7 @@ pub fn compile_source(dir: &str, file: &str, src: &str, target: &str) -> Result<
     .map_err(|e| anyhow!("nvrtcCreateProgram({file}): {e:?}"))?;
     let prog = Program(raw);
     let mut opts = vec![format!("--gpu-architecture={target}")];
-    opts.extend(OPTIONS.iter().map(|o| o.to_string()));
+    opts.extend(options(tf32).map(|o| o.to_string()));
     if !target.starts_with("sm_") {
         opts.retain(|o| !o.starts_with("--ptxas-options"));
     }
@@ -328,11 +343,11 @@ pub fn parse_ptxas(log: &str) -> Vec<KernelResources> {
 }
 
 /// SHA-256 (hex) of every embedded source and the compile options.
-pub fn sources_hash() -> String {
+pub fn sources_hash(tf32: bool) -> String {
     let mut h = Sha256::new();
     h.update(CACHE_FORMAT.as_bytes());
     h.update([0]);
-    for o in OPTIONS {
+    for o in options(tf32) {
         h.update(o.as_bytes());
         h.update([0]);
     }
@@ -362,6 +377,7 @@ pub fn cache_dir() -> Option<PathBuf> {
 pub struct Cache {
     dir: Option<PathBuf>,
     hash: String,
+    tf32: bool,
 }
 
 impl Default for Cache {
@@ -371,19 +387,28 @@ impl Default for Cache {
 }
 
 impl Cache {
+    /// The cache of this process' variant (`SSKERNEL_TF32`).
     pub fn new() -> Self {
-        Self {
-            dir: cache_dir(),
-            hash: sources_hash(),
-        }
+        Self::at_variant(cache_dir(), crate::backend::kernels::tf32_requested())
     }
 
     /// A cache in `dir` (tests; the program uses [`Cache::new`]).
     pub fn at(dir: &Path) -> Self {
+        Self::at_variant(Some(dir.to_path_buf()), false)
+    }
+
+    /// A cache of the TF32 variant (or not) in `dir`.
+    pub fn at_variant(dir: Option<PathBuf>, tf32: bool) -> Self {
         Self {
-            dir: Some(dir.to_path_buf()),
-            hash: sources_hash(),
+            dir,
+            hash: sources_hash(tf32),
+            tf32,
         }
+    }
+
+    /// Whether this cache holds the TF32 variant (compile it with `-DSSK_TF32`).
+    pub fn tf32(&self) -> bool {
+        self.tf32
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -517,6 +542,9 @@ pub fn kernels_compile(archs: &[String], sources: &[PathBuf]) -> Result<Vec<Repo
     println!("NVRTC {version} ({lib})");
     let supported = supported_archs().unwrap_or_default();
     let cache = Cache::new();
+    if cache.tf32() {
+        println!("TF32 tensor-core variant of the GEMM core (SSKERNEL_TF32): {TF32_OPTION}");
+    }
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let mut cache_note = None;
@@ -526,6 +554,10 @@ pub fn kernels_compile(archs: &[String], sources: &[PathBuf]) -> Result<Vec<Repo
     );
     for arch in archs {
         let n = parse_arch(arch)?;
+        if cache.tf32() && n < 80 {
+            failures.push(format!("the TF32 variant needs sm_80 or newer, not {arch}"));
+            continue;
+        }
         if !supported.is_empty() && !supported.contains(&n) {
             failures.push(format!(
                 "NVRTC {version} does not compile for {arch} (it knows sm_{})",
@@ -538,7 +570,7 @@ pub fn kernels_compile(archs: &[String], sources: &[PathBuf]) -> Result<Vec<Repo
             continue;
         }
         for (dir, file, src) in &files {
-            let c = match compile_source(dir, file, src, arch) {
+            let c = match compile_source(dir, file, src, arch, cache.tf32()) {
                 Ok(c) => c,
                 Err(e) => {
                     println!("{arch:<7} {file:<16} FAILED");
@@ -674,5 +706,10 @@ ptxas info    : Used 12 registers, used 0 barriers, 380 bytes cmem[0]
         assert!(path.to_string_lossy().contains("nvrtc13.0"));
         assert!(cache.any_cubin("conv.cu", "sm_80").is_none());
         assert!(cache.any_cubin("pool.cu", "sm_90").is_none());
+        // The TF32 variant has its own key: its cubins are never taken for f32 ones.
+        let tf32 = Cache::at_variant(Some(dir.path().to_path_buf()), true);
+        assert!(tf32.tf32() && !cache.tf32() && tf32.key() != cache.key());
+        assert!(tf32.get("conv.cu", "sm_90", v(12, 9)).is_none());
+        assert!(tf32.any_cubin("conv.cu", "sm_90").is_none());
     }
 }

@@ -36,6 +36,7 @@ struct SimLaunch {
     block: [u32; 3],
     shared_bytes: u32,
     seed: u64,
+    tf32: c_int,
 }
 
 extern "C" {
@@ -149,6 +150,8 @@ pub struct Sim {
     seed: u64,
     launches: AtomicU64,
     recorder: launch::Recorder<SimBuf>,
+    /// The GEMM core's TF32 variant (emulated: kernels/sim.h).
+    tf32: bool,
 }
 
 /// The argument pointer array handed to the trampolines from several threads.
@@ -165,6 +168,7 @@ impl ArgPtrs {
 impl Sim {
     /// The simulator with its kernel table. The fiber resume order of every block is
     /// shuffled from a seed: `SSKERNEL_SIM_SEED` (default 0) mixed with the launch count.
+    /// `SSKERNEL_TF32=1` selects the TF32 variant of the GEMM core.
     pub fn new() -> anyhow::Result<Self> {
         let seed = match std::env::var("SSKERNEL_SIM_SEED") {
             Ok(s) => s
@@ -172,7 +176,17 @@ impl Sim {
                 .map_err(|e| anyhow::anyhow!("SSKERNEL_SIM_SEED={s:?} is not a u64: {e}"))?,
             Err(_) => 0,
         };
-        Ok(Self::with_seed(seed))
+        let tf32 = super::kernels::tf32_requested();
+        if tf32 {
+            eprintln!("sim: TF32 tensor-core GEMM on (SSKERNEL_TF32, emulated)");
+        }
+        Ok(Self::with_seed(seed).with_tf32(tf32))
+    }
+
+    /// The same simulator with the GEMM core's TF32 variant on or off.
+    pub fn with_tf32(mut self, on: bool) -> Self {
+        self.tf32 = on;
+        self
     }
 
     pub fn with_seed(seed: u64) -> Self {
@@ -187,6 +201,7 @@ impl Sim {
             seed,
             launches: AtomicU64::new(0),
             recorder: launch::Recorder::default(),
+            tf32: false,
         }
     }
 
@@ -261,6 +276,7 @@ impl Sim {
                     block: l.block,
                     shared_bytes: l.shared_bytes,
                     seed,
+                    tf32: self.tf32 as c_int,
                 };
                 let rc = unsafe {
                     ssk_sim_run_blocks(
