@@ -1,7 +1,8 @@
 //! The CUDA path without a GPU: `sskernel kernels compile` compiles every kernel
 //! with NVRTC from the PyPI wheel nvidia-cuda-nvrtc-cu12 (installed into .venv by
 //! scripts/python-venv.sh, found through LD_LIBRARY_PATH) for sm_80 and sm_90 and
-//! must report every kernel with no spills; and the device flags say plainly what
+//! must report every kernel with no spills, in both variants (f32, and TF32 with
+//! `SSKERNEL_TF32=1`); and the device flags say plainly what
 //! is missing where there is no GPU.
 
 mod common;
@@ -46,12 +47,23 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
     let Some(lib) = wheel_lib_dir() else {
         return;
     };
+    let f32_names = compile_all(&lib, false);
+    let tf32_names = compile_all(&lib, true);
+    // The TF32 variant has its own cache key: no file name is shared.
+    assert!(f32_names.iter().all(|n| !tf32_names.contains(n)));
+}
+
+/// `sskernel kernels compile --arch sm_80,sm_90` (the TF32 variant when `tf32`):
+/// every kernel reported with no spills, every cubin cached. Returns the cached
+/// file names.
+fn compile_all(lib: &std::path::Path, tf32: bool) -> Vec<String> {
     let cache = tempfile::tempdir().unwrap();
     let o = sskernel(
         &["kernels", "compile", "--arch", "sm_80,sm_90"],
         &[
             ("LD_LIBRARY_PATH", lib.to_str().unwrap()),
             ("SSKERNEL_KERNEL_CACHE", cache.path().to_str().unwrap()),
+            ("SSKERNEL_TF32", if tf32 { "1" } else { "0" }),
         ],
     );
     let (stdout, stderr) = (
@@ -60,6 +72,7 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
     );
     println!("{stdout}");
     assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.contains("-DSSK_TF32"), tf32, "{stdout}");
     assert!(
         stdout.starts_with("NVRTC 12.") && stdout.contains("libnvrtc.so.12"),
         "{stdout}"
@@ -91,17 +104,13 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
     }
     assert_eq!(rows.len(), 2 * KERNELS.len(), "{stdout}");
     // The cubins went to the cache: one per kernel file and architecture.
-    let cubins = std::fs::read_dir(cache.path())
+    let cubins: Vec<String> = std::fs::read_dir(cache.path())
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".cubin")
-        })
-        .count();
-    assert_eq!(cubins, 2 * nvrtc::kernel_files().count());
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cubin"))
+        .collect();
+    assert_eq!(cubins.len(), 2 * nvrtc::kernel_files().count());
+    cubins
 }
 
 #[test]
