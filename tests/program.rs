@@ -10,7 +10,7 @@ use sskernel::backend::sim::Sim;
 use sskernel::backend::{ops::*, OptimStep};
 use sskernel::data::{self, DatasetName};
 use sskernel::model::{Activations, Branched, Mode, Net, NetSpec, StepProgram};
-use sskernel::train::Inputs;
+use sskernel::train::{DeviceSplit, Inputs};
 
 const BATCH: usize = 4;
 const BEFORE_PRUNE: usize = 20;
@@ -172,5 +172,99 @@ fn an_mtl_step_program_holds_every_launch_of_the_step() {
         unsafe { program.train_step(&sim, &mut net, &mut act, 2, &step) };
         println!("{mode:?}: {eager} kernel launches per training step");
         assert_eq!(program.launches(), Some(eager), "{mode:?}");
+    }
+}
+
+/// How the batches of [`epoch`] reach the device.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Feed {
+    /// `Inputs::gather` on the host, then `Memory::write` (the path before issue 13).
+    Host,
+    /// `DeviceSplit`, op by op.
+    Device,
+    /// `DeviceSplit` inside the recorded step program.
+    Replayed,
+}
+
+/// One short epoch of an MTL net (an order of 27 samples, so the last batch is a
+/// partial one) fed as `feed` says: the losses of every step, then every parameter.
+fn epoch(sim: &Sim, feed: Feed) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let data = data::load(DatasetName::Mnist, None).unwrap();
+    let train = Inputs::new(&data.train);
+    let mut net = Net::new(
+        sim,
+        NetSpec::mnist(Mode::Mtl, 10),
+        &mut ChaCha8Rng::seed_from_u64(9),
+    );
+    let mut act = Activations::new(sim, &net.spec, BATCH);
+    let step = OptimStep::Sgd {
+        lr: 0.05,
+        momentum: 0.5,
+    };
+    let order: Vec<usize> = (0..27).map(|i| (i * 7919 + 13) % train.len()).collect();
+    let mut split = DeviceSplit::new(sim, &train, 10, sim.buf_len(&act.loss), BATCH);
+    // Starts one batch in, as a resumed epoch does.
+    split.start_epoch(sim, &order, BATCH);
+    let mut program = StepProgram::default();
+    let (mut images, mut targets) = (Vec::new(), Vec::new());
+    let mut losses = Vec::new();
+    for (k, chunk) in order.chunks(BATCH).skip(1).enumerate() {
+        let n = chunk.len();
+        let writes = sim.write_count();
+        let key = (n, net.branches.task_branch.clone());
+        let mut one_step = || {
+            split.gather(sim, n, &mut act.x, &mut act.targets);
+            net.train_step(sim, &mut act, n, &step);
+            split.advance(sim, n, &act.loss);
+        };
+        match feed {
+            Feed::Host => {
+                train.gather(chunk, 10, &mut images, &mut targets);
+                sim.write(&mut act.x, &images);
+                sim.write(&mut act.targets, &targets);
+                net.train_step(sim, &mut act, n, &step);
+            }
+            Feed::Device => one_step(),
+            // SAFETY: one net, activation set and split.
+            Feed::Replayed => unsafe { program.run(sim, key, &mut one_step) },
+        }
+        // The first step writes the learning rate into the step state (once).
+        if feed != Feed::Host && k > 0 {
+            assert_eq!(
+                sim.write_count(),
+                writes,
+                "{feed:?}: host → device copies in a step"
+            );
+        }
+        losses.push(sim.download(&act.loss));
+    }
+    if feed == Feed::Replayed {
+        assert!(program.launches().is_some(), "the last step was recorded");
+    }
+    let params = net
+        .params()
+        .iter()
+        .map(|p| sim.download(&p.value))
+        .collect();
+    (losses, params)
+}
+
+/// Issue 13: a step that gathers its batch on the device, recorded and replayed,
+/// equals the same steps op by op and the host-fed steps bit for bit, over an
+/// epoch with a partial last batch; no step copies anything host → device.
+#[test]
+fn an_epoch_with_the_data_on_the_device_replays_bit_for_bit() {
+    let sim = Sim::with_seed(0);
+    let host = epoch(&sim, Feed::Host);
+    assert_eq!(host.0.len(), 6);
+    for feed in [Feed::Device, Feed::Replayed] {
+        let other = epoch(&sim, feed);
+        for (k, (h, o)) in host.0.iter().zip(&other.0).enumerate() {
+            assert!(h.iter().all(|l| l.is_finite()), "step {k}: loss {h:?}");
+            assert_eq!(bits(h), bits(o), "{feed:?}: step {k} loss");
+        }
+        for (i, (h, o)) in host.1.iter().zip(&other.1).enumerate() {
+            assert_eq!(bits(h), bits(o), "{feed:?}: parameter {i}");
+        }
     }
 }

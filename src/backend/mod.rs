@@ -316,6 +316,33 @@ pub struct Dropout {
     pub key: u32,
 }
 
+/// A batch gathered on the device from a split kept there (see [`DataOps`]):
+/// `batch` samples of `size` floats each, one-hot over `classes`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gather {
+    pub batch: usize,
+    pub size: usize,
+    pub classes: usize,
+}
+
+/// A training split on the device and the cursor into it. Indices travel as f32
+/// (the buffers are f32), exact below 2²⁴ samples.
+#[derive(Debug)]
+pub struct DataBufs<'a, B> {
+    /// `[len, size]` pixel/255.
+    pub pixels: &'a B,
+    /// `[len]` label indices.
+    pub labels: &'a B,
+    /// `[len]` the epoch's order: sample indices.
+    pub order: &'a B,
+    /// [`DATA_STATE_LEN`] floats: the batch offset into `order`, then the steps
+    /// logged so far this epoch.
+    pub state: &'a B,
+}
+
+/// Floats of a data state buffer ([`DataBufs::state`]).
+pub const DATA_STATE_LEN: usize = 2;
+
 /// A 2-D batchnorm (per channel over N·H·W): its input shape and constants.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNorm2d {
@@ -654,6 +681,31 @@ pub fn dropout_threshold(p: f32) -> u32 {
     (p as f64 * 4_294_967_296.0).clamp(0.0, u32::MAX as f64) as u32
 }
 
+/// Batches built on the device (kernels/data.cu, cpu/data.rs): the split and the
+/// epoch's order live there, so a recorded step needs no host → device copy.
+pub trait DataOps: Memory {
+    /// With `off = state[0]`: row `r < g.batch` of `x` (`[batch, size]`) is
+    /// `pixels[order[off + r]]`, of `targets` (`[batch, classes]`) the one-hot of
+    /// `labels[order[off + r]]` (what `train::Inputs::gather` builds on the host).
+    fn gather_batch(
+        &self,
+        g: &Gather,
+        data: DataBufs<Self::Buf>,
+        x: &mut Self::Buf,
+        targets: &mut Self::Buf,
+    );
+    /// One thread, after a step of `(tasks, batch)`: with `s = state[1]`,
+    /// `log[s·tasks + t] = loss[t]`
+    /// for `t < tasks`; then `state[0] += batch`, `state[1] += 1`.
+    fn advance_batch(
+        &self,
+        tasks_batch: (usize, usize),
+        loss: &Self::Buf,
+        state: &mut Self::Buf,
+        log: &mut Self::Buf,
+    );
+}
+
 /// Parameter updates (kernels/optim.cu and memory.cu, cpu/optim.rs).
 pub trait OptimOps: Memory {
     /// Starts a step: advances the step counter of `hyper` ([`Hyper`]) and writes
@@ -693,6 +745,7 @@ pub trait Backend:
     + LossOps
     + OptimOps
     + DropoutOps
+    + DataOps
     + TtSvdOps
     + MreachOps
     + ProgramOps
@@ -707,6 +760,7 @@ impl<D> Backend for D where
         + LossOps
         + OptimOps
         + DropoutOps
+        + DataOps
         + TtSvdOps
         + MreachOps
         + ProgramOps
@@ -717,8 +771,8 @@ impl<D> Backend for D where
 /// `use sskernel::backend::ops::*`. Code generic over `B: Backend` needs none of it.
 pub mod ops {
     pub use super::{
-        Backend, ConvOps, DropoutOps, LinearOps, LossOps, Memory, MreachOps, NormOps, OptimOps,
-        PoolOps, ProgramOps, TtSvdOps,
+        Backend, ConvOps, DataOps, DropoutOps, LinearOps, LossOps, Memory, MreachOps, NormOps,
+        OptimOps, PoolOps, ProgramOps, TtSvdOps,
     };
 }
 

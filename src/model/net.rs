@@ -411,7 +411,7 @@ pub struct StepProgram<B: Backend> {
 
 /// What a recorded step depends on besides its buffers: the batch size and the
 /// task → branch map (the heads' `x_of`).
-type StepKey = (usize, Vec<usize>);
+pub type StepKey = (usize, Vec<usize>);
 
 impl<B: Backend> Default for StepProgram<B> {
     fn default() -> Self {
@@ -436,12 +436,24 @@ impl<B: Backend> StepProgram<B> {
         step: &OptimStep,
     ) {
         let key = (n, net.branches.task_branch.clone());
+        // SAFETY: the contract above.
+        unsafe { self.run(be, key, &mut || net.train_step(be, act, n, step)) }
+    }
+
+    /// Replays the program recorded for `key`, else runs `step` (a training step
+    /// and whatever travels with it, such as the batch's gather), recording it.
+    ///
+    /// # Safety
+    /// As [`Self::train_step`]: `step` touches the buffers of every earlier call
+    /// since the last [`Self::forget`], none of them reallocated since; `key` is the
+    /// step's batch size and task → branch map.
+    pub unsafe fn run(&mut self, be: &B, key: StepKey, step: &mut dyn FnMut()) {
         match &self.recorded {
             // SAFETY: recorded on these buffers, still alive (the contract above).
             Some((k, program)) if *k == key => unsafe { be.replay(program) },
             _ => {
                 self.recorded = None;
-                let program = be.record(&mut || net.train_step(be, act, n, step));
+                let program = be.record(step);
                 self.recorded = program.map(|p| (key, p));
             }
         }

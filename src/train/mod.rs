@@ -12,7 +12,7 @@ pub use crate::run::{EpochRecord, RunSummary, TrainConfig};
 
 use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::profile::phase;
-use crate::backend::{Backend, OptimStep};
+use crate::backend::{Backend, DataBufs, Gather, OptimStep, DATA_STATE_LEN};
 use crate::data::{Dataset, Split};
 use crate::model::{Activations, Branched, Mode, Net, NetSpec, StepProgram};
 use crate::sharing::selective::{task_groups, Sharing};
@@ -61,6 +61,69 @@ impl<'a> Inputs<'a> {
             images.extend_from_slice(&self.pixels[i * size..(i + 1) * size]);
             targets[row * classes + self.split.labels[i] as usize] = 1.0;
         }
+    }
+}
+
+/// A training split on the device (issue 13): pixel/255 and the label indices
+/// uploaded once per run (f32: 4 bytes a pixel, 188 MB for MNIST's training
+/// split), the epoch's order once per epoch. Each step gathers its batch there
+/// (`DataOps::gather_batch`, the rows `Inputs::gather` builds) and moves the
+/// cursor there (`advance_batch`), so a recorded step copies nothing host → device.
+pub struct DeviceSplit<B: Backend> {
+    pixels: B::Buf,
+    labels: B::Buf,
+    order: B::Buf,
+    /// `backend::DataBufs::state`: the batch offset, the steps of the epoch so far.
+    state: B::Buf,
+    /// The epoch's losses, `[batches, loss values]`, as `advance_batch` logs them.
+    log: B::Buf,
+    size: usize,
+    classes: usize,
+}
+
+impl<B: Backend> DeviceSplit<B> {
+    /// `losses` values per step (1 or the task count), `batch` samples at most.
+    pub fn new(be: &B, inputs: &Inputs, classes: usize, losses: usize, batch: usize) -> Self {
+        let labels: Vec<f32> = inputs.split.labels.iter().map(|&l| l as f32).collect();
+        Self {
+            pixels: be.upload(&inputs.pixels),
+            labels: be.upload(&labels),
+            order: be.zeros(inputs.len().max(1)),
+            state: be.zeros(DATA_STATE_LEN),
+            log: be.zeros(losses * inputs.len().div_ceil(batch.max(1)).max(1)),
+            size: inputs.split.image_len(),
+            classes,
+        }
+    }
+
+    /// Starts an epoch (or resumes one) at sample `offset` of `order`: the order and
+    /// the cursor go to the device, the only copies of the epoch.
+    pub fn start_epoch(&mut self, be: &B, order: &[usize], offset: usize) {
+        let order: Vec<f32> = order.iter().map(|&i| i as f32).collect();
+        be.write(&mut self.order, &order);
+        be.write(&mut self.state, &[offset as f32, 0.0]);
+    }
+
+    /// The next `n` samples of the order into `x` and `targets`.
+    pub fn gather(&self, be: &B, n: usize, x: &mut B::Buf, targets: &mut B::Buf) {
+        let g = Gather {
+            batch: n,
+            size: self.size,
+            classes: self.classes,
+        };
+        let data = DataBufs {
+            pixels: &self.pixels,
+            labels: &self.labels,
+            order: &self.order,
+            state: &self.state,
+        };
+        be.gather_batch(&g, data, x, targets);
+    }
+
+    /// After a step of `n` samples: logs `loss` and moves the cursor past them.
+    pub fn advance(&mut self, be: &B, n: usize, loss: &B::Buf) {
+        let values = be.buf_len(loss);
+        be.advance_batch((values, n), loss, &mut self.state, &mut self.log);
     }
 }
 
@@ -170,7 +233,13 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         data.test.len()
     );
 
-    let (mut images, mut targets) = (Vec::new(), Vec::new());
+    let mut split = DeviceSplit::new(
+        be,
+        &train,
+        net.spec.classes,
+        be.buf_len(&act.loss),
+        cfg.batch,
+    );
     // The step as one recorded launch program on kernel devices; profiling times
     // each op, so it launches them one by one.
     let eager = cfg.eager || crate::backend::profile::is_on();
@@ -183,24 +252,25 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         let bar = progress::EpochBar::new(epoch, cfg.epochs, batches.end);
         let started = Instant::now();
         let samples_before = run.at.tally.samples;
+        split.start_epoch(be, &run.order, batches.start * cfg.batch);
         for b in batches {
             if max_steps_reached(run.at.steps) {
                 break;
             }
-            let chunk = run.batch(b, cfg.batch);
-            let n = chunk.len();
-            phase("data").run(|| {
-                train.gather(chunk, net.spec.classes, &mut images, &mut targets);
-                be.write(&mut act.x, &images);
-                be.write(&mut act.targets, &targets);
-            });
-            if eager {
+            let n = run.batch(b, cfg.batch).len();
+            let key = (n, net.branches.task_branch.clone());
+            let mut one_step = || {
+                phase("data").run(|| split.gather(be, n, &mut act.x, &mut act.targets));
                 net.train_step(be, &mut act, n, &step);
+                split.advance(be, n, &act.loss);
+            };
+            if eager {
+                one_step();
             } else {
-                // SAFETY: the same net and activations for the whole run; the program
-                // is forgotten after the sharing step, which may prune or restart
-                // the capture (reallocating buffers).
-                unsafe { program.train_step(be, &mut net, &mut act, n, &step) };
+                // SAFETY: the same net, activations and split for the whole run; the
+                // program is forgotten after the sharing step, which may prune or
+                // restart the capture (reallocating buffers).
+                unsafe { program.run(be, key, &mut one_step) };
             }
             crate::crash::point("step");
             let losses = be.download(&act.loss);

@@ -15,9 +15,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::{
-    ops::*, Backward, BatchNorm2d, BatchStats, Conv2dShape, Dropout, Forward, Grads, LinearShape,
-    LossIo, Mreach, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats, TtSvd, WeightBias,
-    MREACH_NONE,
+    ops::*, Backward, BatchNorm2d, BatchStats, Conv2dShape, DataBufs, Dropout, Forward, Gather,
+    Grads, LinearShape, LossIo, Mreach, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats,
+    TtSvd, WeightBias, MREACH_NONE,
 };
 use sskernel::model::Branched;
 use sskernel::sharing::ttsvd::TensorTrain;
@@ -35,6 +35,7 @@ macro_rules! parity_bodies {
             losses,
             optimiser_steps_and_axpy,
             dropout,
+            data_gather_and_advance_exact,
             tt_svd_reconstructions_and_distances,
             compact_rows_exact,
             mreach_knn_and_boruvka_rounds,
@@ -738,6 +739,66 @@ pub fn dropout<B: Backend>(dev: &B) {
             &[dxc],
         );
     }
+}
+
+/// The batch gather copies values and the advance moves integers: both exact.
+/// Random pixels and a shuffled order; the last batch of the order ends at its end;
+/// x and targets poisoned before each gather, the log before the first advance.
+pub fn data_gather_and_advance_exact<B: Backend>(dev: &B) {
+    fn on<'a, T>(pixels: &'a T, labels: &'a T, order: &'a T, state: &'a T) -> DataBufs<'a, T> {
+        DataBufs {
+            pixels,
+            labels,
+            order,
+            state,
+        }
+    }
+    use rand::seq::SliceRandom;
+    let d = Both::new(dev);
+    let mut g = rng(700);
+    let (len, size, classes, batch, tasks) = (53, 37, 10, 13, 3);
+    let pixels = rand_vec(&mut g, len * size);
+    let labels: Vec<f32> = (0..len)
+        .map(|_| g.random_range(0..classes) as f32)
+        .collect();
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut g);
+    let order: Vec<f32> = order.iter().map(|&i| i as f32).collect();
+    let ((ps, pc), (ls, lc), (os, oc)) = (d.up(&pixels), d.up(&labels), d.up(&order));
+    // Starts at an offset, as a resumed epoch does: the batches end at len.
+    let off = len - 4 * batch;
+    let (mut ss, mut sc) = d.up(&[off as f32, 0.0]);
+    let (mut logs, mut logc) = d.poisoned(4 * tasks);
+    let gather = Gather {
+        batch,
+        size,
+        classes,
+    };
+    for step in 0..4 {
+        let ((mut xs, mut xc), (mut ts, mut tc)) =
+            (d.poisoned(batch * size), d.poisoned(batch * classes));
+        d.dev
+            .gather_batch(&gather, on(&ps, &ls, &os, &ss), &mut xs, &mut ts);
+        d.cpu
+            .gather_batch(&gather, on(&pc, &lc, &oc, &sc), &mut xc, &mut tc);
+        assert_bitwise_equal(
+            &format!("gather_batch x, targets, step {step}"),
+            &[d.dev.download(&xs), d.dev.download(&ts)],
+            &[xc, tc],
+        );
+        let (lss, lsc) = d.up(&rand_vec(&mut g, tasks));
+        d.dev
+            .advance_batch((tasks, batch), &lss, &mut ss, &mut logs);
+        d.cpu
+            .advance_batch((tasks, batch), &lsc, &mut sc, &mut logc);
+        assert_bitwise_equal(
+            &format!("advance_batch state, step {step}"),
+            &[d.dev.download(&ss)],
+            &[sc.clone()],
+        );
+    }
+    assert_eq!(sc, [len as f32, 4.0], "the cursor ends at the order's end");
+    assert_bitwise_equal("advance_batch log", &[d.dev.download(&logs)], &[logc]);
 }
 
 pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {

@@ -3,7 +3,7 @@
 //! Every op is written once, generic over [`Real`], as the method of its family's
 //! trait in the file of that family: `conv` (im2col + GEMM), `batchnorm`, `pool`
 //! (ReLU, 2×2 max-pool), `linear` (branch-batched), `loss`, `optim` (and `axpy`),
-//! `ttsvd` (the sharing step, sharing::ttsvd);
+//! `ttsvd` (the sharing step, sharing::ttsvd), `data` (batches from a split on the device);
 //! `gemm` is matrixmultiply + rayon under them. [`Cpu`] is the f32 instantiation
 //! the program runs; [`Cpu64`] the f64 one the finite-difference gradient checks
 //! run, so the code that is checked is the code that runs.
@@ -13,6 +13,7 @@
 
 pub mod batchnorm;
 pub mod conv;
+pub mod data;
 pub mod dropout;
 pub mod gemm;
 pub mod linear;

@@ -10,8 +10,8 @@
 //! executor holds the `&mut` the trait method received).
 
 use super::kernels::{geometry, KernelInfo, ParamKind};
-pub use program::{Program, Recorder};
 use super::{profile, Memory, ProgramOps};
+pub use program::{Program, Recorder};
 use std::ffi::c_void;
 use std::time::Instant;
 
@@ -349,6 +349,7 @@ fn grid_text(grid: [u32; 3]) -> String {
 
 mod batchnorm;
 mod conv;
+mod data;
 mod dropout;
 mod linear;
 mod loss;

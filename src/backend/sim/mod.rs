@@ -149,6 +149,8 @@ pub struct Sim {
     kernels: HashMap<&'static str, (&'static KernelInfo, Trampoline)>,
     seed: u64,
     launches: AtomicU64,
+    /// `Memory::write` calls (host → device copies) so far.
+    writes: AtomicU64,
     recorder: launch::Recorder<SimBuf>,
     /// The GEMM core's TF32 variant (emulated: kernels/sim.h).
     tf32: bool,
@@ -200,6 +202,7 @@ impl Sim {
             kernels,
             seed,
             launches: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             recorder: launch::Recorder::default(),
             tf32: false,
         }
@@ -208,6 +211,11 @@ impl Sim {
     /// Kernel launches run so far (the replay test counts a step's with it).
     pub fn launch_count(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    /// Host → device copies (`Memory::write`) so far: a replayed step makes none.
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// The parsed signature of a kernel, if it exists.
@@ -354,6 +362,7 @@ impl Memory for Sim {
         buf.data().to_vec()
     }
     fn write(&self, buf: &mut SimBuf, host: &[f32]) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         buf.data_mut()[..host.len()].copy_from_slice(host);
     }
     fn buf_len(&self, buf: &SimBuf) -> usize {
