@@ -101,21 +101,21 @@ impl Candidate {
     }
 }
 
-/// Union-find over points, by size with path halving.
-struct Forest {
+/// Union-find over points, by size with path halving (also the device path's).
+pub(super) struct Forest {
     parent: Vec<u32>,
     size: Vec<u32>,
 }
 
 impl Forest {
-    fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         Forest {
             parent: (0..n as u32).collect(),
             size: vec![1; n],
         }
     }
 
-    fn find(&mut self, mut x: u32) -> u32 {
+    pub(super) fn find(&mut self, mut x: u32) -> u32 {
         while self.parent[x as usize] != x {
             let up = self.parent[self.parent[x as usize] as usize];
             self.parent[x as usize] = up;
@@ -124,7 +124,7 @@ impl Forest {
         x
     }
 
-    fn union(&mut self, a: u32, b: u32) -> bool {
+    pub(super) fn union(&mut self, a: u32, b: u32) -> bool {
         let (mut a, mut b) = (self.find(a), self.find(b));
         if a == b {
             return false;

@@ -24,7 +24,7 @@
 
 use std::time::Instant;
 
-use super::boruvka::prim_over_candidates;
+use super::boruvka::{prim_over_candidates, Forest};
 use super::distance::{euclidean, mutual_reachability};
 use super::kdtree::{Balls, KdTree};
 use super::mst::MstEdge;
@@ -162,7 +162,7 @@ fn boruvka_rounds<B: MreachOps>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Vec<MstEdge> {
     let n = s.n;
-    let mut forest = UnionFind::new(n);
+    let mut forest = Forest::new(n);
     let mut edge_buf = dev.zeros(2 * n);
     let mut edges = Vec::with_capacity(n - 1);
     let mut components = n;
@@ -203,41 +203,4 @@ fn boruvka_rounds<B: MreachOps>(
         );
     }
     edges
-}
-
-/// Union-find over points, by size with path halving.
-struct UnionFind {
-    parent: Vec<u32>,
-    size: Vec<u32>,
-}
-
-impl UnionFind {
-    fn new(n: usize) -> Self {
-        UnionFind {
-            parent: (0..n as u32).collect(),
-            size: vec![1; n],
-        }
-    }
-
-    fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let up = self.parent[self.parent[x as usize] as usize];
-            self.parent[x as usize] = up;
-            x = up;
-        }
-        x
-    }
-
-    fn union(&mut self, a: u32, b: u32) -> bool {
-        let (mut a, mut b) = (self.find(a), self.find(b));
-        if a == b {
-            return false;
-        }
-        if self.size[a as usize] < self.size[b as usize] {
-            std::mem::swap(&mut a, &mut b);
-        }
-        self.parent[b as usize] = a;
-        self.size[a as usize] += self.size[b as usize];
-        true
-    }
 }
