@@ -1,6 +1,6 @@
 //! Plans of the device-side batches (kernels/data.cu).
 
-use super::{elementwise, i32_of, Arg, KernelDevice, Launch, Plan};
+use super::{elementwise, i32_of, one_thread, Arg, KernelDevice};
 use crate::backend::{DataBufs, DataOps, Gather};
 
 impl<D: KernelDevice> DataOps for D {
@@ -37,12 +37,6 @@ impl<D: KernelDevice> DataOps for D {
             Arg::I32(i32_of(tasks, "tasks")),
             Arg::I32(i32_of(batch, "batch")),
         ];
-        self.execute(&Plan::one(Launch {
-            kernel: "advance_batch",
-            grid: [1, 1, 1],
-            block: [1, 1, 1],
-            shared_bytes: 0,
-            args,
-        }));
+        self.execute(&one_thread("advance_batch", args));
     }
 }

@@ -217,6 +217,18 @@ fn elementwise<'a, B>(kernel: &'static str, n: usize, args: Vec<Arg<'a, B>>) -> 
     })
 }
 
+/// One thread: the small serial kernels that update a device-side state buffer
+/// (optim_prepare, advance_batch), so a recorded step program needs no host values.
+fn one_thread<'a, B>(kernel: &'static str, args: Vec<Arg<'a, B>>) -> Plan<'a, B> {
+    Plan::one(Launch {
+        kernel,
+        grid: [1, 1, 1],
+        block: [1, 1, 1],
+        shared_bytes: 0,
+        args,
+    })
+}
+
 /// One block of `BLOCK` threads per item (channel, task, …).
 fn block_per<'a, B>(
     kernel: &'static str,

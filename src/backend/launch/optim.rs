@@ -1,6 +1,6 @@
 //! Plans of the parameter updates (kernels/optim.cu, memory.cu).
 
-use super::{elementwise, i32_of, Arg, KernelDevice, Launch, Plan};
+use super::{elementwise, i32_of, one_thread, Arg, KernelDevice};
 use crate::backend::{OptimOps, OptimStep, ParamBufs};
 
 impl<D: KernelDevice> OptimOps for D {
@@ -16,13 +16,7 @@ impl<D: KernelDevice> OptimOps for D {
             Arg::F32(beta2),
             Arg::I32(adam),
         ];
-        self.execute(&Plan::one(Launch {
-            kernel: "optim_prepare",
-            grid: [1, 1, 1],
-            block: [1, 1, 1],
-            shared_bytes: 0,
-            args,
-        }));
+        self.execute(&one_thread("optim_prepare", args));
     }
 
     /// `state`: SGD `[velocity]`, Adam `[m, v]`; the step size and Adam's bias
