@@ -82,6 +82,18 @@ extern "C" __global__ void mreach_knn(const double* __restrict__ xt, double* __r
     if (lane == k) core[i] = sqrt(lsq);
 }
 
+// The warp's minimum (w, pair) in every lane.
+__device__ __forceinline__ void mreach_warp_min(double& bw, unsigned long long& bp) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const double ow = __shfl_xor_sync(SSK_FULL_MASK, bw, offset);
+        const unsigned long long op = __shfl_xor_sync(SSK_FULL_MASK, bp, offset);
+        if (ow < bw || (ow == bw && op < bp)) {
+            bw = ow;
+            bp = op;
+        }
+    }
+}
+
 // comp_w[c] = comp_pair[c] = none, for c < n (the start of a round).
 // Grid-stride: grid (any), block (256).
 extern "C" __global__ void mreach_reset(unsigned long long* __restrict__ comp_w,
@@ -97,13 +109,23 @@ extern "C" __global__ void mreach_reset(unsigned long long* __restrict__ comp_w,
 // w = max(max(d(i, j), core_j), core_i) (distance::mutual_reachability's order of
 // operations): best_w[i] (+inf when none), best_pair[i] = a << 32 | b (none when
 // none); and comp_w[comp[i]] = min of best_w as bits over the component (non-negative
-// doubles order as their bits: an integer atomicMin, deterministic). Points j whose
-// lower bound max(core_i, core_j) is above the lane's best are skipped (strictly
-// above: an equal weight can still win on the pair). Geometry as mreach_knn.
+// doubles order as their bits: an integer atomicMin, deterministic).
+// The nearest list first (near_sq, near_idx [n, cap] from mreach_knn): its entries in
+// other components give a best (bw, bp) at once, and every point outside the list is
+// at least as far as its last entry, so its edge weighs at least
+// bound = max(sqrt(near_sq[i, cap − 1]), core_i). bw < bound (strictly: an equal
+// weight could still win on the pair) or a list holding every point (cap = n) ends
+// the search; otherwise the scan of all points follows, seeded with bw, skipping
+// points j whose lower bound max(core_i, core_j) is above the lane's best (strictly
+// above, as before). The result is the same (w, a, b) minimum either way: the list
+// only saves work (most points in early rounds, when components are small).
+// Geometry as mreach_knn.
 extern "C" __global__ void mreach_lightest(const double* __restrict__ xt, const double* __restrict__ core,
+                                           const double* __restrict__ near_sq,
+                                           const unsigned* __restrict__ near_idx,
                                            const unsigned* __restrict__ comp, double* __restrict__ best_w,
                                            unsigned long long* __restrict__ best_pair,
-                                           unsigned long long* __restrict__ comp_w, int n, int d) {
+                                           unsigned long long* __restrict__ comp_w, int n, int d, int cap) {
     const int lane = threadIdx.x & 31;
     const int i = blockIdx.x * MREACH_WARPS + (threadIdx.x >> 5);
     if (i >= n) return;  // the whole warp
@@ -111,7 +133,18 @@ extern "C" __global__ void mreach_lightest(const double* __restrict__ xt, const 
     const unsigned own = comp[i];
     double bw = mreach_inf();
     unsigned long long bp = MREACH_NONE;
-    for (int j = lane; j < n; j += 32) {
+    if (lane < cap) {
+        const unsigned j = near_idx[(size_t)i * cap + lane];
+        if (comp[j] != own) {
+            // The scan's weight, bit for bit: near_sq holds mreach_sq(xt, n, d, i, j).
+            bw = fmax(fmax(sqrt(near_sq[(size_t)i * cap + lane]), core[j]), ci);
+            bp = (unsigned)i < j ? ((unsigned long long)i << 32 | j) : ((unsigned long long)j << 32 | (unsigned)i);
+        }
+    }
+    mreach_warp_min(bw, bp);
+    const double bound = fmax(sqrt(near_sq[(size_t)i * cap + cap - 1]), ci);
+    const bool scan = cap < n && !(bw < bound);
+    for (int j = lane; scan && j < n; j += 32) {
         if (comp[j] == own) continue;
         const double cj = core[j];
         if (fmax(ci, cj) > bw) continue;
@@ -123,14 +156,7 @@ extern "C" __global__ void mreach_lightest(const double* __restrict__ xt, const 
             bp = p;
         }
     }
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        const double ow = __shfl_xor_sync(SSK_FULL_MASK, bw, offset);
-        const unsigned long long op = __shfl_xor_sync(SSK_FULL_MASK, bp, offset);
-        if (ow < bw || (ow == bw && op < bp)) {
-            bw = ow;
-            bp = op;
-        }
-    }
+    mreach_warp_min(bw, bp);
     if (lane == 0) {
         best_w[i] = bw;
         best_pair[i] = bp;

@@ -10,7 +10,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sskernel::backend::sim::Sim;
-use sskernel::backend::{DeviceChoice, Memory, Mreach, MreachOps};
+use sskernel::backend::{DeviceChoice, Memory, Mreach, MreachOps, Nearest};
 use sskernel::data::npy;
 use sskernel::sharing::cluster_cmd::{run_cluster, ClusterOptions};
 use sskernel::sharing::hdbscan::device::hdbscan_device;
@@ -202,7 +202,15 @@ impl MreachOps for Tiny {
     ) {
         panic!("work started")
     }
-    fn mreach_round(&self, _: &Mreach, _: &Vec<f32>, _: &Vec<f32>, _: &Vec<f32>, _: &mut Vec<f32>) {
+    fn mreach_round(
+        &self,
+        _: &Mreach,
+        _: &Vec<f32>,
+        _: &Vec<f32>,
+        _: Nearest<'_, Vec<f32>>,
+        _: &Vec<f32>,
+        _: &mut Vec<f32>,
+    ) {
         panic!("work started")
     }
 }

@@ -632,6 +632,13 @@ impl std::fmt::Display for Mreach {
     }
 }
 
+/// `mreach_knn`'s nearest lists, as `mreach_round` reads them: sq `[n, cap]` f64,
+/// idx `[n, cap]` u32.
+pub struct Nearest<'a, Buf> {
+    pub sq: &'a Buf,
+    pub idx: &'a Buf,
+}
+
 /// HDBSCAN's core distances and Borůvka rounds (kernels/mreach.cu, cpu/mreach.rs;
 /// the host loop is sharing::hdbscan::device). Buffers hold words (`upload_words`):
 /// f64 and u64 as two words each, indices as one. Points are `xt` `[d, n]` f64 (the
@@ -651,7 +658,9 @@ pub trait MreachOps: Memory {
         core: &mut Self::Buf,
     );
     /// One Borůvka round. comp `[n]` u32: each point's component id (< n); core
-    /// `[n]` f64. Writes comp_edge `[n]` u64: for each component id c, its lightest
+    /// `[n]` f64; near: `mreach_knn`'s lists (they let most points of
+    /// small components skip the scan of all points; the result is the same without
+    /// them, as the CPU twin computes it). Writes comp_edge `[n]` u64: for each component id c, its lightest
     /// outgoing edge a << 32 | b (a < b) under the total order (m(a, b), a, b), m the
     /// mutual reachability; `MREACH_NONE` for ids that are no component or have no
     /// outgoing edge.
@@ -660,6 +669,7 @@ pub trait MreachOps: Memory {
         s: &Mreach,
         xt: &Self::Buf,
         core: &Self::Buf,
+        near: Nearest<'_, Self::Buf>,
         comp: &Self::Buf,
         comp_edge: &mut Self::Buf,
     );

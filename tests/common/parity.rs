@@ -16,8 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::{
     ops::*, Backward, BatchNorm2d, BatchStats, Conv2dShape, DataBufs, Dropout, Forward, Gather,
-    Grads, LinearShape, LossIo, Mreach, Nchw, OptimStep, ParamBufs, RunningStats, TrainStats,
-    TtSvd, WeightBias, MREACH_NONE,
+    Grads, LinearShape, LossIo, Mreach, Nchw, Nearest, OptimStep, ParamBufs, RunningStats,
+    TrainStats, TtSvd, WeightBias, MREACH_NONE,
 };
 use sskernel::model::Branched;
 use sskernel::sharing::ttsvd::TensorTrain;
@@ -1260,8 +1260,10 @@ pub fn mreach_knn_and_boruvka_rounds<B: Backend>(dev: &B) {
             let comp: Vec<u32> = member.iter().map(|&m| root[m] as u32).collect();
             let (ms, mc) = up(&comp);
             let (mut es, mut ec) = up(&vec![NAN_WORD; 2 * n]);
-            d2.dev.mreach_round(&s, &xs, &cs, &ms, &mut es);
-            d2.cpu.mreach_round(&s, &xc, &cc, &mc, &mut ec);
+            d2.dev
+                .mreach_round(&s, &xs, &cs, Nearest { sq: &qs, idx: &is }, &ms, &mut es);
+            d2.cpu
+                .mreach_round(&s, &xc, &cc, Nearest { sq: &qc, idx: &ic }, &mc, &mut ec);
             let (dev_edges, cpu_edges) = (u64_of_words(&words(&es)), u64_of_words(&cpu_words(&ec)));
             assert_eq!(dev_edges, cpu_edges, "mreach_round {s}, {groups} groups");
             let found = dev_edges.iter().filter(|&&e| e != MREACH_NONE).count();
@@ -1270,4 +1272,49 @@ pub fn mreach_knn_and_boruvka_rounds<B: Backend>(dev: &B) {
         }
         eprintln!("mreach {s}: nearest lists, core distances and rounds equal bit for bit");
     }
+
+    // A tie at the nearest list's bound (mreach_lightest stops early only when the
+    // list's best is strictly below it). k = 2, cap = 4; point 0's list is {0, 3, 4,
+    // 1}; point 2 ties with point 1 at distance 2 and is left out by its index. Point
+    // 0's other-component edges to 3 (in the list) and to 2 (outside) both weigh 2
+    // (c_3 = c_2 = 2), and (0, 2) < (0, 3): only the scan finds it. Components {0, 1,
+    // 4}, {3}, {2, 5}; x = 3's and 4's edges weigh 2 too but order after (0, 2).
+    let pts = [
+        0.0, 0.0, 0.0, 2.0, 0.0, -2.0, 1.0, 0.0, -1.0, 0.0, 0.0, -3.0,
+    ];
+    let s = Mreach {
+        n: 6,
+        d: 2,
+        k: 2,
+        cap: 4,
+    };
+    let xt: Vec<f64> = (0..2)
+        .flat_map(|c| pts.iter().skip(c).step_by(2).copied())
+        .collect();
+    let (xs, xc) = up(&words_of_f64(&xt));
+    let ((mut qs, mut qc), (mut is, mut ic), (mut cs, mut cc)) = (
+        up(&[NAN_WORD; 48]),
+        up(&[NAN_WORD; 24]),
+        up(&[NAN_WORD; 12]),
+    );
+    d2.dev.mreach_knn(&s, &xs, &mut qs, &mut is, &mut cs);
+    d2.cpu.mreach_knn(&s, &xc, &mut qc, &mut ic, &mut cc);
+    let (ms, mc) = up(&[0, 0, 2, 3, 0, 2]);
+    let (mut es, mut ec) = up(&[NAN_WORD; 12]);
+    d2.dev
+        .mreach_round(&s, &xs, &cs, Nearest { sq: &qs, idx: &is }, &ms, &mut es);
+    d2.cpu
+        .mreach_round(&s, &xc, &cc, Nearest { sq: &qc, idx: &ic }, &mc, &mut ec);
+    let (dev_edges, cpu_edges) = (
+        u64_of_words(&d2.dev.download_words(&es)),
+        u64_of_words(&d2.cpu.download_words(&ec)),
+    );
+    assert_eq!(
+        cpu_edges[0], 2,
+        "the CPU twin: component 0's edge is (0, 2)"
+    );
+    assert_eq!(
+        dev_edges, cpu_edges,
+        "mreach_round, a tie at the list's bound"
+    );
 }

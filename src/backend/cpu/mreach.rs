@@ -7,7 +7,9 @@ use rayon::prelude::*;
 
 use super::real::Real;
 use super::CpuOf;
-use crate::backend::{f64_of_words, profile, words_of_f64, Memory, Mreach, MreachOps, MREACH_NONE};
+use crate::backend::{
+    f64_of_words, profile, words_of_f64, Memory, Mreach, MreachOps, Nearest, MREACH_NONE,
+};
 use crate::sharing::hdbscan::distance::{mutual_reachability, squared_euclidean};
 
 /// The points `[n, d]` from xt `[d, n]` (words).
@@ -66,10 +68,13 @@ impl<T: Real> MreachOps for CpuOf<T> {
         s: &Mreach,
         xt: &Vec<T>,
         core: &Vec<T>,
+        _near: Nearest<'_, Vec<T>>,
         comp: &Vec<T>,
         comp_edge: &mut Vec<T>,
     ) {
         let _span = profile::span("mreach_round", || s.to_string());
+        // Every pair, not the kernel's nearest-list shortcut: the parity tests
+        // then check the shortcut against the plain definition.
         let (n, d) = (s.n, s.d);
         let p = points(self, s, xt);
         let core = f64_of_words(&self.download_words(core)[..2 * n]);

@@ -3,7 +3,7 @@
 //! lightest edge per component).
 
 use super::{dim, elementwise, i32_of, Arg, KernelDevice, Launch, Plan};
-use crate::backend::{Mreach, MreachOps, MREACH_MAX_CAP};
+use crate::backend::{Mreach, MreachOps, Nearest, MREACH_MAX_CAP};
 
 /// Query points per block: one per warp (MREACH_WARPS in the kernel file).
 const WARPS: usize = 4;
@@ -56,6 +56,7 @@ impl<D: KernelDevice> MreachOps for D {
         s: &Mreach,
         xt: &D::Buf,
         core: &D::Buf,
+        near: Nearest<'_, D::Buf>,
         comp: &D::Buf,
         comp_edge: &mut D::Buf,
     ) {
@@ -74,12 +75,15 @@ impl<D: KernelDevice> MreachOps for D {
             vec![
                 Arg::Buf(xt),
                 Arg::Buf(core),
+                Arg::Buf(near.sq),
+                Arg::Buf(near.idx),
                 Arg::Buf(comp),
                 Arg::Scratch(BEST_W),
                 Arg::Scratch(BEST_PAIR),
                 Arg::Scratch(COMP_W),
                 Arg::I32(n),
                 Arg::I32(i32_of(s.d, "d")),
+                Arg::I32(i32_of(s.cap, "cap")),
             ],
         ));
         plan.launches.extend(

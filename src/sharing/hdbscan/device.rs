@@ -33,7 +33,8 @@ use super::{
     StepTimes,
 };
 use crate::backend::{
-    f64_of_words, u64_of_words, words_of_f64, Mreach, MreachOps, MREACH_MAX_CAP, MREACH_NONE,
+    f64_of_words, u64_of_words, words_of_f64, Mreach, MreachOps, Nearest, MREACH_MAX_CAP,
+    MREACH_NONE,
 };
 
 /// Device bytes the path needs for n points in d dimensions with nearest lists of
@@ -89,18 +90,21 @@ pub fn hdbscan_device<B: MreachOps>(
             xt[c * n + p] = v;
         }
     }
-    let xt = dev.upload_words(&words_of_f64(&xt));
-    let (mut near_sq, mut near_idx, mut core_buf) =
-        (dev.zeros(2 * n * cap), dev.zeros(n * cap), dev.zeros(2 * n));
-    dev.mreach_knn(&s, &xt, &mut near_sq, &mut near_idx, &mut core_buf);
-    let near_sq = f64_of_words(&dev.download_words(&near_sq));
-    let near_idx = dev.download_words(&near_idx);
-    let core = f64_of_words(&dev.download_words(&core_buf));
+    let mut on = OnDevice {
+        xt: dev.upload_words(&words_of_f64(&xt)),
+        near_sq: dev.zeros(2 * n * cap),
+        near_idx: dev.zeros(n * cap),
+        core: dev.zeros(2 * n),
+    };
+    dev.mreach_knn(&s, &on.xt, &mut on.near_sq, &mut on.near_idx, &mut on.core);
+    let near_sq = f64_of_words(&dev.download_words(&on.near_sq));
+    let near_idx = dev.download_words(&on.near_idx);
+    let core = f64_of_words(&dev.download_words(&on.core));
     let balls = balls_from_nearest(&tree, k, cap, &near_sq, &near_idx, &core);
     times.core_distances = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let forest = boruvka_rounds(dev, &s, &xt, &core_buf, &tree, &core, &mut |r, c| {
+    let forest = boruvka_rounds(dev, &s, &on, &tree, &core, &mut |r, c| {
         times.boruvka_rounds = r + 1;
         progress(Progress::MstRound {
             round: r,
@@ -117,6 +121,15 @@ pub fn hdbscan_device<B: MreachOps>(
         finish(rows, original, k, params, &mut times, progress),
         times,
     ))
+}
+
+/// What the rounds read on the device: the points `[d, n]`, `mreach_knn`'s nearest
+/// lists and the core distances.
+struct OnDevice<B: MreachOps> {
+    xt: B::Buf,
+    near_sq: B::Buf,
+    near_idx: B::Buf,
+    core: B::Buf,
 }
 
 /// The balls {j ≠ i : d(i, j) ≤ c_k(i)} from the nearest lists ([n, cap], tree
@@ -155,8 +168,7 @@ fn balls_from_nearest(
 fn boruvka_rounds<B: MreachOps>(
     dev: &B,
     s: &Mreach,
-    xt: &B::Buf,
-    core_buf: &B::Buf,
+    on: &OnDevice<B>,
     tree: &KdTree,
     core: &[f64],
     progress: &mut dyn FnMut(usize, usize),
@@ -172,7 +184,17 @@ fn boruvka_rounds<B: MreachOps>(
         round += 1;
         let comp: Vec<u32> = (0..n as u32).map(|i| forest.find(i)).collect();
         let comp_buf = dev.upload_words(&comp);
-        dev.mreach_round(s, xt, core_buf, &comp_buf, &mut edge_buf);
+        dev.mreach_round(
+            s,
+            &on.xt,
+            &on.core,
+            Nearest {
+                sq: &on.near_sq,
+                idx: &on.near_idx,
+            },
+            &comp_buf,
+            &mut edge_buf,
+        );
         let before = components;
         for key in u64_of_words(&dev.download_words(&edge_buf)) {
             if key == MREACH_NONE {
