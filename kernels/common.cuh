@@ -26,6 +26,31 @@ struct BranchMap {
     int of[SSK_MAX_BRANCHES];
 };
 
+// A multi-tensor launch's table, passed by value (optim.cu): up to SSK_MAX_TENSORS
+// tensors of one update, each with up to two state buffers, and the blocks that
+// cover each: tensor i is blocks [first_block[i], first_block[i + 1]), SSK_CHUNK
+// elements a block. 40·64 + 8 bytes of the 4 KiB of kernel parameters.
+// launch/optim.rs writes these bytes (pointers first, then the ints: no padding).
+#define SSK_MAX_TENSORS 64
+#define SSK_CHUNK 2048
+struct SskTensorList {
+    float* param[SSK_MAX_TENSORS];
+    const float* grad[SSK_MAX_TENSORS];
+    float* state0[SSK_MAX_TENSORS];
+    float* state1[SSK_MAX_TENSORS];
+    int len[SSK_MAX_TENSORS];
+    int first_block[SSK_MAX_TENSORS + 1];
+    int count;
+};
+
+// The tensor that block `b` of a multi-tensor launch works on (a uniform scan:
+// at most SSK_MAX_TENSORS compares, in the kernel parameter space).
+__device__ __forceinline__ int ssk_tensor_of(const SskTensorList& list, int b) {
+    int t = 0;
+    while (t + 1 < list.count && list.first_block[t + 1] <= b) t++;
+    return t;
+}
+
 // Sum over the 32 lanes of a warp, result in every lane (butterfly: every lane
 // computes the same additions in the same order, so all lanes agree bitwise).
 __device__ __forceinline__ float ssk_warp_sum(float v) {

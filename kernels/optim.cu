@@ -40,13 +40,22 @@ extern "C" __global__ void optim_prepare(float* __restrict__ hyper, float beta1,
     }
 }
 
-// SGD with momentum: v = μ·v + g; p −= lr·v (lr = hyper[2]). param, grad, velocity: [n].
-// Elementwise, grid-stride: grid (any), block (256).
-extern "C" __global__ void sgd_step(float* __restrict__ param, const float* __restrict__ grad,
-                                    float* __restrict__ velocity,
-                                    const float* __restrict__ hyper, float momentum, int n) {
+// The multi-tensor updates: one launch updates every tensor of an SskTensorList
+// (common.cuh), block b working on elements [k·SSK_CHUNK, (k + 1)·SSK_CHUNK) of the
+// tensor ssk_tensor_of(b), k = b − first_block. Each element's arithmetic is the
+// single-tensor update's, in the CPU's order. grid (first_block[count]), block (256).
+
+// SGD with momentum: v = μ·v + g; p −= lr·v (lr = hyper[2]); velocity = state0.
+extern "C" __global__ void sgd_step(SskTensorList list, const float* __restrict__ hyper,
+                                    float momentum) {
+    const int t = ssk_tensor_of(list, blockIdx.x);
+    float* __restrict__ param = list.param[t];
+    const float* __restrict__ grad = list.grad[t];
+    float* __restrict__ velocity = list.state0[t];
+    const int begin = ((int)blockIdx.x - list.first_block[t]) * SSK_CHUNK;
+    const int end = list.len[t] < begin + SSK_CHUNK ? list.len[t] : begin + SSK_CHUNK;
     const float lr = hyper[2];
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
         const float v = momentum * velocity[i] + grad[i];
         velocity[i] = v;
         param[i] -= lr * v;
@@ -54,14 +63,19 @@ extern "C" __global__ void sgd_step(float* __restrict__ param, const float* __re
 }
 
 // Adam: m += (1−β1)(g − m); v = β2·v + (1−β2)·g²; p −= step_size·m / (sqrt(v)/bc2_sqrt + eps),
-// with step_size = hyper[2] and bc2_sqrt = hyper[3] (optim_prepare). Grid-stride as SGD.
-extern "C" __global__ void adam_step(float* __restrict__ param, const float* __restrict__ grad,
-                                     float* __restrict__ m, float* __restrict__ v,
-                                     const float* __restrict__ hyper, float beta1, float beta2,
-                                     float eps, int n) {
+// with step_size = hyper[2] and bc2_sqrt = hyper[3] (optim_prepare); m = state0, v = state1.
+extern "C" __global__ void adam_step(SskTensorList list, const float* __restrict__ hyper,
+                                     float beta1, float beta2, float eps) {
+    const int t = ssk_tensor_of(list, blockIdx.x);
+    float* __restrict__ param = list.param[t];
+    const float* __restrict__ grad = list.grad[t];
+    float* __restrict__ m = list.state0[t];
+    float* __restrict__ v = list.state1[t];
+    const int begin = ((int)blockIdx.x - list.first_block[t]) * SSK_CHUNK;
+    const int end = list.len[t] < begin + SSK_CHUNK ? list.len[t] : begin + SSK_CHUNK;
     const float step_size = hyper[2], bc2_sqrt = hyper[3];
     const float w1 = 1.0f - beta1, w2 = 1.0f - beta2;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
         const float g = grad[i];
         const float mi = m[i] + w1 * (g - m[i]);
         const float vi = v[i] * beta2 + g * g * w2;

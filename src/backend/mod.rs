@@ -296,15 +296,13 @@ pub struct LossIo<'a, B> {
 }
 
 /// One parameter tensor as the optimiser sees it: its first `len` elements, their
-/// gradient and the optimiser's state buffers of the same length, and the step
-/// state ([`Hyper`]) of this step.
+/// gradient and the optimiser's state buffers of the same length.
 #[derive(Debug)]
 pub struct ParamBufs<'a, B> {
     pub len: usize,
     pub value: &'a mut B,
     pub grad: &'a B,
     pub state: &'a mut [B],
-    pub hyper: &'a B,
 }
 
 /// Inverted dropout over the first `len` elements: drop probability `p`, and the
@@ -721,9 +719,11 @@ pub trait OptimOps: Memory {
     /// Starts a step: advances the step counter of `hyper` ([`Hyper`]) and writes
     /// this step's step size (and Adam's bias correction) from it and the lr there.
     fn optim_prepare(&self, step: &OptimStep, hyper: &mut Self::Buf);
-    /// One update of `p.value` from `p.grad`; `p.state` holds the optimiser's buffers
-    /// (SGD: `[velocity]`, Adam: `[m, v]`).
-    fn optim_step(&self, step: &OptimStep, p: ParamBufs<Self::Buf>);
+    /// One update of every tensor of `params` from its gradient, with this step's
+    /// values read from `hyper` ([`Hyper`]); each `state` holds the optimiser's
+    /// buffers (SGD: `[velocity]`, Adam: `[m, v]`). A kernel device updates them
+    /// all in one multi-tensor launch (per `SSK_MAX_TENSORS` tensors).
+    fn optim_step(&self, step: &OptimStep, hyper: &Self::Buf, params: &mut [ParamBufs<Self::Buf>]);
     /// `y[..len] += alpha · x` (the gradient capture accumulates with this).
     fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, len: usize);
 }

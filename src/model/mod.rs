@@ -183,16 +183,16 @@ impl<B: Backend> StepState<B> {
 
     /// One optimiser step of `params`: the step state advances on the device
     /// (`OptimOps::optim_prepare`, after writing the lr if it changed), then every
-    /// parameter is updated from it.
+    /// parameter is updated from it, all in one `optim_step` (one multi-tensor
+    /// launch on a kernel device).
     pub fn update(&mut self, be: &B, step: &OptimStep, params: Vec<&mut Param<B>>) {
         if self.lr != Some(step.lr()) {
             self.set(be, Hyper::LR, step.lr());
             self.lr = Some(step.lr());
         }
         be.optim_prepare(step, &mut self.buf);
-        for p in params {
-            p.optim_step(be, step, &self.buf);
-        }
+        let mut bufs: Vec<_> = params.into_iter().map(|p| p.optim_bufs(be, step)).collect();
+        be.optim_step(step, &self.buf, &mut bufs);
     }
 }
 
@@ -216,21 +216,19 @@ impl<B: Backend> Param<B> {
         self.len() == 0
     }
 
-    /// One optimiser update from the gradient, with this step's values in `hyper`
-    /// (`StepState`); the optimiser's state buffers are allocated (zero) on first use.
-    pub fn optim_step(&mut self, backend: &B, step: &crate::backend::OptimStep, hyper: &B::Buf) {
+    /// The tensor as the optimiser updates it; its state buffers are allocated
+    /// (zero) on first use.
+    pub fn optim_bufs(&mut self, backend: &B, step: &OptimStep) -> ParamBufs<'_, B::Buf> {
         let len = self.len();
         while self.state.len() < step.state_len() {
             self.state.push(backend.zeros(len));
         }
-        let bufs = ParamBufs {
+        ParamBufs {
             len,
             value: &mut self.value,
             grad: &self.grad,
             state: &mut self.state,
-            hyper,
-        };
-        backend.optim_step(step, bufs);
+        }
     }
 
     /// Copies branch 0's row over every other branch's (first axis = branch).

@@ -567,6 +567,9 @@ pub fn linear_within<B: Backend>(dev: &B, tol: f64) -> f64 {
         linear_shape(10, &heads, 64, 50, 1),
         LinearShape::single(64, 640, 640),
         LinearShape::single(1, 1, 1),
+        // Several tiles along every axis of the grouped backward (dx: 2·3 per
+        // input, dw: 2·2 per branch), two inputs read by unequal branch counts.
+        linear_shape(2, &[1, 0, 1], 130, 70, 66),
     ]
     .into_iter()
     // Each also with both ReLUs fused (the forward's output ReLU, dx through the
@@ -607,6 +610,16 @@ pub fn linear_within<B: Backend>(dev: &B, tol: f64) -> f64 {
             let unread = &dx[s.batch * s.in_features..2 * s.batch * s.in_features];
             assert!(unread.iter().all(|&v| v == 0.0));
         }
+        // Without dx (the grouped launch has no dx blocks): the same dw and db.
+        let (mut dws2, _) = d.poisoned(s.w_len());
+        let (mut dbs2, _) = d.poisoned(s.b_len());
+        d.dev
+            .linear_backward(&s, bwd(&xs, &ws, &dys, grads(None, &mut dws2, &mut dbs2)));
+        assert_bitwise_equal(
+            &what("dw, db without dx"),
+            &[d.dev.download(&dws2), d.dev.download(&dbs2)],
+            &[d.dev.download(&dws), d.dev.download(&dbs)],
+        );
     }
     worst
 }
@@ -801,19 +814,29 @@ pub fn data_gather_and_advance_exact<B: Backend>(dev: &B) {
     assert_bitwise_equal("advance_batch log", &[d.dev.download(&logs)], &[logc]);
 }
 
+/// The multi-tensor updates (one launch per 64 tensors): 70 tensors, so two
+/// launches, of lengths that fill several blocks, exactly one, a part of one, or
+/// none (an empty tensor); each buffer two floats longer than the tensor, a tail
+/// that must stay as it was.
 pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {
     let d = Both::new(dev);
-    let len = 1003;
     let mut g = rng(700);
-    let (p, gr, v1, v2) = (
-        rand_vec(&mut g, len),
-        rand_vec(&mut g, len),
-        rand_vec(&mut g, len),
-        rand_vec(&mut g, len)
-            .iter()
-            .map(|v| v.abs())
-            .collect::<Vec<_>>(),
-    );
+    let mut lens = vec![5000, 1, 0, 2048, 4099];
+    lens.extend((0..65).map(|_| g.random_range(1..300)));
+    // Per tensor: value, gradient, and two state buffers (Adam's v non-negative).
+    let host: Vec<[Vec<f32>; 4]> = lens
+        .iter()
+        .map(|&len| {
+            let v2 = rand_vec(&mut g, len + 2).iter().map(|v| v.abs()).collect();
+            [0, 1, 2]
+                .map(|_| rand_vec(&mut g, len + 2))
+                .into_iter()
+                .chain([v2])
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap()
+        })
+        .collect();
     let steps = [
         OptimStep::Sgd {
             lr: 0.02,
@@ -838,49 +861,72 @@ pub fn optimiser_steps_and_axpy<B: Backend>(dev: &B) {
             &[d.dev.download(&hs)],
             &[hc.clone()],
         );
-        let ((mut ps, mut pc), (gs, gc)) = (d.up(&p), d.up(&gr));
-        let mut ss = [d.dev.upload(&v1), d.dev.upload(&v2)];
-        let mut sc = [v1.clone(), v2.clone()];
-        // len − 2: the tail must stay as it was.
-        d.dev.optim_step(
-            &step,
-            ParamBufs {
-                len: len - 2,
-                value: &mut ps,
-                grad: &gs,
-                state: &mut ss,
-                hyper: &hs,
-            },
-        );
-        d.cpu.optim_step(
-            &step,
-            ParamBufs {
-                len: len - 2,
-                value: &mut pc,
-                grad: &gc,
-                state: &mut sc,
-                hyper: &hc,
-            },
-        );
-        assert_close(
-            &format!("{step:?} param"),
-            &d.dev.download(&ps),
-            &pc,
-            ELEMENTWISE,
-        );
-        assert_close(
-            &format!("{step:?} state 0"),
-            &d.dev.download(&ss[0]),
-            &sc[0],
-            ELEMENTWISE,
-        );
-        assert_close(
-            &format!("{step:?} state 1"),
-            &d.dev.download(&ss[1]),
-            &sc[1],
-            ELEMENTWISE,
-        );
+        let n_state = step.state_len();
+        let mut on_dev: Vec<(B::Buf, B::Buf, Vec<B::Buf>)> = host
+            .iter()
+            .map(|[p, gr, s0, s1]| {
+                let state = [s0, s1][..n_state]
+                    .iter()
+                    .map(|s| d.dev.upload(s))
+                    .collect();
+                (d.dev.upload(p), d.dev.upload(gr), state)
+            })
+            .collect();
+        let mut on_cpu: Vec<(Vec<f32>, Vec<f32>, Vec<Vec<f32>>)> = host
+            .iter()
+            .map(|[p, gr, s0, s1]| {
+                (
+                    p.clone(),
+                    gr.clone(),
+                    vec![s0.clone(), s1.clone()][..n_state].to_vec(),
+                )
+            })
+            .collect();
+        let mut dev_bufs: Vec<_> = on_dev
+            .iter_mut()
+            .zip(&lens)
+            .map(|((value, grad, state), &len)| ParamBufs {
+                len,
+                value,
+                grad,
+                state,
+            })
+            .collect();
+        d.dev.optim_step(&step, &hs, &mut dev_bufs);
+        let mut cpu_bufs: Vec<_> = on_cpu
+            .iter_mut()
+            .zip(&lens)
+            .map(|((value, grad, state), &len)| ParamBufs {
+                len,
+                value,
+                grad,
+                state,
+            })
+            .collect();
+        d.cpu.optim_step(&step, &hc, &mut cpu_bufs);
+        for (t, ((pd, _, sd), (pc, _, sc))) in on_dev.iter().zip(&on_cpu).enumerate() {
+            let len = lens[t];
+            let bufs = [(pd, pc)].into_iter().chain(sd.iter().zip(sc));
+            for (k, (bd, bc)) in bufs.enumerate() {
+                let (bd, what) = (
+                    d.dev.download(bd),
+                    format!("{step:?} tensor {t} buffer {k}"),
+                );
+                assert_close(&what, &bd[..len], &bc[..len], ELEMENTWISE);
+                assert_bitwise_equal(
+                    &format!("{what} tail"),
+                    &[bd[len..].to_vec()],
+                    &[bc[len..].to_vec()],
+                );
+            }
+            assert!(
+                len == 0 || pc[..len] != host[t][0][..len],
+                "the update moved tensor {t}"
+            );
+        }
     }
+    let len = 1003;
+    let (p, gr) = (rand_vec(&mut g, len), rand_vec(&mut g, len));
     let ((xs, xc), (mut ys, mut yc)) = (d.up(&p), d.up(&gr));
     d.dev.axpy(-0.7, &xs, &mut ys, len - 1);
     d.cpu.axpy(-0.7, &xc, &mut yc, len - 1);

@@ -141,9 +141,8 @@ mod tests {
             value: &mut b,
             grad: &g,
             state: &mut st[..1],
-            hyper: &hyper,
         };
-        cpu.optim_step(&sgd, bufs);
+        cpu.optim_step(&sgd, &hyper, &mut [bufs]);
         assert_eq!(cpu.download(&b), [2.5, 3.5, 1.5, 1.5, -0.5]);
         let adam = OptimStep::Adam {
             lr: 0.1,
@@ -159,9 +158,8 @@ mod tests {
             value: &mut b,
             grad: &g,
             state: &mut st,
-            hyper: &hyper,
         };
-        cpu.optim_step(&adam, bufs);
+        cpu.optim_step(&adam, &hyper, &mut [bufs]);
         assert!((b[0] - 2.4).abs() < 1e-6);
     }
 }

@@ -99,27 +99,34 @@ impl<T: Real> OptimOps for CpuOf<T> {
         hyper[Hyper::BC2_SQRT] = bc2_sqrt;
     }
 
-    fn optim_step(&self, step: &OptimStep, p: ParamBufs<Vec<T>>) {
-        let (len, param, grad, state) = (p.len, p.value, p.grad, p.state);
-        let _span = profile::span("optim_step", || len.to_string());
-        step.check_state(state);
+    /// Tensor after tensor, each as the kernels' blocks update it (elementwise: the
+    /// order of the tensors changes no bits).
+    fn optim_step(&self, step: &OptimStep, hyper: &Vec<T>, params: &mut [ParamBufs<Vec<T>>]) {
+        let total: usize = params.iter().map(|p| p.len).sum();
+        let _span = profile::span("optim_step", || {
+            format!("{} tensors, {total}", params.len())
+        });
         let real = |v: f32| T::from_f64(v as f64);
-        let step_size = p.hyper[Hyper::STEP_SIZE];
-        match *step {
-            OptimStep::Sgd { momentum, .. } => {
-                sgd_step(len, step_size, real(momentum), param, grad, &mut state[0]);
-            }
-            OptimStep::Adam {
-                beta1, beta2, eps, ..
-            } => {
-                let (m, v) = state.split_at_mut(1);
-                let h = AdamScalars {
-                    beta1: real(beta1),
-                    beta2: real(beta2),
-                    eps: real(eps),
-                };
-                let scalars = (step_size, p.hyper[Hyper::BC2_SQRT]);
-                adam_step(len, &h, scalars, param, grad, &mut m[0], &mut v[0]);
+        let step_size = hyper[Hyper::STEP_SIZE];
+        for p in params {
+            step.check_state(p.state);
+            let (len, param, grad, state) = (p.len, &mut *p.value, p.grad, &mut *p.state);
+            match *step {
+                OptimStep::Sgd { momentum, .. } => {
+                    sgd_step(len, step_size, real(momentum), param, grad, &mut state[0]);
+                }
+                OptimStep::Adam {
+                    beta1, beta2, eps, ..
+                } => {
+                    let (m, v) = state.split_at_mut(1);
+                    let h = AdamScalars {
+                        beta1: real(beta1),
+                        beta2: real(beta2),
+                        eps: real(eps),
+                    };
+                    let scalars = (step_size, hyper[Hyper::BC2_SQRT]);
+                    adam_step(len, &h, scalars, param, grad, &mut m[0], &mut v[0]);
+                }
             }
         }
     }

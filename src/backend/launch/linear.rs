@@ -1,7 +1,7 @@
 //! Plans of the branch-batched linear ops (kernels/linear.cu).
 
 use super::{
-    branch_map, gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK, GEMM_BLOCK,
+    branch_map, dim, gemm_grid, i32_of, Arg, KernelDevice, Launch, Plan, GEMM_BLOCK, TILE,
 };
 use crate::backend::{Backward, Forward, LinearOps, LinearShape};
 
@@ -43,55 +43,47 @@ impl<D: KernelDevice> LinearOps for D {
         }));
     }
 
+    /// One grouped launch (linear.cu: linear_backward): the dx tiles, when asked
+    /// for, then the dw tiles, then db, each block one of them.
     fn linear_backward(&self, s: &LinearShape, Backward { x, w, dy, g }: Backward<D::Buf>) {
         check_linear(s);
-        let mut plan = Plan::new();
-        if let Some(dx) = g.dx.as_deref() {
-            let mut args = vec![
-                Arg::Buf(x),
-                Arg::Buf(w),
-                Arg::Buf(dy),
-                Arg::Buf(dx),
-                branch_map(&s.x_of),
-                Arg::I32(i32_of(s.branches, "branches")),
-            ];
-            args.extend(linear_dims(s));
-            args.push(Arg::I32(s.relu_in as i32));
-            plan.push(Launch {
-                kernel: "linear_backward_data",
-                grid: gemm_grid(s.in_features, s.batch, s.x_branches),
-                block: GEMM_BLOCK,
-                shared_bytes: 0,
-                args,
-            });
-        }
+        let dx = g.dx.as_deref();
         let mut args = vec![
             Arg::Buf(x),
+            Arg::Buf(w),
             Arg::Buf(dy),
+            // Unused without dx (no dx blocks): dw stands in for the pointer.
+            Arg::Buf(dx.unwrap_or(&*g.dw)),
             Arg::Buf(&*g.dw),
+            Arg::Buf(&*g.db),
             branch_map(&s.x_of),
+            Arg::I32(i32_of(s.branches, "branches")),
+            Arg::I32(i32_of(s.x_branches, "x_branches")),
         ];
         args.extend(linear_dims(s));
-        plan.push(Launch {
-            kernel: "linear_backward_weight",
-            grid: gemm_grid(s.in_features, s.out_features, s.branches),
+        args.push(Arg::I32(s.relu_in as i32));
+        args.push(Arg::I32(dx.is_some() as i32));
+        self.execute(&Plan::one(Launch {
+            kernel: "linear_backward",
+            grid: [dim(backward_blocks(s, dx.is_some())), 1, 1],
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
-        });
-        plan.push(Launch {
-            kernel: "linear_backward_bias",
-            grid: stride_grid(s.b_len()),
-            block: [BLOCK, 1, 1],
-            shared_bytes: 0,
-            args: vec![
-                Arg::Buf(dy),
-                Arg::Buf(&*g.db),
-                Arg::I32(i32_of(s.branches, "branches")),
-                Arg::I32(i32_of(s.batch, "batch")),
-                Arg::I32(i32_of(s.out_features, "out_features")),
-            ],
-        });
-        self.execute(&plan);
+        }));
     }
+}
+
+/// Blocks of linear_backward's grid (linear.cu): the dx tiles of every input
+/// branch (when `with_dx`), the dw tiles of every branch, and B·out db threads,
+/// a GEMM block's worth each.
+fn backward_blocks(s: &LinearShape, with_dx: bool) -> usize {
+    let tiles = |n: usize| n.div_ceil(TILE);
+    let data = if with_dx {
+        tiles(s.in_features) * tiles(s.batch) * s.x_branches
+    } else {
+        0
+    };
+    let weight = tiles(s.in_features) * tiles(s.out_features) * s.branches;
+    let gemm_threads = GEMM_BLOCK.iter().product::<u32>() as usize;
+    data + weight + s.b_len().div_ceil(gemm_threads)
 }

@@ -36,6 +36,14 @@ pub enum Arg<'a, B> {
     F32(f32),
     /// A struct by value, e.g. `BranchMap` (its bytes, in C layout).
     Bytes(Vec<u8>),
+    /// A struct by value that points at buffers (a multi-tensor launch's
+    /// `SskTensorList`): its bytes, and each buffer it points to as (device
+    /// address, length in floats), which the simulator guard-checks like a buffer
+    /// argument's.
+    Table {
+        bytes: Vec<u8>,
+        bufs: Vec<(u64, usize)>,
+    },
     /// A buffer by device address and length in floats, as a recorded
     /// [`Program`] holds it.
     Ptr {
@@ -92,8 +100,9 @@ impl<'a, B> Plan<'a, B> {
 /// by value, in the plan it borrows; the array is valid while both live.
 pub struct Packed<'p, 'a, B> {
     args: Vec<*mut c_void>,
-    /// The buffer arguments (`Arg::Buf`, `Arg::Scratch`, `Arg::Ptr`) with their parameter
-    /// names: the simulator checks their guard zones after the launch.
+    /// The buffer arguments (`Arg::Buf`, `Arg::Scratch`, `Arg::Ptr`, and the `Arg::Table`s
+    /// that point at buffers) with their parameter names: the simulator checks their
+    /// guard zones after the launch.
     pub buffers: Vec<(&'static str, &'p Arg<'a, B>)>,
     _pointers: Vec<u64>,
     _scalars: Vec<u32>,
@@ -149,6 +158,10 @@ pub fn pack<'p, 'a, B>(
                 ParamKind::F32
             }
             Arg::Bytes(_) => ParamKind::Bytes,
+            Arg::Table { .. } => {
+                buffers.push((p.name, a));
+                ParamKind::Bytes
+            }
         };
         assert_eq!(
             kind, p.kind,
@@ -168,7 +181,7 @@ pub fn pack<'p, 'a, B>(
             Arg::I32(_) | Arg::F32(_) => {
                 next_scalar.next().expect("one per scalar") as *const u32 as *mut c_void
             }
-            Arg::Bytes(b) => b.as_ptr() as *mut c_void,
+            Arg::Bytes(b) | Arg::Table { bytes: b, .. } => b.as_ptr() as *mut c_void,
         })
         .collect();
     Packed {

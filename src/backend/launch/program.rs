@@ -109,6 +109,10 @@ impl<B: 'static> Recorder<B> {
                     Arg::I32(v) => Arg::I32(*v),
                     Arg::F32(v) => Arg::F32(*v),
                     Arg::Bytes(b) => Arg::Bytes(b.clone()),
+                    Arg::Table { bytes, bufs } => Arg::Table {
+                        bytes: bytes.clone(),
+                        bufs: bufs.clone(),
+                    },
                 })
                 .collect();
             r.launches.push(Launch {

@@ -316,11 +316,20 @@ impl Sim {
                 l.block
             );
         }
-        for (name, arg) in &packed.buffers {
-            let (data, len) = buffer(arg, scratch);
+        let spans = packed.buffers.iter().flat_map(|(name, arg)| match arg {
+            Arg::Table { bufs, .. } => bufs
+                .iter()
+                .map(|&(a, l)| (*name, a as *mut f32, l))
+                .collect(),
+            _ => {
+                let (data, len) = buffer(arg, scratch);
+                vec![(*name, data, len)]
+            }
+        });
+        for (name, data, len) in spans {
             // SAFETY: a buffer argument is a live SimBuf: a borrowed one, the plan's
-            // scratch, or one a program was recorded on (`ProgramOps::replay`'s
-            // contract).
+            // scratch, one a table points at (its plan borrows it), or one a program
+            // was recorded on (`ProgramOps::replay`'s contract).
             if let Some((after, at)) = unsafe { guard_damage(data, len) } {
                 let index = if after {
                     format!("{}", len + at)
@@ -422,9 +431,7 @@ mod tests {
             "relu_backward",
             "maxpool2x2_forward",
             "maxpool2x2_backward",
-            "linear_backward_data",
-            "linear_backward_weight",
-            "linear_backward_bias",
+            "linear_backward",
             "softmax_cross_entropy",
             "sigmoid_bce",
             "sgd_step",
