@@ -4,7 +4,8 @@ per kernel of the step (in launch order, tests/step_launches.rs), FLOPs and byte
 (f32, each pass of a kernel over its data counted, caches ignored) and
 max(FLOPs / peak, bytes / bandwidth) at H100 / H200 peaks. A model, not a measurement:
 BENCHMARKS.md, "Launches per MNIST MTL step". Prints the markdown table."""
-# After the fused ReLUs (linear layers and max-pools): 50 kernels.
+# After the fused ReLUs (linear layers and max-pools), the grouped linear backward and
+# the multi-tensor optimiser: 27 kernels (+ optim_prepare).
 N=64; F=4
 def mb(x): return x*F
 rows=[]
@@ -25,9 +26,11 @@ k('fwd','linear_forward heads 10×50→1',2*10*N*50, mb(10*N*50+500+10+10*N),Tru
 k('loss','sigmoid_bce',10*N*10, mb(2*10*N+N*10+10))
 # backward
 def lin(name,B,XB,fin,fout,dx=True,relu_in=False):
-    if dx: k('bwd',f'linear_backward_data {name}'+(' (relu mask)' if relu_in else ''),2*B*N*fin*fout, mb(B*fout*fin+B*N*fout+XB*N*fin*(2 if relu_in else 1)),True)
-    k('bwd',f'linear_backward_weight {name}',2*B*N*fin*fout, mb(XB*N*fin+B*N*fout+B*fout*fin),True)
-    k('bwd',f'linear_backward_bias {name}',B*N*fout, mb(B*N*fout+B*fout))
+    # One grouped launch (linear.cu: linear_backward): dx tiles, dw tiles, db threads,
+    # each part moving what its own launch did before.
+    fl=2*B*N*fin*fout+B*N*fout; by=mb(XB*N*fin+B*N*fout+B*fout*fin)+mb(B*N*fout+B*fout)
+    if dx: fl+=2*B*N*fin*fout; by+=mb(B*fout*fin+B*N*fout+XB*N*fin*(2 if relu_in else 1))
+    k('bwd',f'linear_backward {name} (dx, dw, db)'+(' (relu mask)' if relu_in else ''),fl,by,True)
 lin('heads',10,10,50,1,relu_in=True)
 lin('fc2',10,10,100,50,relu_in=True)
 lin('fc1',10,1,640,100,relu_in=True)
@@ -45,7 +48,9 @@ k('bwd','ssk_sum_partials conv1',8*500, mb(9*500))
 k('bwd','conv2d_backward_bias conv1',c1, mb(c1+20))
 params=[500,20,20,20,20000,40,40,40,640*640,640,640000,1000,50000,500,500,10]
 assert sum(params)==1122930, sum(params)
-for p in params: k('opt',f'sgd_step ({p} params)',4*p, mb(5*p))
+# One multi-tensor launch over all 16 tensors (optim.cu: sgd_step); optim_prepare,
+# one thread, is not modelled.
+k('opt',f'sgd_step ({len(params)} tensors, {sum(params)} params)',4*sum(params), mb(5*sum(params)))
 FP32=67e12; TF32=495e12; H100=3.35e12; H200=4.8e12
 tot=[0,0,0,0,0]
 print('| # | phase | kernel | MFLOP | KB moved | H100 fp32 µs | H100 TF32 µs | H200 fp32 µs |')
