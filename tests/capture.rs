@@ -57,7 +57,8 @@ fn capture_and_step_gradients<B: Backend>(
     let mut grads = Vec::new();
     for k in 0..before + after {
         if k == before {
-            let e = metrics::evaluate(be, &mut net, &mut act, &val, batch);
+            let mut val = metrics::EvalSplit::new(be, &val, 10, batch);
+            let e = metrics::evaluate(be, &mut net, &mut act, &mut val, batch);
             assert!(e.accuracy.is_finite());
         }
         // Batches at odd offsets so consecutive steps see different digits.
@@ -126,7 +127,8 @@ fn evaluation_alone_never_touches_the_capture() {
         .find(|p| p.name == FC1)
         .unwrap();
     fc1.grad = Cpu.upload(&vec![1.0; fc1.len()]);
-    metrics::evaluate(&Cpu, &mut net, &mut act, &val, 8);
+    let mut val = metrics::EvalSplit::new(&Cpu, &val, 10, 8);
+    metrics::evaluate(&Cpu, &mut net, &mut act, &mut val, 8);
     let capture = net.branches.take_capture(&Cpu).unwrap();
     assert!(
         capture.iter().all(|&v| v == 0.0),

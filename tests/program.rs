@@ -178,7 +178,8 @@ fn an_mtl_step_program_holds_every_launch_of_the_step() {
 /// How the batches of [`epoch`] reach the device.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Feed {
-    /// `Inputs::gather` on the host, then `Memory::write` (the path before issue 13).
+    /// `Inputs::gather` on the host, then `Memory::write`, the loss read after
+    /// every step (the path before issue 13).
     Host,
     /// `DeviceSplit`, op by op.
     Device,
@@ -187,7 +188,8 @@ enum Feed {
 }
 
 /// One short epoch of an MTL net (an order of 27 samples, so the last batch is a
-/// partial one) fed as `feed` says: the losses of every step, then every parameter.
+/// partial one) fed as `feed` says: the losses of every step (on the device feeds,
+/// from the split's loss log, read once at the end), then every parameter.
 fn epoch(sim: &Sim, feed: Feed) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let data = data::load(DatasetName::Mnist, None).unwrap();
     let train = Inputs::new(&data.train);
@@ -204,11 +206,14 @@ fn epoch(sim: &Sim, feed: Feed) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let order: Vec<usize> = (0..27).map(|i| (i * 7919 + 13) % train.len()).collect();
     let mut split = DeviceSplit::new(sim, &train, 10, sim.buf_len(&act.loss), BATCH);
     // Starts one batch in, as a resumed epoch does.
-    split.start_epoch(sim, &order, BATCH);
+    split.start_epoch(sim, &order, 1);
     let mut program = StepProgram::default();
     let (mut images, mut targets) = (Vec::new(), Vec::new());
     let mut losses = Vec::new();
-    for (k, chunk) in order.chunks(BATCH).skip(1).enumerate() {
+    let (reads, writes) = (sim.read_count(), sim.write_count());
+    let chunks = order.chunks(BATCH).skip(1);
+    let steps = chunks.len();
+    for (k, chunk) in chunks.enumerate() {
         let n = chunk.len();
         let writes = sim.write_count();
         let key = (n, net.branches.task_branch.clone());
@@ -223,6 +228,7 @@ fn epoch(sim: &Sim, feed: Feed) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
                 sim.write(&mut act.x, &images);
                 sim.write(&mut act.targets, &targets);
                 net.train_step(sim, &mut act, n, &step);
+                losses.push(sim.download(&act.loss));
             }
             Feed::Device => one_step(),
             // SAFETY: one net, activation set and split.
@@ -236,7 +242,22 @@ fn epoch(sim: &Sim, feed: Feed) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
                 "{feed:?}: host → device copies in a step"
             );
         }
-        losses.push(sim.download(&act.loss));
+    }
+    if feed != Feed::Host {
+        // The epoch's losses: batches 1.. of the log, in one read.
+        let (first, log) = split.read_log(sim, 1 + steps);
+        assert_eq!(first, 1);
+        losses = log.chunks(10).map(<[f32]>::to_vec).collect();
+        assert_eq!(
+            sim.read_count() - reads,
+            1,
+            "{feed:?}: device → host copies in an epoch of {steps} steps"
+        );
+        // The learning rate, once (the order and cursor came before).
+        assert!(
+            sim.write_count() - writes <= 1,
+            "{feed:?}: host → device copies"
+        );
     }
     if feed == Feed::Replayed {
         assert!(program.launches().is_some(), "the last step was recorded");
@@ -251,7 +272,8 @@ fn epoch(sim: &Sim, feed: Feed) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
 
 /// Issue 13: a step that gathers its batch on the device, recorded and replayed,
 /// equals the same steps op by op and the host-fed steps bit for bit, over an
-/// epoch with a partial last batch; no step copies anything host → device.
+/// epoch with a partial last batch; no step copies anything host → device, and
+/// the epoch's losses come back from the device's log in one read.
 #[test]
 fn an_epoch_with_the_data_on_the_device_replays_bit_for_bit() {
     let sim = Sim::with_seed(0);
@@ -259,6 +281,7 @@ fn an_epoch_with_the_data_on_the_device_replays_bit_for_bit() {
     assert_eq!(host.0.len(), 6);
     for feed in [Feed::Device, Feed::Replayed] {
         let other = epoch(&sim, feed);
+        assert_eq!(host.0.len(), other.0.len(), "{feed:?}: steps");
         for (k, (h, o)) in host.0.iter().zip(&other.0).enumerate() {
             assert!(h.iter().all(|l| l.is_finite()), "step {k}: loss {h:?}");
             assert_eq!(bits(h), bits(o), "{feed:?}: step {k} loss");

@@ -300,7 +300,8 @@ pub fn train_hetero<B: Backend>(
             run.at.steps += 1;
             run.at.batch += 1;
             let model = (be, &net, sharing.as_ref());
-            phase("checkpoint").run(|| run.after_step(model, &net.spec, cfg.checkpoints.every))?;
+            let end = run.step_end(cfg.checkpoints.every);
+            phase("checkpoint").run(|| run.after_step(model, &net.spec, end))?;
         }
         let seconds = started.elapsed().as_secs_f64();
         bar.finish();

@@ -1,7 +1,7 @@
 //! Evaluation: 10-way accuracy (STL: argmax of the classifier; MTL: argmax over the
 //! task outputs) and, for one-output-per-task heads, each task's binary accuracy.
 
-use super::Inputs;
+use super::{DeviceSplit, Inputs};
 use crate::backend::Backend;
 use crate::model::{Activations, Net, NetSpec};
 
@@ -13,26 +13,45 @@ pub struct Evaluation {
     pub task_accuracy: Option<Vec<f64>>,
 }
 
-/// Runs the network in evaluation mode (running BN statistics) over every sample.
+/// A split to evaluate: its images on the device, in order (uploaded once), its
+/// labels on the host for the tally.
+pub struct EvalSplit<'a, B: Backend> {
+    inputs: &'a Inputs<'a>,
+    device: DeviceSplit<B>,
+}
+
+impl<'a, B: Backend> EvalSplit<'a, B> {
+    /// For a net of `classes` classes, evaluated `batch` samples at a time.
+    pub fn new(be: &B, inputs: &'a Inputs<'a>, classes: usize, batch: usize) -> Self {
+        Self {
+            inputs,
+            device: DeviceSplit::new(be, inputs, classes, 0, batch),
+        }
+    }
+}
+
+/// Runs the network in evaluation mode (running BN statistics) over every sample,
+/// each batch gathered on the device; its logits come back for the tally.
 pub fn evaluate<B: Backend>(
     be: &B,
     net: &mut Net<B>,
     act: &mut Activations<B>,
-    inputs: &Inputs,
+    split: &mut EvalSplit<B>,
     batch: usize,
 ) -> Evaluation {
     let spec = net.spec.clone();
     let mut tally = Tally::new(&spec);
-    let indices: Vec<usize> = (0..inputs.len()).collect();
-    let (mut images, mut targets) = (Vec::new(), Vec::new());
-    for chunk in indices.chunks(batch.min(act.capacity)) {
-        inputs.gather(chunk, spec.classes, &mut images, &mut targets);
-        be.write(&mut act.x, &images);
-        net.forward(be, act, chunk.len(), false);
+    let labels = &split.inputs.split.labels;
+    split.device.rewind(be, 0);
+    for start in (0..labels.len()).step_by(batch.min(act.capacity)) {
+        let n = batch.min(act.capacity).min(labels.len() - start);
+        split.device.gather(be, n, &mut act.x, &mut act.targets);
+        net.forward(be, act, n, false);
+        split.device.skip(be, n);
         let logits = be.download(&act.logits);
-        let labels: Vec<usize> = chunk
+        let labels: Vec<usize> = labels[start..start + n]
             .iter()
-            .map(|&i| inputs.split.labels[i] as usize)
+            .map(|&l| l as usize)
             .collect();
         tally.add(&spec, &logits, &labels);
     }

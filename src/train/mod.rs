@@ -7,12 +7,14 @@ pub mod metrics;
 mod progress;
 pub mod reproduce;
 pub mod resume;
+pub mod split;
 
 pub use crate::run::{EpochRecord, RunSummary, TrainConfig};
+pub use split::{tally_logged, DeviceSplit, Diverged};
 
 use crate::atomic_file::{write as write_atomically, write_json};
 use crate::backend::profile::phase;
-use crate::backend::{Backend, DataBufs, Gather, OptimStep, DATA_STATE_LEN};
+use crate::backend::{Backend, OptimStep};
 use crate::data::{Dataset, Split};
 use crate::model::{Activations, Branched, Mode, Net, NetSpec, StepProgram};
 use crate::sharing::selective::{task_groups, Sharing};
@@ -61,69 +63,6 @@ impl<'a> Inputs<'a> {
             images.extend_from_slice(&self.pixels[i * size..(i + 1) * size]);
             targets[row * classes + self.split.labels[i] as usize] = 1.0;
         }
-    }
-}
-
-/// A training split on the device (issue 13): pixel/255 and the label indices
-/// uploaded once per run (f32: 4 bytes a pixel, 188 MB for MNIST's training
-/// split), the epoch's order once per epoch. Each step gathers its batch there
-/// (`DataOps::gather_batch`, the rows `Inputs::gather` builds) and moves the
-/// cursor there (`advance_batch`), so a recorded step copies nothing host → device.
-pub struct DeviceSplit<B: Backend> {
-    pixels: B::Buf,
-    labels: B::Buf,
-    order: B::Buf,
-    /// `backend::DataBufs::state`: the batch offset, the steps of the epoch so far.
-    state: B::Buf,
-    /// The epoch's losses, `[batches, loss values]`, as `advance_batch` logs them.
-    log: B::Buf,
-    size: usize,
-    classes: usize,
-}
-
-impl<B: Backend> DeviceSplit<B> {
-    /// `losses` values per step (1 or the task count), `batch` samples at most.
-    pub fn new(be: &B, inputs: &Inputs, classes: usize, losses: usize, batch: usize) -> Self {
-        let labels: Vec<f32> = inputs.split.labels.iter().map(|&l| l as f32).collect();
-        Self {
-            pixels: be.upload(&inputs.pixels),
-            labels: be.upload(&labels),
-            order: be.zeros(inputs.len().max(1)),
-            state: be.zeros(DATA_STATE_LEN),
-            log: be.zeros(losses * inputs.len().div_ceil(batch.max(1)).max(1)),
-            size: inputs.split.image_len(),
-            classes,
-        }
-    }
-
-    /// Starts an epoch (or resumes one) at sample `offset` of `order`: the order and
-    /// the cursor go to the device, the only copies of the epoch.
-    pub fn start_epoch(&mut self, be: &B, order: &[usize], offset: usize) {
-        let order: Vec<f32> = order.iter().map(|&i| i as f32).collect();
-        be.write(&mut self.order, &order);
-        be.write(&mut self.state, &[offset as f32, 0.0]);
-    }
-
-    /// The next `n` samples of the order into `x` and `targets`.
-    pub fn gather(&self, be: &B, n: usize, x: &mut B::Buf, targets: &mut B::Buf) {
-        let g = Gather {
-            batch: n,
-            size: self.size,
-            classes: self.classes,
-        };
-        let data = DataBufs {
-            pixels: &self.pixels,
-            labels: &self.labels,
-            order: &self.order,
-            state: &self.state,
-        };
-        be.gather_batch(&g, data, x, targets);
-    }
-
-    /// After a step of `n` samples: logs `loss` and moves the cursor past them.
-    pub fn advance(&mut self, be: &B, n: usize, loss: &B::Buf) {
-        let values = be.buf_len(loss);
-        be.advance_batch((values, n), loss, &mut self.state, &mut self.log);
     }
 }
 
@@ -240,19 +179,32 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
         be.buf_len(&act.loss),
         cfg.batch,
     );
+    let mut val = metrics::EvalSplit::new(be, &val, net.spec.classes, cfg.batch);
+    let mut test = metrics::EvalSplit::new(be, &test, net.spec.classes, cfg.batch);
     // The step as one recorded launch program on kernel devices; profiling times
     // each op, so it launches them one by one.
     let eager = cfg.eager || crate::backend::profile::is_on();
     let mut program = StepProgram::default();
     let tasks = net.spec.tasks;
     let max_steps_reached = |steps: usize| cfg.max_steps.is_some_and(|max| steps >= max);
+    // A diverged run stops before a non-finite model is evaluated or checkpointed:
+    // the last checkpoint stays the last good one.
+    let diverged = |d: Diverged, epoch: usize, run: &Progress| {
+        anyhow::anyhow!(
+            "the training loss became {} at epoch {epoch}, step {} (the run diverged: lower \
+             --lr); last good checkpoint: {}",
+            d.value,
+            d.step,
+            run.last_good()
+        )
+    };
     while run.at.epoch <= cfg.epochs {
         let epoch = run.at.epoch;
         let batches = run.epoch_batches(cfg.batch);
         let bar = progress::EpochBar::new(epoch, cfg.epochs, batches.end);
         let started = Instant::now();
         let samples_before = run.at.tally.samples;
-        split.start_epoch(be, &run.order, batches.start * cfg.batch);
+        split.start_epoch(be, &run.order, batches.start);
         for b in batches {
             if max_steps_reached(run.at.steps) {
                 break;
@@ -273,24 +225,19 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
                 unsafe { program.run(be, key, &mut one_step) };
             }
             crate::crash::point("step");
-            let losses = be.download(&act.loss);
-            // A diverged run stops here, before a non-finite model is evaluated or
-            // checkpointed: the last checkpoint stays the last good one.
-            if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
-                anyhow::bail!(
-                    "the training loss became {bad} at epoch {epoch}, step {} (the run diverged: \
-                     lower --lr); last good checkpoint: {}",
-                    run.at.steps + 1,
-                    run.last_good()
-                );
-            }
-            let losses: Vec<f64> = losses.iter().map(|&l| l as f64).collect();
-            bar.advance(run.at.tally.add(&losses, n));
             run.at.steps += 1;
             run.at.batch += 1;
+            // The losses stay on the device until the bar is due or a checkpoint
+            // records the tally.
+            let end = run.step_end(cfg.checkpoints.every);
+            if end.save || split.read_due() {
+                tally_logged(be, &mut split, &mut run, &bar)
+                    .map_err(|d| diverged(d, epoch, &run))?;
+            }
             let model = (be, &net, sharing.as_ref());
-            phase("checkpoint").run(|| run.after_step(model, &net.spec, cfg.checkpoints.every))?;
+            phase("checkpoint").run(|| run.after_step(model, &net.spec, end))?;
         }
+        tally_logged(be, &mut split, &mut run, &bar).map_err(|d| diverged(d, epoch, &run))?;
         let seconds = started.elapsed().as_secs_f64();
         bar.finish();
         let tally = &run.at.tally;
@@ -307,10 +254,10 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 
         let (val_eval, test_eval) = phase("evaluation").run(|| {
-            let val_eval = metrics::evaluate(be, &mut net, &mut act, &val, cfg.batch);
+            let val_eval = metrics::evaluate(be, &mut net, &mut act, &mut val, cfg.batch);
             (
                 val_eval,
-                metrics::evaluate(be, &mut net, &mut act, &test, cfg.batch),
+                metrics::evaluate(be, &mut net, &mut act, &mut test, cfg.batch),
             )
         });
         let record = EpochRecord {
@@ -497,8 +444,12 @@ pub fn evaluate_run<B: Backend>(
         batch,
     } = load_run(be, run, file)?;
     let mut act = Activations::new(be, &net.spec, batch);
-    let val = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.val), batch);
-    let test = metrics::evaluate(be, &mut net, &mut act, &Inputs::new(&data.test), batch);
+    let mut evaluate = |split| {
+        let inputs = Inputs::new(split);
+        let mut split = metrics::EvalSplit::new(be, &inputs, net.spec.classes, batch);
+        metrics::evaluate(be, &mut net, &mut act, &mut split, batch)
+    };
+    let (val, test) = (evaluate(&data.val), evaluate(&data.test));
     println!(
         "{} ({file}): {} {} — val {:.2}%, test {:.2}% ({} parameters)",
         run.display(),

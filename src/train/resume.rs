@@ -414,20 +414,30 @@ impl Progress {
         Ok(())
     }
 
-    /// After an optimiser step the run has counted: a checkpoint every
-    /// `every` steps, and on SIGINT/SIGTERM a checkpoint and the [`Interrupted`]
-    /// error.
+    /// What ends the optimiser step the run has just counted: a checkpoint every
+    /// `every` steps, and on SIGINT/SIGTERM a checkpoint and a stop. Decided once,
+    /// here, so the caller can bring the tally up to date before
+    /// [`Self::after_step`] writes it.
+    pub fn step_end(&self, every: Option<usize>) -> StepEnd {
+        let stop = interrupted();
+        StepEnd {
+            save: stop || every.is_some_and(|k| self.at.steps.is_multiple_of(k)),
+            stop,
+        }
+    }
+
+    /// Ends a step as `end` says: writes the checkpoint, and on a stop returns the
+    /// [`Interrupted`] error.
     pub fn after_step<B: Backend>(
         &mut self,
         model: (&B, &impl Branched<B>, Option<&Sharing>),
         spec: &impl Serialize,
-        every: Option<usize>,
+        end: StepEnd,
     ) -> Result<()> {
-        let stop = interrupted();
-        if stop || every.is_some_and(|k| self.at.steps.is_multiple_of(k)) {
+        if end.save {
             self.save(model, spec)?;
         }
-        if stop {
+        if end.stop {
             return Err(interruption(&self.out, &self.at));
         }
         Ok(())
@@ -440,6 +450,15 @@ impl Progress {
         }
         Ok(())
     }
+}
+
+/// [`Progress::step_end`]: what follows an optimiser step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepEnd {
+    /// A checkpoint is due.
+    pub save: bool,
+    /// SIGINT/SIGTERM: checkpoint and stop.
+    pub stop: bool,
 }
 
 /// [`Progress::start`] of a resumed run: the last checkpoint's state (none yet:

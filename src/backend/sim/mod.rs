@@ -151,6 +151,8 @@ pub struct Sim {
     launches: AtomicU64,
     /// `Memory::write` calls (host → device copies) so far.
     writes: AtomicU64,
+    /// `Memory::download` calls (device → host copies) so far.
+    reads: AtomicU64,
     recorder: launch::Recorder<SimBuf>,
     /// The GEMM core's TF32 variant (emulated: kernels/sim.h).
     tf32: bool,
@@ -203,6 +205,7 @@ impl Sim {
             seed,
             launches: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             recorder: launch::Recorder::default(),
             tf32: false,
         }
@@ -216,6 +219,12 @@ impl Sim {
     /// Host → device copies (`Memory::write`) so far: a replayed step makes none.
     pub fn write_count(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Device → host copies (`Memory::download`) so far: the trainer reads the loss
+    /// log a few times a second, not every step.
+    pub fn read_count(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// The parsed signature of a kernel, if it exists.
@@ -368,6 +377,7 @@ impl Memory for Sim {
         b
     }
     fn download(&self, buf: &SimBuf) -> Vec<f32> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         buf.data().to_vec()
     }
     fn write(&self, buf: &mut SimBuf, host: &[f32]) {
