@@ -6,6 +6,8 @@ use sskernel::backend::cpu::Cpu;
 use sskernel::data::{self, DatasetName};
 use sskernel::model::Mode;
 use sskernel::train::{self, TrainConfig};
+#[path = "common/runs.rs"]
+mod runs;
 
 #[test]
 fn a_diverging_run_stops_naming_epoch_step_and_the_last_good_checkpoint() {
@@ -47,6 +49,42 @@ fn a_diverging_run_stops_naming_epoch_step_and_the_last_good_checkpoint() {
         good,
         "the diverged run must not overwrite the last good checkpoint"
     );
+}
+
+/// On a kernel device the losses stay in the device's log between reads (every
+/// 250 ms, before checkpoints, at the epoch's end): a run diverging on `sim` still
+/// stops with the step named and writes no checkpoint of the diverged model.
+#[test]
+fn a_run_diverging_on_sim_stops_naming_the_step_with_no_checkpoint() {
+    let data = runs::tiny(96, 8, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cfg = TrainConfig {
+        dataset: "mnist".into(),
+        mode: Mode::Mtl,
+        epochs: 1,
+        batch: 4,
+        lr: 1e6,
+        momentum: 0.5,
+        seed: 1,
+        max_steps: None,
+        data_dir: None,
+        out: out.clone(),
+        device: "sim".into(),
+        sharing: None,
+        checkpoints: Default::default(),
+        eager: false,
+    };
+    let sim = sskernel::backend::sim::Sim::with_seed(0);
+    let err = format!("{:#}", train::train(&sim, &cfg, &data).unwrap_err());
+    assert!(
+        err.contains("epoch 1, step") && err.contains("diverged"),
+        "the error names epoch and step: {err}"
+    );
+    for file in ["checkpoint.safetensors", "best.safetensors", "summary.json"] {
+        assert!(!out.join(file).exists(), "{file} written by a diverged run");
+    }
+    assert_eq!(std::fs::read_to_string(out.join("log.jsonl")).unwrap(), "");
 }
 
 fn sskernel(shell_prefix: &str, args: &[&str]) -> std::process::Output {
