@@ -8,8 +8,9 @@
 //   backward-data:    dx[n, c, h, w] = Σ_{k,i,j} w[k, c, i, j] · dy[n, k, oy, ox] over the
 //                     (oy, ox) with oy·S + i − pad = h, ox·S + j − pad = w
 //   backward-weights: dw[k, crr]   = Σ_{n,p} dy[n, k, p] · col_n[crr, p]  (split over images,
-//                     partials summed in order by ssk_sum_partials: deterministic)
-//   backward-bias:    db[k]        = Σ_{n,p} dy[n, k, p]
+//                     partials summed in order by conv2d_backward_weight_sum: deterministic)
+//   backward-bias:    db[k]        = Σ_{n,p} dy[n, k, p], the same GEMM against a column of
+//                     ones appended to col_n (crr = CRR): no launch of its own
 #include "common.cuh"
 
 // The input element that entry (c, ij) of column (n, p) of col_n reads, 0 in the padding.
@@ -71,10 +72,11 @@ extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, con
     });
 }
 
-// Backward-weights, one partial per group of `images_per_part` images:
-// parts[z, k, crr] = Σ_{n in group z, p} dy[n, k, p] · col_n[crr, p].
-// GEMM M = K, N = CRR, K = images·P. grid (ceil(CRR / SSK_TILE), ceil(K / SSK_TILE), parts),
-// block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
+// Backward-weights and -bias, one partial per group of `images_per_part` images:
+// parts[z, k, crr] = Σ_{n in group z, p} dy[n, k, p] · col_n[crr, p] for crr < CRR, and
+// parts[z, k, CRR] = Σ dy[n, k, p] (col_n's appended row of ones: the bias).
+// GEMM M = K, N = CRR + 1, K = images·P. grid (ceil((CRR + 1) / SSK_TILE), ceil(K / SSK_TILE),
+// parts), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
 extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
                                                   float* __restrict__ parts, int N, int C, int H, int W,
                                                   int K, int R, int pad, int S, int images_per_part) {
@@ -84,27 +86,34 @@ extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, c
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
     SskGemmAcc acc = {};
     ssk_gemm_tile<true, true>(
-        K, CRR, images * P, m0, n0,
+        K, CRR + 1, images * P, m0, n0,
         [=](int k, int np) {
             const int n = first + np / P, p = np % P;
             return dy[(n * K + k) * P + p];
         },
         [=](int np, int crr) {
             const int n = first + np / P, p = np % P;
-            return conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S);
+            return crr < CRR ? conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S) : 1.0f;
         },
         acc);
-    float* part = parts + (size_t)blockIdx.z * K * CRR;
-    ssk_gemm_store(K, CRR, m0, n0, acc, [=](int k, int crr, float v) { part[k * CRR + crr] = v; });
+    float* part = parts + (size_t)blockIdx.z * K * (CRR + 1);
+    ssk_gemm_store(K, CRR + 1, m0, n0, acc, [=](int k, int crr, float v) { part[k * (CRR + 1) + crr] = v; });
 }
 
-// Backward-bias: db[k] = Σ_{n,p} dy[n, k, p]. grid (K), block (256).
-extern "C" __global__ void conv2d_backward_bias(const float* __restrict__ dy, float* __restrict__ db, int N,
-                                                int K, int P) {
-    __shared__ float scratch[32];
-    const int k = blockIdx.x;
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < N * P; i += blockDim.x) s += dy[((i / P) * K + k) * P + i % P];
-    s = ssk_block_sum(s, scratch);
-    if (threadIdx.x == 0) db[k] = s;
+// dw[k, crr] = Σ_z parts[z, k, crr] and db[k] = Σ_z parts[z, k, CRR], z in order
+// (deterministic; the second pass of conv2d_backward_weight's split over images).
+// parts: [n_parts, K, CRR + 1]. Grid-stride over K·(CRR + 1): grid (any), block (256).
+extern "C" __global__ void conv2d_backward_weight_sum(float* __restrict__ dw, float* __restrict__ db,
+                                                      const float* __restrict__ parts, int K, int CRR,
+                                                      int n_parts) {
+    const int len = K * (CRR + 1);
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (int z = 0; z < n_parts; z++) s += parts[(size_t)z * len + i];
+        const int k = i / (CRR + 1), crr = i % (CRR + 1);
+        if (crr < CRR)
+            dw[k * CRR + crr] = s;
+        else
+            db[k] = s;
+    }
 }

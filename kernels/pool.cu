@@ -2,6 +2,7 @@
 // CPU twin: src/backend/cpu/pool.rs. All elementwise / one thread per element,
 // grid-stride loops: grid (any), block (256).
 #include "common.cuh"
+#include "pool.cuh"
 
 // x, y: [n]; y = max(x, 0).
 extern "C" __global__ void relu_forward(const float* __restrict__ x, float* __restrict__ y, int n) {
@@ -14,30 +15,6 @@ extern "C" __global__ void relu_backward(const float* __restrict__ y, const floa
                                          float* __restrict__ dx, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
-
-// ReLU, as relu_forward computes it (NaN → 0).
-__device__ __forceinline__ float relu_of(float x) { return x > 0.0f ? x : 0.0f; }
-
-// Position (0..3, row-major) of the first maximum of the window at (oy, ox) of a
-// [H, W] plane (of relu(x) when `relu`): a later element wins only if strictly
-// greater, or NaN (as PyTorch's CPU kernel).
-__device__ __forceinline__ int window_argmax(const float* __restrict__ plane, int W, int oy, int ox, int relu,
-                                             float* best_out) {
-    const float* r0 = plane + (2 * oy) * W + 2 * ox;
-    float v[4] = {r0[0], r0[1], r0[W], r0[W + 1]};
-    if (relu)
-        for (int i = 0; i < 4; i++) v[i] = relu_of(v[i]);
-    float best = v[0];
-    int at = 0;
-    for (int i = 1; i < 4; i++) {
-        if (v[i] > best || v[i] != v[i]) {
-            best = v[i];
-            at = i;
-        }
-    }
-    *best_out = best;
-    return at;
 }
 
 // x: [planes, H, W] → y: [planes, H/2, W/2] (an odd last row/column is dropped).
@@ -64,14 +41,8 @@ extern "C" __global__ void maxpool2x2_backward(const float* __restrict__ x, cons
     const int OH = H / 2, OW = W / 2, total = planes * H * W;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
         const int plane = i / (H * W), hw = i % (H * W);
-        const int h = hw / W, w = hw % W, oy = h / 2, ox = w / 2;
-        float g = 0.0f;
-        if (oy < OH && ox < OW) {
-            float best;
-            const int at = window_argmax(x + (size_t)plane * H * W, W, oy, ox, relu, &best);
-            if (at == (h % 2) * 2 + (w % 2)) g = dy[(size_t)plane * OH * OW + oy * OW + ox];
-        }
-        dx[i] = (relu && !(x[i] > 0.0f)) ? 0.0f : g;
+        dx[i] = maxpool2x2_grad_at(x + (size_t)plane * H * W, dy + (size_t)plane * OH * OW, H, W, hw / W, hw % W,
+                                   relu);
     }
 }
 

@@ -4,8 +4,9 @@ per kernel of the step (in launch order, tests/step_launches.rs), FLOPs and byte
 (f32, each pass of a kernel over its data counted, caches ignored) and
 max(FLOPs / peak, bytes / bandwidth) at H100 / H200 peaks. A model, not a measurement:
 BENCHMARKS.md, "Launches per MNIST MTL step". Prints the markdown table."""
-# After the fused ReLUs (linear layers and max-pools), the grouped linear backward and
-# the multi-tensor optimiser: 27 kernels (+ optim_prepare).
+# After the fused ReLUs (linear layers and max-pools), the grouped linear backward,
+# the multi-tensor optimiser and the fused conv blocks (batchnorm + ReLU + pool in one
+# kernel each way, the conv bias in the weight GEMM): 21 kernels (+ optim_prepare).
 N=64; F=4
 def mb(x): return x*F
 rows=[]
@@ -14,11 +15,9 @@ c1=N*20*24*24; p1=N*20*12*12; c2=N*40*8*8; p2=N*640
 x=N*784
 # forward
 k('fwd','conv2d_forward conv1 (M20 N36864 K25)',2*20*N*576*25, mb(x+20*25+20+c1),True)
-k('fwd','batchnorm2d_forward_train bn1 (3 reads, 1 write)',6*c1, mb(4*c1))
-k('fwd','maxpool2x2_forward relu+pool1',4*p1+c1, mb(c1+p1))
+k('fwd','batchnorm2d_relu_maxpool_train bn1+relu+pool1 (x read 3×, n written and read)',6*c1+4*p1+c1, mb(5*c1+p1))
 k('fwd','conv2d_forward conv2 (M40 N4096 K500)',2*40*N*64*500, mb(p1+40*500+40+c2),True)
-k('fwd','batchnorm2d_forward_train bn2',6*c2, mb(4*c2))
-k('fwd','maxpool2x2_forward relu+pool2',4*p2+c2, mb(c2+p2))
+k('fwd','batchnorm2d_relu_maxpool_train bn2+relu+pool2',6*c2+4*p2+c2, mb(5*c2+p2))
 k('fwd','linear_forward fc 640→640 +relu',2*N*640*640, mb(p2+640*640+640+N*640),True)
 k('fwd','linear_forward fc1 10×640→100 +relu',2*10*N*640*100, mb(N*640+10*100*640+1000+10*N*100),True)
 k('fwd','linear_forward fc2 10×100→50 +relu',2*10*N*100*50, mb(10*N*100+10*50*100+500+10*N*50),True)
@@ -35,17 +34,13 @@ lin('heads',10,10,50,1,relu_in=True)
 lin('fc2',10,10,100,50,relu_in=True)
 lin('fc1',10,1,640,100,relu_in=True)
 lin('fc',1,1,640,640)
-k('bwd','maxpool2x2_backward pool2+relu',p2+2*c2, mb(c2+p2+c2))
-k('bwd','batchnorm2d_backward bn2 (4 reads, 1 write)',10*c2, mb(5*c2))
+k('bwd','relu_maxpool_batchnorm2d_backward pool2+bn2 (n, dpooled, x twice, dn written and read, dx)',p2+2*c2+10*c2, mb(6*c2+p2))
 k('bwd','conv2d_backward_data conv2 (M20 N9216 K1000, zero taps computed)',2*20*N*144*1000, mb(40*500+c2+p1),True)
-k('bwd','conv2d_backward_weight conv2 (M40 N500 K4096, 8 parts)',2*40*500*N*64, mb(c2+p1+8*40*500),True)
-k('bwd','ssk_sum_partials conv2',8*20000, mb(9*20000))
-k('bwd','conv2d_backward_bias conv2',c2, mb(c2+40))
-k('bwd','maxpool2x2_backward pool1+relu',p1+2*c1, mb(c1+p1+c1))
-k('bwd','batchnorm2d_backward bn1',10*c1, mb(5*c1))
-k('bwd','conv2d_backward_weight conv1 (M20 N25 K36864, 8 parts)',2*20*25*N*576, mb(c1+x+8*500),True)
-k('bwd','ssk_sum_partials conv1',8*500, mb(9*500))
-k('bwd','conv2d_backward_bias conv1',c1, mb(c1+20))
+k('bwd','conv2d_backward_weight conv2 (M40 N500+1 K4096, 8 parts; +1: the bias)',2*40*501*N*64, mb(c2+p1+8*40*501),True)
+k('bwd','conv2d_backward_weight_sum conv2 (dw, db)',8*40*501, mb(9*40*501))
+k('bwd','relu_maxpool_batchnorm2d_backward pool1+bn1',p1+2*c1+10*c1, mb(6*c1+p1))
+k('bwd','conv2d_backward_weight conv1 (M20 N25+1 K36864, 8 parts; +1: the bias)',2*20*26*N*576, mb(c1+x+8*20*26),True)
+k('bwd','conv2d_backward_weight_sum conv1 (dw, db)',8*20*26, mb(9*20*26))
 params=[500,20,20,20,20000,40,40,40,640*640,640,640000,1000,50000,500,500,10]
 assert sum(params)==1122930, sum(params)
 # One multi-tensor launch over all 16 tensors (optim.cu: sgd_step); optim_prepare,

@@ -500,6 +500,29 @@ pub trait NormOps: Memory {
         io: Backward<Self::Buf>,
         batch: BatchStats<&Self::Buf>,
     );
+    /// The conv block's training forward after the conv, fused:
+    /// `batchnorm2d_forward_train` into `io.y` (the normalised n, kept for the
+    /// backward), then `relu_maxpool2x2_forward(n)` into `pooled` `[N, C, ⌊H/2⌋,
+    /// ⌊W/2⌋]`, bit for bit those two ops (a kernel device: one launch).
+    fn batchnorm2d_relu_maxpool_train(
+        &self,
+        bn: &BatchNorm2d,
+        io: Forward<Self::Buf>,
+        pooled: &mut Self::Buf,
+        stats: TrainStats<Self::Buf>,
+    );
+    /// Its backward, fused: `relu_maxpool2x2_backward(n, io.dy)` into `dn` (the
+    /// gradient at the normalised n; `io.dy` is the pooled gradient), then
+    /// `batchnorm2d_backward` from dn, bit for bit those two ops (a kernel device: one
+    /// launch). `io.x` is the batchnorm's input, `io.w` γ.
+    fn relu_maxpool_batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        io: Backward<Self::Buf>,
+        n: &Self::Buf,
+        dn: &mut Self::Buf,
+        batch: BatchStats<&Self::Buf>,
+    );
 }
 
 /// ReLU and 2×2 max-pooling (kernels/pool.cu, cpu/pool.rs).

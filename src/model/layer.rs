@@ -92,6 +92,15 @@ impl<B: Backend> Layer<B> {
 pub const BN_MOMENTUM: f32 = 0.1;
 pub const BN_EPS: f32 = 1e-5;
 
+/// What a conv block's training forward (`BatchNorm::forward_relu_pool`) keeps
+/// for its backward: the batchnorm's input `x`, its output `n` (the pool's windows)
+/// and the batch statistics.
+pub struct BlockSaved<'a, B: Backend> {
+    pub x: &'a B::Buf,
+    pub n: &'a B::Buf,
+    pub batch: BatchStats<&'a B::Buf>,
+}
+
 /// A 2-D batchnorm: γ (`weight`), β (`bias`) and the running statistics.
 pub struct BatchNorm<B: Backend> {
     pub gamma: Param<B>,
@@ -120,28 +129,97 @@ impl<B: Backend> BatchNorm<B> {
         batch: BatchStats<&mut B::Buf>,
         train: bool,
     ) {
-        let bn = BatchNorm2d {
-            shape: *s,
-            momentum: BN_MOMENTUM,
-            eps: BN_EPS,
+        if !train {
+            return self.forward_eval(be, s, x, y);
+        }
+        let p = WeightBias {
+            w: &self.gamma.value,
+            b: &self.beta.value,
+        };
+        let running = RunningStats {
+            mean: &mut self.running_mean,
+            var: &mut self.running_var,
+        };
+        let io = Forward { x, p, y };
+        be.batchnorm2d_forward_train(&Self::shape(s), io, TrainStats { batch, running });
+    }
+
+    /// Evaluation mode: the running statistics.
+    fn forward_eval(&self, be: &B, s: &Nchw, x: &B::Buf, y: &mut B::Buf) {
+        let p = WeightBias {
+            w: &self.gamma.value,
+            b: &self.beta.value,
+        };
+        let running = RunningStats {
+            mean: &self.running_mean,
+            var: &self.running_var,
+        };
+        be.batchnorm2d_forward_eval(&Self::shape(s), Forward { x, p, y }, running);
+    }
+
+    /// The rest of a conv block after its conv: this batchnorm into `y` (kept for
+    /// the backward), then ReLU and 2×2 max-pool into `pooled`. With `batch`
+    /// (training: the batch statistics go there, the running ones are updated) one
+    /// fused op, `batchnorm2d_relu_maxpool_train`; without, the running statistics,
+    /// then `relu_maxpool2x2_forward`.
+    pub fn forward_relu_pool(
+        &mut self,
+        be: &B,
+        s: &Nchw,
+        x: &B::Buf,
+        y: &mut B::Buf,
+        pooled: &mut B::Buf,
+        batch: Option<BatchStats<&mut B::Buf>>,
+    ) {
+        let Some(batch) = batch else {
+            self.forward_eval(be, s, x, y);
+            return be.relu_maxpool2x2_forward(s, y, pooled);
         };
         let p = WeightBias {
             w: &self.gamma.value,
             b: &self.beta.value,
         };
+        let running = RunningStats {
+            mean: &mut self.running_mean,
+            var: &mut self.running_var,
+        };
         let io = Forward { x, p, y };
-        if train {
-            let running = RunningStats {
-                mean: &mut self.running_mean,
-                var: &mut self.running_var,
-            };
-            be.batchnorm2d_forward_train(&bn, io, TrainStats { batch, running });
-        } else {
-            let running = RunningStats {
-                mean: &self.running_mean,
-                var: &self.running_var,
-            };
-            be.batchnorm2d_forward_eval(&bn, io, running);
+        let stats = TrainStats { batch, running };
+        be.batchnorm2d_relu_maxpool_train(&Self::shape(s), io, pooled, stats);
+    }
+
+    /// Backward of `forward_relu_pool` in training, one fused op
+    /// (`relu_maxpool_batchnorm2d_backward`): the pooled gradient `dpooled` through
+    /// the pool and ReLU into `dn`, then through this batchnorm into `dx`; γ's and
+    /// β's gradients written.
+    pub fn backward_relu_pool(
+        &mut self,
+        be: &B,
+        s: &Nchw,
+        saved: BlockSaved<'_, B>,
+        dpooled: &B::Buf,
+        dn: &mut B::Buf,
+        dx: &mut B::Buf,
+    ) {
+        let g = Grads {
+            dx: Some(dx),
+            dw: &mut self.gamma.grad,
+            db: &mut self.beta.grad,
+        };
+        let io = Backward {
+            x: saved.x,
+            w: &self.gamma.value,
+            dy: dpooled,
+            g,
+        };
+        be.relu_maxpool_batchnorm2d_backward(s, io, saved.n, dn, saved.batch);
+    }
+
+    fn shape(s: &Nchw) -> BatchNorm2d {
+        BatchNorm2d {
+            shape: *s,
+            momentum: BN_MOMENTUM,
+            eps: BN_EPS,
         }
     }
 
@@ -173,11 +251,7 @@ impl<B: Backend> BatchNorm<B> {
     /// dx = γ·dy/√(σ² + eps), which is the eval forward applied to dy with μ = 0 and
     /// β = 0 (no new op). What `sskernel explain` backpropagates through.
     pub fn backward_eval_input(&self, be: &B, s: &Nchw, dy: &B::Buf, dx: &mut B::Buf) {
-        let bn = BatchNorm2d {
-            shape: *s,
-            momentum: BN_MOMENTUM,
-            eps: BN_EPS,
-        };
+        let bn = Self::shape(s);
         let zeros = be.zeros(s.channels);
         let p = WeightBias {
             w: &self.gamma.value,

@@ -13,9 +13,11 @@
 //! Every ReLU is fused into a neighbour (one launch fewer each on a kernel device,
 //! the same float operations): into the linear layers' store and dx
 //! (`LinearShape::relu_out` / `relu_in`), and into the max-pools
-//! (`relu_maxpool2x2_forward` / `_backward`).
+//! (`relu_maxpool2x2_forward` / `_backward`). In training each conv block's
+//! batchnorm + ReLU + pool is one op, forward and backward
+//! (`BatchNorm::forward_relu_pool` / `backward_relu_pool`).
 
-use super::layer::{BatchNorm, Layer};
+use super::layer::{BatchNorm, BlockSaved, Layer};
 use super::{Branched, Branches};
 use super::{Loss, NetSpec, Param, StepState};
 use crate::backend::{Backend, BatchStats, Conv2dShape, LinearShape, LossIo, Nchw, OptimStep};
@@ -216,21 +218,19 @@ impl<B: Backend> Net<B> {
         let a = act;
         // Trunk.
         be.conv2d_forward(&s.conv1, self.conv1.forward_io(&a.x, &mut a.c1));
-        let stats1 = BatchStats {
+        let stats1 = train.then_some(BatchStats {
             mean: &mut a.mean1,
             inv_std: &mut a.inv_std1,
-        };
+        });
         self.bn1
-            .forward(be, &s.act1, &a.c1, &mut a.n1, stats1, train);
-        be.relu_maxpool2x2_forward(&s.act1, &a.n1, &mut a.p1);
+            .forward_relu_pool(be, &s.act1, &a.c1, &mut a.n1, &mut a.p1, stats1);
         be.conv2d_forward(&s.conv2, self.conv2.forward_io(&a.p1, &mut a.c2));
-        let stats2 = BatchStats {
+        let stats2 = train.then_some(BatchStats {
             mean: &mut a.mean2,
             inv_std: &mut a.inv_std2,
-        };
+        });
         self.bn2
-            .forward(be, &s.act2, &a.c2, &mut a.n2, stats2, train);
-        be.relu_maxpool2x2_forward(&s.act2, &a.n2, &mut a.p2);
+            .forward_relu_pool(be, &s.act2, &a.c2, &mut a.n2, &mut a.p2, stats2);
         // The linear layers' ReLUs are fused into them (LinearShape::relu_out).
         be.linear_forward(&s.fc, self.fc.forward_io(&a.p2, &mut a.fr));
         // Branches: every branch in one call per layer.
@@ -345,33 +345,41 @@ impl<B: Backend> Net<B> {
         }
         // Trunk.
         be.linear_backward(&s.fc, self.fc.backward_io(&a.p2, &a.df, Some(&mut a.dp2)));
-        be.relu_maxpool2x2_backward(&s.act2, &a.n2, &a.dp2, &mut a.dn2);
         if eval {
+            be.relu_maxpool2x2_backward(&s.act2, &a.n2, &a.dp2, &mut a.dn2);
             self.bn2
                 .backward_eval_input(be, &s.act2, &a.dn2, &mut a.dc2);
         } else {
-            let stats2 = BatchStats {
-                mean: &a.mean2,
-                inv_std: &a.inv_std2,
+            let saved2 = BlockSaved {
+                x: &a.c2,
+                n: &a.n2,
+                batch: BatchStats {
+                    mean: &a.mean2,
+                    inv_std: &a.inv_std2,
+                },
             };
             self.bn2
-                .backward(be, &s.act2, &a.c2, stats2, &a.dn2, &mut a.dc2);
+                .backward_relu_pool(be, &s.act2, saved2, &a.dp2, &mut a.dn2, &mut a.dc2);
         }
         be.conv2d_backward(
             &s.conv2,
             self.conv2.backward_io(&a.p1, &a.dc2, Some(&mut a.dp1)),
         );
-        be.relu_maxpool2x2_backward(&s.act1, &a.n1, &a.dp1, &mut a.dn1);
         if eval {
+            be.relu_maxpool2x2_backward(&s.act1, &a.n1, &a.dp1, &mut a.dn1);
             self.bn1
                 .backward_eval_input(be, &s.act1, &a.dn1, &mut a.dc1);
         } else {
-            let stats1 = BatchStats {
-                mean: &a.mean1,
-                inv_std: &a.inv_std1,
+            let saved1 = BlockSaved {
+                x: &a.c1,
+                n: &a.n1,
+                batch: BatchStats {
+                    mean: &a.mean1,
+                    inv_std: &a.inv_std1,
+                },
             };
             self.bn1
-                .backward(be, &s.act1, &a.c1, stats1, &a.dn1, &mut a.dc1);
+                .backward_relu_pool(be, &s.act1, saved1, &a.dp1, &mut a.dn1, &mut a.dc1);
         }
         be.conv2d_backward(&s.conv1, self.conv1.backward_io(&a.x, &a.dc1, input_grad));
     }

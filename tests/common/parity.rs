@@ -30,6 +30,7 @@ macro_rules! parity_bodies {
         $on_device! {
             conv2d_forward_and_backward,
             batchnorm_train_eval_backward,
+            conv_block_batchnorm_relu_maxpool_fused,
             relu_and_maxpool_exact,
             linear_branch_batched_forward_and_backward,
             losses,
@@ -188,7 +189,7 @@ pub fn conv2d_forward_and_backward<B: Backend>(dev: &B) {
     conv2d_within(dev, gemm_tolerance());
 }
 
-/// The conv parity body with the GEMM outputs (y, dx, dw) held to `tol`; returns
+/// The conv parity body with the GEMM outputs (y, dx, dw, db) held to `tol`; returns
 /// the largest of their errors.
 pub fn conv2d_within<B: Backend>(dev: &B, tol: f64) -> f64 {
     let d = Both::new(dev);
@@ -258,12 +259,13 @@ pub fn conv2d_within<B: Backend>(dev: &B, tol: f64) -> f64 {
             &dwc,
             tol,
         ));
-        assert_close(
+        // db is a GEMM output too (the weight GEMM's column of ones).
+        worst = worst.max(assert_close(
             &format!("conv db {s:?}"),
             &d.dev.download(&dbs),
             &dbc,
-            REDUCTION,
-        );
+            tol,
+        ));
         // Without dx (the first layer): dw and db as above, into freshly poisoned
         // buffers; the dx buffer of the call above, not passed, keeps its bits.
         let dx_before = d.dev.download(&dxs);
@@ -277,12 +279,12 @@ pub fn conv2d_within<B: Backend>(dev: &B, tol: f64) -> f64 {
             &dwc,
             tol,
         ));
-        assert_close(
+        worst = worst.max(assert_close(
             &format!("conv db (no dx) {s:?}"),
             &d.dev.download(&dbs),
             &dbc,
-            REDUCTION,
-        );
+            tol,
+        ));
         assert_bitwise_equal(
             &format!("conv dx after a backward without dx {s:?}"),
             &[d.dev.download(&dxs)],
@@ -409,6 +411,173 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
         assert_close(&what("dx"), &d.dev.download(&dxs), &dxc, REDUCTION);
         assert_close(&what("dgamma"), &d.dev.download(&dgs), &dgc, REDUCTION);
         assert_close(&what("dbeta"), &d.dev.download(&dbs), &dbc, REDUCTION);
+    }
+}
+
+/// The conv block's fused ops (`batchnorm2d_relu_maxpool_train`,
+/// `relu_maxpool_batchnorm2d_backward`; kernels/batchnorm.cu): on the device bit
+/// for bit the unfused ops they replace (batchnorm then ReLU + pool; the pool's and
+/// ReLU's backward then batchnorm's), and against the CPU within `REDUCTION`
+/// (`ELEMENTWISE` would not hold: the statistics are f32 tree sums on the device,
+/// f64 on the CPU). On the CPU the fused ops are the unfused ones in turn, checked
+/// bit for bit too. Odd H and W (a dropped row and column), ties planted in x
+/// (equal inputs stay equal after the per-channel affine map), every output poisoned.
+pub fn conv_block_batchnorm_relu_maxpool_fused<B: Backend>(dev: &B) {
+    let d = Both::new(dev);
+    for (i, s) in [
+        nchw(3, 5, 7, 9),
+        nchw(5, 3, 2, 3),
+        nchw(16, 20, 24, 24),
+        nchw(64, 40, 8, 8),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = s.channels;
+        let (hw, pw) = (s.height * s.width, (s.height / 2) * (s.width / 2));
+        let p_len = s.batch * c * pw;
+        let mut g = rng(250 + i as u64);
+        let mut x: Vec<f32> = rand_vec(&mut g, s.len())
+            .iter()
+            .enumerate()
+            .map(|(j, v)| 3.0 * v + ((j / hw) % c) as f32 * 0.5)
+            .collect();
+        // Every 5th window of each plane: its first two elements equal (a tie at the
+        // maximum or below it).
+        for plane in 0..s.batch * c {
+            for o in (0..pw).step_by(5) {
+                let at = plane * hw + 2 * (o / (s.width / 2)) * s.width + 2 * (o % (s.width / 2));
+                x[at + 1] = x[at];
+            }
+        }
+        let (gamma, beta, dp) = (
+            rand_vec(&mut g, c),
+            rand_vec(&mut g, c),
+            rand_vec(&mut g, p_len),
+        );
+        let rm: Vec<f32> = rand_vec(&mut g, c);
+        let rv: Vec<f32> = rand_vec(&mut g, c).iter().map(|v| v.abs() + 0.5).collect();
+        let what = |n: &str| format!("conv block fused {n} {s:?}");
+
+        // Forward, fused or unfused, on the device or the CPU: [n, pooled, mean,
+        // inv_std, running mean, running var].
+        let forward = |on_dev: bool, fused: bool| -> [Vec<f32>; 6] {
+            if on_dev {
+                let ((xs, _), (gs, _), (bs, _)) = (d.up(&x), d.up(&gamma), d.up(&beta));
+                let ((mut rms, _), (mut rvs, _)) = (d.up(&rm), d.up(&rv));
+                let ((mut ys, _), (mut ps, _)) = (d.poisoned(s.len()), d.poisoned(p_len));
+                let ((mut ms, _), (mut iss, _)) = (d.poisoned(c), d.poisoned(c));
+                let st = TrainStats {
+                    batch: stats(&mut ms, &mut iss),
+                    running: running(&mut rms, &mut rvs),
+                };
+                let io = fwd(&xs, wb(&gs, &bs), &mut ys);
+                if fused {
+                    d.dev
+                        .batchnorm2d_relu_maxpool_train(&bn(s), io, &mut ps, st);
+                } else {
+                    d.dev.batchnorm2d_forward_train(&bn(s), io, st);
+                    d.dev.relu_maxpool2x2_forward(&s, &ys, &mut ps);
+                }
+                [&ys, &ps, &ms, &iss, &rms, &rvs].map(|b| d.dev.download(b))
+            } else {
+                let mut out = [s.len(), p_len, c, c, 0, 0].map(|n| vec![f32::NAN; n]);
+                let [y, p, m, is, rmc, rvc] = &mut out;
+                (*rmc, *rvc) = (rm.clone(), rv.clone());
+                let st = TrainStats {
+                    batch: stats(m, is),
+                    running: running(rmc, rvc),
+                };
+                let io = fwd(&x, wb(&gamma, &beta), &mut *y);
+                if fused {
+                    d.cpu.batchnorm2d_relu_maxpool_train(&bn(s), io, p, st);
+                } else {
+                    d.cpu.batchnorm2d_forward_train(&bn(s), io, st);
+                    d.cpu.relu_maxpool2x2_forward(&s, y, p);
+                }
+                out
+            }
+        };
+        let (dev_f, dev_u) = (forward(true, true), forward(true, false));
+        let (cpu_f, cpu_u) = (forward(false, true), forward(false, false));
+        assert_bitwise_equal(&what("forward vs unfused (device)"), &dev_f, &dev_u);
+        assert_bitwise_equal(&what("forward vs unfused (cpu)"), &cpu_f, &cpu_u);
+        for (name, (a, b)) in [
+            "n",
+            "pooled",
+            "mean",
+            "inv_std",
+            "running_mean",
+            "running_var",
+        ]
+        .iter()
+        .zip(dev_f.iter().zip(&cpu_f))
+        {
+            assert_close(&what(name), a, b, REDUCTION);
+        }
+
+        // Backward from the CPU's forward (same inputs on both sides): [dn, dx, dγ, dβ].
+        let [n_c, _, m_c, is_c, ..] = &cpu_f;
+        let backward = |on_dev: bool, fused: bool| -> [Vec<f32>; 4] {
+            if on_dev {
+                let ((xs, _), (gs, _), (ns, _), (dps, _)) =
+                    (d.up(&x), d.up(&gamma), d.up(n_c), d.up(&dp));
+                let ((ms, _), (iss, _)) = (d.up(m_c), d.up(is_c));
+                let (mut dns, _) = d.poisoned(s.len());
+                let (mut dxs, _) = d.poisoned(s.len());
+                let ((mut dgs, _), (mut dbs, _)) = (d.poisoned(c), d.poisoned(c));
+                let gr = grads(Some(&mut dxs), &mut dgs, &mut dbs);
+                if fused {
+                    d.dev.relu_maxpool_batchnorm2d_backward(
+                        &s,
+                        bwd(&xs, &gs, &dps, gr),
+                        &ns,
+                        &mut dns,
+                        stats(&ms, &iss),
+                    );
+                } else {
+                    d.dev.relu_maxpool2x2_backward(&s, &ns, &dps, &mut dns);
+                    d.dev
+                        .batchnorm2d_backward(&s, bwd(&xs, &gs, &dns, gr), stats(&ms, &iss));
+                }
+                [&dns, &dxs, &dgs, &dbs].map(|b| d.dev.download(b))
+            } else {
+                let mut out = [s.len(), s.len(), c, c].map(|n| vec![f32::NAN; n]);
+                let [dn, dx, dg, db] = &mut out;
+                let gr = grads(Some(dx), dg, db);
+                let dn: &mut Vec<f32> = dn;
+                if fused {
+                    d.cpu.relu_maxpool_batchnorm2d_backward(
+                        &s,
+                        bwd(&x, &gamma, &dp, gr),
+                        n_c,
+                        dn,
+                        stats(m_c, is_c),
+                    );
+                } else {
+                    d.cpu.relu_maxpool2x2_backward(&s, n_c, &dp, dn);
+                    d.cpu
+                        .batchnorm2d_backward(&s, bwd(&x, &gamma, dn, gr), stats(m_c, is_c));
+                }
+                out
+            }
+        };
+        let (dev_f, dev_u) = (backward(true, true), backward(true, false));
+        let (cpu_f, cpu_u) = (backward(false, true), backward(false, false));
+        assert_bitwise_equal(&what("backward vs unfused (device)"), &dev_f, &dev_u);
+        assert_bitwise_equal(&what("backward vs unfused (cpu)"), &cpu_f, &cpu_u);
+        assert_eq!(
+            dev_f[0],
+            cpu_f[0],
+            "{}",
+            what("dn (a copy of dpooled or 0)")
+        );
+        for (name, (a, b)) in ["dx", "dgamma", "dbeta"]
+            .iter()
+            .zip(dev_f[1..].iter().zip(&cpu_f[1..]))
+        {
+            assert_close(&what(name), a, b, REDUCTION);
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use super::real::Real;
 use super::CpuOf;
 use crate::backend::profile;
 use crate::backend::{
-    Backward, BatchNorm2d, BatchStats, Forward, Nchw, NormOps, RunningStats, TrainStats,
+    Backward, BatchNorm2d, BatchStats, Forward, Nchw, NormOps, PoolOps, RunningStats, TrainStats,
 };
 use rayon::prelude::*;
 
@@ -194,6 +194,32 @@ impl<T: Real> NormOps for CpuOf<T> {
                 }
             });
     }
+
+    /// The two ops in turn (no span of its own: each op times itself, so the
+    /// per-op table counts them once).
+    fn batchnorm2d_relu_maxpool_train(
+        &self,
+        bn: &BatchNorm2d,
+        Forward { x, p, y }: Forward<Vec<T>>,
+        pooled: &mut Vec<T>,
+        stats: TrainStats<Vec<T>>,
+    ) {
+        self.batchnorm2d_forward_train(bn, Forward { x, p, y: &mut *y }, stats);
+        self.relu_maxpool2x2_forward(&bn.shape, y, pooled);
+    }
+
+    /// The two ops in turn, as the forward.
+    fn relu_maxpool_batchnorm2d_backward(
+        &self,
+        s: &Nchw,
+        Backward { x, w, dy, g }: Backward<Vec<T>>,
+        n: &Vec<T>,
+        dn: &mut Vec<T>,
+        batch: BatchStats<&Vec<T>>,
+    ) {
+        self.relu_maxpool2x2_backward(s, n, dy, dn);
+        self.batchnorm2d_backward(s, Backward { x, w, dy: &*dn, g }, batch);
+    }
 }
 
 /// `y = x·scale_c + shift_c` per (n, c) plane; `affine(c)` gives (scale, shift).
@@ -372,6 +398,77 @@ mod tests {
             assert!(rel_err(&dx32, &dx) < 1e-5);
             assert!(rel_err(&dg32, &dg) < 1e-5);
             assert!(rel_err(&db32, &db) < 1e-5);
+        }
+    }
+
+    /// The conv block's fused pair (batchnorm → ReLU → 2×2 max-pool) on Cpu64:
+    /// L = Σ r·pool(relu(bn(x, γ, β))) in training mode, its gradients by
+    /// `relu_maxpool_batchnorm2d_backward` against central differences. Odd H and W
+    /// (a dropped row and column). Random x: no ReLU kink or window tie lies
+    /// within FD_H of the points checked.
+    #[test]
+    fn fused_relu_maxpool_matches_finite_differences() {
+        for s in [nchw(3, 2, 5, 7), nchw(2, 3, 4, 4)] {
+            let mut g = rng(21);
+            let c_n = s.channels;
+            let p_len = s.batch * c_n * (s.height / 2) * (s.width / 2);
+            let x = rand_vec(&mut g, s.len());
+            let (gamma, beta) = (rand_vec(&mut g, c_n), rand_vec(&mut g, c_n));
+            let r = rand_vec(&mut g, p_len);
+            // [n, pooled, mean, inv_std] of the fused forward.
+            let forward = |x: &[f64], gm: &[f64], bt: &[f64]| {
+                let (mut n, mut p) = (poisoned(s.len()), poisoned(p_len));
+                let (mut mean, mut is) = (poisoned(c_n), poisoned(c_n));
+                let (mut rm, mut rv) = (vec![0.0; c_n], vec![1.0; c_n]);
+                let (x, gm, bt) = (x.to_vec(), gm.to_vec(), bt.to_vec());
+                let io = Forward {
+                    x: &x,
+                    p: WeightBias { w: &gm, b: &bt },
+                    y: &mut n,
+                };
+                let stats = TrainStats {
+                    batch: BatchStats {
+                        mean: &mut mean,
+                        inv_std: &mut is,
+                    },
+                    running: RunningStats {
+                        mean: &mut rm,
+                        var: &mut rv,
+                    },
+                };
+                Cpu64.batchnorm2d_relu_maxpool_train(&BN(s), io, &mut p, stats);
+                [n, p, mean, is]
+            };
+            let [n, _, mean, is] = forward(&x, &gamma, &beta);
+            let (mut dn, mut dx) = (poisoned(s.len()), poisoned(s.len()));
+            let (mut dg, mut db) = (poisoned(c_n), poisoned(c_n));
+            let io = Backward {
+                x: &x,
+                w: &gamma,
+                dy: &r,
+                g: Grads {
+                    dx: Some(&mut dx),
+                    dw: &mut dg,
+                    db: &mut db,
+                },
+            };
+            let stats = BatchStats {
+                mean: &mean,
+                inv_std: &is,
+            };
+            Cpu64.relu_maxpool_batchnorm2d_backward(&s, io, &n, &mut dn, stats);
+            let loss = |x: &[f64], gm: &[f64], bt: &[f64]| dot(&r, &forward(x, gm, bt)[1]);
+            let fx = fd_grad(&x, FD_H, |x| loss(x, &gamma, &beta));
+            let fg = fd_grad(&gamma, FD_H, |gm| loss(&x, gm, &beta));
+            let fb = fd_grad(&beta, FD_H, |bt| loss(&x, &gamma, bt));
+            assert!(
+                rel_err(&dx, &fx) < GRAD_TOL,
+                "dx {s:?} {}",
+                rel_err(&dx, &fx)
+            );
+            assert!(rel_err(&dg, &fg) < GRAD_TOL, "dgamma {s:?}");
+            assert!(rel_err(&db, &fb) < GRAD_TOL, "dbeta {s:?}");
+            assert!(dn.iter().all(|v| !v.is_nan()), "dn written {s:?}");
         }
     }
 

@@ -1,8 +1,8 @@
 //! Plans of the convolution ops (kernels/conv.cu).
 
 use super::{
-    block_per, gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK,
-    CONV_IMAGES_PER_PART, GEMM_BLOCK,
+    gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK, CONV_IMAGES_PER_PART,
+    GEMM_BLOCK,
 };
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 
@@ -33,8 +33,8 @@ impl<D: KernelDevice> ConvOps for D {
         }));
     }
 
-    /// dx (when given) by backward-data; dw by per-image-group partials summed in
-    /// order (scratch 0); db by a block per channel.
+    /// dx (when given) by backward-data; dw and db by per-image-group partials of
+    /// one GEMM (db: its column of ones; scratch 0) summed in order.
     fn conv2d_backward(&self, s: &Conv2dShape, Backward { x, w, dy, g }: Backward<D::Buf>) {
         let mut plan = Plan::new();
         if let Some(dx) = g.dx.as_deref() {
@@ -48,40 +48,34 @@ impl<D: KernelDevice> ConvOps for D {
                 args,
             });
         }
+        // The weight GEMM's columns: the CRR taps and a column of ones (the bias).
         let crr = s.in_channels * s.kernel * s.kernel;
         let parts = s.batch.div_ceil(CONV_IMAGES_PER_PART);
-        let w_len = s.out_channels * crr;
-        plan.scratch.push(parts * w_len);
+        plan.scratch.push(parts * s.out_channels * (crr + 1));
         let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Scratch(0)];
         args.extend(conv_dims(s));
         args.push(Arg::I32(CONV_IMAGES_PER_PART as i32));
         plan.push(Launch {
             kernel: "conv2d_backward_weight",
-            grid: gemm_grid(crr, s.out_channels, parts),
+            grid: gemm_grid(crr + 1, s.out_channels, parts),
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
         });
         plan.push(Launch {
-            kernel: "ssk_sum_partials",
-            grid: stride_grid(w_len),
+            kernel: "conv2d_backward_weight_sum",
+            grid: stride_grid(s.out_channels * (crr + 1)),
             block: [BLOCK, 1, 1],
             shared_bytes: 0,
             args: vec![
                 Arg::Buf(&*g.dw),
+                Arg::Buf(&*g.db),
                 Arg::Scratch(0),
-                Arg::I32(i32_of(w_len, "weights")),
+                Arg::I32(i32_of(s.out_channels, "out_channels")),
+                Arg::I32(i32_of(crr, "in_channels·kernel²")),
                 Arg::I32(i32_of(parts, "parts")),
             ],
         });
-        let args = vec![
-            Arg::Buf(dy),
-            Arg::Buf(&*g.db),
-            Arg::I32(i32_of(s.batch, "batch")),
-            Arg::I32(i32_of(s.out_channels, "out_channels")),
-            Arg::I32(i32_of(s.out_height() * s.out_width(), "pixels")),
-        ];
-        plan.push(block_per("conv2d_backward_bias", s.out_channels, 0, args));
         self.execute(&plan);
     }
 }
