@@ -1215,7 +1215,7 @@ pub fn mnist_mtl_training_step_matches_cpu<B: Backend>(dev: &B) {
     if sskernel::backend::kernels::tf32_requested() {
         mnist_mtl_step_tf32(dev);
     } else {
-        mnist_mtl_step_within(dev, REDUCTION, REDUCTION);
+        mnist_mtl_step_within(dev, REDUCTION, REDUCTION, CONV_BIAS_UPDATE);
     }
 }
 
@@ -1227,7 +1227,7 @@ pub const TF32_STEP: f64 = 3e-2;
 
 /// The MNIST MTL step with the TF32 variant (see above).
 pub fn mnist_mtl_step_tf32<B: Backend>(dev: &B) {
-    let (ds, dc) = mnist_mtl_step_within(dev, TF32, f64::INFINITY);
+    let (ds, dc) = mnist_mtl_step_within(dev, TF32, f64::INFINITY, TF32_CONV_BIAS_UPDATE);
     assert_close(
         "update of every parameter",
         &ds.concat(),
@@ -1236,12 +1236,23 @@ pub fn mnist_mtl_step_tf32<B: Backend>(dev: &B) {
     );
 }
 
-/// The MNIST MTL step body with the loss held to `loss_tol`, parameters and updates to `tol`;
-/// returns each parameter's update on the device and on cpu.
+/// A conv bias followed by batchnorm has an analytically zero gradient: its update
+/// is rounding noise on both devices, held to an absolute bound (f32: 1e-7).
+pub const CONV_BIAS_UPDATE: f32 = 1e-7;
+/// The same with TF32: the conv bias gradient is a TF32 GEMM output (the weight
+/// GEMM's column of ones), each term of Σ dy rounded to TF32 (unit roundoff 2^-11,
+/// f32's 2^-24): measured 1.3e-7 on the simulator's emulation, ×4 for the
+/// hardware's accumulation order.
+pub const TF32_CONV_BIAS_UPDATE: f32 = 5e-7;
+
+/// The MNIST MTL step body with the loss held to `loss_tol`, parameters and updates to
+/// `tol`, the conv biases' updates to `conv_bias` absolute; returns each parameter's
+/// update on the device and on cpu.
 pub fn mnist_mtl_step_within<B: Backend>(
     dev: &B,
     loss_tol: f64,
     tol: f64,
+    conv_bias: f32,
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     use sskernel::model::{Activations, Mode, Net, NetSpec};
     let n = 64;
@@ -1291,15 +1302,18 @@ pub fn mnist_mtl_step_within<B: Backend>(
         assert_close(&format!("{} after the step", pc.name), &vs, &pc.value, tol);
         let ds: Vec<f32> = vs.iter().zip(b).map(|(a, b)| a - b).collect();
         let dc: Vec<f32> = pc.value.iter().zip(b).map(|(a, b)| a - b).collect();
-        // A conv bias followed by batchnorm has an analytically zero gradient: its
-        // update is rounding noise on both devices, so it is held to an absolute bound.
+        // The conv biases: an absolute bound (CONV_BIAS_UPDATE).
         if pc.name.starts_with("trunk.conv") && pc.name.ends_with(".bias") {
             let worst = ds
                 .iter()
                 .zip(&dc)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
-            assert!(worst < 1e-7, "{}: update differs by {worst:e}", pc.name);
+            assert!(
+                worst < conv_bias,
+                "{}: update differs by {worst:e} (bound {conv_bias:e})",
+                pc.name
+            );
         } else {
             assert_close(&format!("{} update", pc.name), &ds, &dc, tol);
         }
