@@ -6,10 +6,11 @@
 //!
 //! ```text
 //! x [N, C, H, W] → block 0 → … → block k−1 → [N, C', H', W'] → flatten | GAP → [N, out]
-//! block: conv (pad, stride 1) → c → bn → n → relu → r → (maxpool → p)
+//! block: conv (pad, stride 1) → c → bn → n → relu → r, or with a pool
+//!        c → bn → n → relu+maxpool → p (bn, ReLU and pool one op in training)
 //! ```
 
-use super::layer::{BatchNorm, Layer};
+use super::layer::{BatchNorm, BlockSaved, Layer};
 use super::Param;
 use crate::backend::{Backend, BatchStats, Conv2dShape, Nchw};
 use rand_chacha::ChaCha8Rng;
@@ -176,20 +177,20 @@ pub struct ConvStack<B: Backend> {
     running_names: Vec<[String; 2]>,
 }
 
-/// One block's buffers for a batch of up to the capacity: forward c → n → r → p
-/// and the batch statistics; backward dout (∂L/∂output) → dr → dn → dc.
+/// One block's buffers for a batch of up to the capacity: forward c → n → r (no
+/// pool) or c → n → p (ReLU and pool fused) and the batch statistics; backward dout
+/// (∂L/∂output) → dn → dc.
 struct BlockActs<B: Backend> {
     pool: bool,
     c: B::Buf,
     n: B::Buf,
+    /// relu(n), the output without a pool (empty with one).
     r: B::Buf,
-    /// The pooled output (empty without a pool: the output is `r`).
+    /// The pooled output (empty without a pool).
     p: B::Buf,
     mean: B::Buf,
     inv_std: B::Buf,
     dout: B::Buf,
-    /// ∂L/∂r (empty without a pool: it is `dout`).
-    dr: B::Buf,
     dn: B::Buf,
     dc: B::Buf,
 }
@@ -227,18 +228,16 @@ impl<B: Backend> ConvActs<B> {
             .zip(&shapes)
             .map(|(b, s)| {
                 let (act, chans) = (s.act.len(), s.act.channels);
-                let pooled = if b.pool { s.out.len() } else { 0 };
-                let dr = if b.pool { act } else { 0 };
+                let (r, pooled) = if b.pool { (0, s.out.len()) } else { (act, 0) };
                 BlockActs {
                     pool: b.pool,
                     c: be.zeros(act),
                     n: be.zeros(act),
-                    r: be.zeros(act),
+                    r: be.zeros(r),
                     p: be.zeros(pooled),
                     mean: be.zeros(chans),
                     inv_std: be.zeros(chans),
                     dout: be.zeros(s.out.len()),
-                    dr: be.zeros(dr),
                     dn: be.zeros(act),
                     dc: be.zeros(act),
                 }
@@ -295,10 +294,14 @@ impl<B: Backend> ConvStack<B> {
                 mean: &mut ba.mean,
                 inv_std: &mut ba.inv_std,
             };
-            blk.bn.forward(be, &s.act, &ba.c, &mut ba.n, stats, train);
-            be.relu_forward(s.act.len(), &ba.n, &mut ba.r);
             if blk.pool {
-                be.maxpool2x2_forward(&s.act, &ba.r, &mut ba.p);
+                // bn → ReLU → pool: one fused op in training.
+                let stats = train.then_some(stats);
+                blk.bn
+                    .forward_relu_pool(be, &s.act, &ba.c, &mut ba.n, &mut ba.p, stats);
+            } else {
+                blk.bn.forward(be, &s.act, &ba.c, &mut ba.n, stats, train);
+                be.relu_forward(s.act.len(), &ba.n, &mut ba.r);
             }
         }
         if let (ConvEnd::GlobalAvgPool, Some(last)) = (self.spec.end, shapes.last()) {
@@ -341,19 +344,23 @@ impl<B: Backend> ConvStack<B> {
             let (done, rest) = a.blocks.split_at_mut(i);
             let (blk, s) = (&mut self.blocks[i], &shapes[i]);
             let ba = &mut rest[0];
-            let dr = if blk.pool {
-                be.maxpool2x2_backward(&s.act, &ba.r, &ba.dout, &mut ba.dr);
-                &ba.dr
-            } else {
-                &ba.dout
-            };
-            be.relu_backward(s.act.len(), &ba.r, dr, &mut ba.dn);
             let stats = BatchStats {
                 mean: &ba.mean,
                 inv_std: &ba.inv_std,
             };
-            blk.bn
-                .backward(be, &s.act, &ba.c, stats, &ba.dn, &mut ba.dc);
+            if blk.pool {
+                let saved = BlockSaved {
+                    x: &ba.c,
+                    n: &ba.n,
+                    batch: stats,
+                };
+                blk.bn
+                    .backward_relu_pool(be, &s.act, saved, &ba.dout, &mut ba.dn, &mut ba.dc);
+            } else {
+                be.relu_backward(s.act.len(), &ba.r, &ba.dout, &mut ba.dn);
+                blk.bn
+                    .backward(be, &s.act, &ba.c, stats, &ba.dn, &mut ba.dc);
+            }
             let (input, dx) = match done.last_mut() {
                 Some(prev) => {
                     let (out, dout) = prev.out_and_grad();
