@@ -41,14 +41,13 @@ extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const flo
     });
 }
 
-// Backward-data. GEMM M = C, N = N·H·W, K = K·R·R; dy outside the valid output
-// range reads as 0. Every dx element is written once (no atomics).
-// grid (ceil(N·H·W / SSK_TILE), ceil(C / SSK_TILE)), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
-extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, const float* __restrict__ dy,
-                                                float* __restrict__ dx, int N, int C, int H, int W, int K,
-                                                int R, int pad, int S) {
+// Backward-data, the output tile (tile_m, tile_n) of GEMM M = C, N = N·H·W, K = K·R·R;
+// dy outside the valid output range reads as 0. Every dx element is written once (no atomics).
+__device__ __forceinline__ void conv_backward_data_tile(const float* __restrict__ w, const float* __restrict__ dy,
+                                                        float* __restrict__ dx, int N, int C, int H, int W, int K,
+                                                        int R, int pad, int S, int tile_m, int tile_n) {
     const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, HW = H * W, RR = R * R;
-    const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
+    const int m0 = tile_m * SSK_TILE, n0 = tile_n * SSK_TILE;
     SskGemmAcc acc = {};
     ssk_gemm_tile<false, false>(
         C, N * HW, K * RR, m0, n0,
@@ -72,18 +71,19 @@ extern "C" __global__ void conv2d_backward_data(const float* __restrict__ w, con
     });
 }
 
-// Backward-weights and -bias, one partial per group of `images_per_part` images:
+// Backward-weights and -bias, the output tile (tile_m, tile_n) of partial z, one partial
+// per group of `images_per_part` images:
 // parts[z, k, crr] = Σ_{n in group z, p} dy[n, k, p] · col_n[crr, p] for crr < CRR, and
 // parts[z, k, CRR] = Σ dy[n, k, p] (col_n's appended row of ones: the bias).
-// GEMM M = K, N = CRR + 1, K = images·P. grid (ceil((CRR + 1) / SSK_TILE), ceil(K / SSK_TILE),
-// parts), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
-extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
-                                                  float* __restrict__ parts, int N, int C, int H, int W,
-                                                  int K, int R, int pad, int S, int images_per_part) {
+// GEMM M = K, N = CRR + 1, K = images·P.
+__device__ __forceinline__ void conv_backward_weight_tile(const float* __restrict__ x,
+                                                          const float* __restrict__ dy, float* __restrict__ parts,
+                                                          int N, int C, int H, int W, int K, int R, int pad, int S,
+                                                          int images_per_part, int tile_m, int tile_n, int z) {
     const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, P = OH * OW, CRR = C * R * R;
-    const int first = blockIdx.z * images_per_part;
+    const int first = z * images_per_part;
     const int images = min(images_per_part, N - first);
-    const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
+    const int m0 = tile_m * SSK_TILE, n0 = tile_n * SSK_TILE;
     SskGemmAcc acc = {};
     ssk_gemm_tile<true, true>(
         K, CRR + 1, images * P, m0, n0,
@@ -96,8 +96,41 @@ extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, c
             return crr < CRR ? conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S) : 1.0f;
         },
         acc);
-    float* part = parts + (size_t)blockIdx.z * K * (CRR + 1);
+    float* part = parts + (size_t)z * K * (CRR + 1);
     ssk_gemm_store(K, CRR + 1, m0, n0, acc, [=](int k, int crr, float v) { part[k * (CRR + 1) + crr] = v; });
+}
+
+// Backward-weights and -bias alone (conv_backward_weight_tile; the first layer, whose
+// input gradient is not wanted).
+// grid (ceil((CRR + 1) / SSK_TILE), ceil(K / SSK_TILE), parts), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
+extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
+                                                  float* __restrict__ parts, int N, int C, int H, int W,
+                                                  int K, int R, int pad, int S, int images_per_part) {
+    conv_backward_weight_tile(x, dy, parts, N, C, H, W, K, R, pad, S, images_per_part, blockIdx.y, blockIdx.x,
+                              blockIdx.z);
+}
+
+// Backward-data and -weights in one launch (a layer whose input gradient is wanted):
+// the first blocks are conv_backward_data_tile's tiles, the rest
+// conv2d_backward_weight's, each computed as that kernel computes it (the same bits). grid (data tiles + weight tiles) 1-D,
+// data tiles = ceil(N·H·W / SSK_TILE)·ceil(C / SSK_TILE), weight tiles =
+// ceil((CRR + 1) / SSK_TILE)·ceil(K / SSK_TILE)·parts; block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
+extern "C" __global__ void conv2d_backward_data_weight(const float* __restrict__ w, const float* __restrict__ x,
+                                                       const float* __restrict__ dy, float* __restrict__ dx,
+                                                       float* __restrict__ parts, int N, int C, int H, int W,
+                                                       int K, int R, int pad, int S, int images_per_part) {
+    const int data_cols = (N * H * W + SSK_TILE - 1) / SSK_TILE;
+    const int data_tiles = data_cols * ((C + SSK_TILE - 1) / SSK_TILE);
+    int b = blockIdx.x;
+    if (b < data_tiles) {
+        conv_backward_data_tile(w, dy, dx, N, C, H, W, K, R, pad, S, b / data_cols, b % data_cols);
+        return;
+    }
+    b -= data_tiles;
+    const int w_cols = (C * R * R + 1 + SSK_TILE - 1) / SSK_TILE;
+    const int w_tiles = w_cols * ((K + SSK_TILE - 1) / SSK_TILE);
+    conv_backward_weight_tile(x, dy, parts, N, C, H, W, K, R, pad, S, images_per_part, (b % w_tiles) / w_cols,
+                              b % w_cols, b / w_tiles);
 }
 
 // dw[k, crr] = Σ_z parts[z, k, crr] and db[k] = Σ_z parts[z, k, CRR], z in order

@@ -6,7 +6,8 @@ max(FLOPs / peak, bytes / bandwidth) at H100 / H200 peaks. A model, not a measur
 BENCHMARKS.md, "Launches per MNIST MTL step". Prints the markdown table."""
 # After the fused ReLUs (linear layers and max-pools), the grouped linear backward,
 # the multi-tensor optimiser and the fused conv blocks (batchnorm + ReLU + pool in one
-# kernel each way, the conv bias in the weight GEMM): 21 kernels (+ optim_prepare).
+# kernel each way, the conv bias in the weight GEMM, conv2's backward-data and -weight
+# tiles in one launch): 20 kernels (+ optim_prepare).
 N=64; F=4
 def mb(x): return x*F
 rows=[]
@@ -35,8 +36,7 @@ lin('fc2',10,10,100,50,relu_in=True)
 lin('fc1',10,1,640,100,relu_in=True)
 lin('fc',1,1,640,640)
 k('bwd','relu_maxpool_batchnorm2d_backward pool2+bn2 (n, dpooled, x twice, dn written and read, dx)',p2+2*c2+10*c2, mb(6*c2+p2))
-k('bwd','conv2d_backward_data conv2 (M20 N9216 K1000, zero taps computed)',2*20*N*144*1000, mb(40*500+c2+p1),True)
-k('bwd','conv2d_backward_weight conv2 (M40 N500+1 K4096, 8 parts; +1: the bias)',2*40*501*N*64, mb(c2+p1+8*40*501),True)
+k('bwd','conv2d_backward_data_weight conv2: data (M20 N9216 K1000, zero taps computed) + weight (M40 N500+1 K4096, 8 parts; +1: the bias)',2*20*N*144*1000+2*40*501*N*64, mb(40*500+c2+p1)+mb(c2+p1+8*40*501),True)
 k('bwd','conv2d_backward_weight_sum conv2 (dw, db)',8*40*501, mb(9*40*501))
 k('bwd','relu_maxpool_batchnorm2d_backward pool1+bn1',p1+2*c1+10*c1, mb(6*c1+p1))
 k('bwd','conv2d_backward_weight conv1 (M20 N25+1 K36864, 8 parts; +1: the bias)',2*20*26*N*576, mb(c1+x+8*20*26),True)

@@ -1,8 +1,8 @@
 //! Plans of the convolution ops (kernels/conv.cu).
 
 use super::{
-    gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK, CONV_IMAGES_PER_PART,
-    GEMM_BLOCK,
+    dim, gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK,
+    CONV_IMAGES_PER_PART, GEMM_BLOCK,
 };
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 
@@ -33,35 +33,49 @@ impl<D: KernelDevice> ConvOps for D {
         }));
     }
 
-    /// dx (when given) by backward-data; dw and db by per-image-group partials of
-    /// one GEMM (db: its column of ones; scratch 0) summed in order.
+    /// dw and db by per-image-group partials of one GEMM (db: its column of ones;
+    /// scratch 0) summed in order; dx (when given) by backward-data, in the same launch
+    /// as those partials.
     fn conv2d_backward(&self, s: &Conv2dShape, Backward { x, w, dy, g }: Backward<D::Buf>) {
+        // The weight GEMM's columns: the CRR taps and a column of ones (the bias).
+        let crr = s.in_channels * s.kernel * s.kernel;
+        let parts = s.batch.div_ceil(CONV_IMAGES_PER_PART);
         let mut plan = Plan::new();
+        plan.scratch.push(parts * s.out_channels * (crr + 1));
+        let weight_grid = gemm_grid(crr + 1, s.out_channels, parts);
+        let images = Arg::I32(CONV_IMAGES_PER_PART as i32);
         if let Some(dx) = g.dx.as_deref() {
-            let mut args = vec![Arg::Buf(w), Arg::Buf(dy), Arg::Buf(dx)];
+            // Backward-data and -weight tiles in one launch, a 1-D grid of both.
+            let data_grid = gemm_grid(s.batch * s.height * s.width, s.in_channels, 1);
+            let tiles = |g: [u32; 3]| g.iter().map(|&d| d as usize).product::<usize>();
+            let mut args = vec![
+                Arg::Buf(w),
+                Arg::Buf(x),
+                Arg::Buf(dy),
+                Arg::Buf(dx),
+                Arg::Scratch(0),
+            ];
             args.extend(conv_dims(s));
+            args.push(images);
             plan.push(Launch {
-                kernel: "conv2d_backward_data",
-                grid: gemm_grid(s.batch * s.height * s.width, s.in_channels, 1),
+                kernel: "conv2d_backward_data_weight",
+                grid: [dim(tiles(data_grid) + tiles(weight_grid)), 1, 1],
+                block: GEMM_BLOCK,
+                shared_bytes: 0,
+                args,
+            });
+        } else {
+            let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Scratch(0)];
+            args.extend(conv_dims(s));
+            args.push(images);
+            plan.push(Launch {
+                kernel: "conv2d_backward_weight",
+                grid: weight_grid,
                 block: GEMM_BLOCK,
                 shared_bytes: 0,
                 args,
             });
         }
-        // The weight GEMM's columns: the CRR taps and a column of ones (the bias).
-        let crr = s.in_channels * s.kernel * s.kernel;
-        let parts = s.batch.div_ceil(CONV_IMAGES_PER_PART);
-        plan.scratch.push(parts * s.out_channels * (crr + 1));
-        let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Scratch(0)];
-        args.extend(conv_dims(s));
-        args.push(Arg::I32(CONV_IMAGES_PER_PART as i32));
-        plan.push(Launch {
-            kernel: "conv2d_backward_weight",
-            grid: gemm_grid(crr + 1, s.out_channels, parts),
-            block: GEMM_BLOCK,
-            shared_bytes: 0,
-            args,
-        });
         plan.push(Launch {
             kernel: "conv2d_backward_weight_sum",
             grid: stride_grid(s.out_channels * (crr + 1)),

@@ -431,7 +431,7 @@ mod tests {
         assert_eq!(k.params[0].ty, "const float*");
         for name in [
             "conv2d_forward",
-            "conv2d_backward_data",
+            "conv2d_backward_data_weight",
             "conv2d_backward_weight",
             "conv2d_backward_weight_sum",
             "batchnorm2d_forward_train",
