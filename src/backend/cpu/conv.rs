@@ -230,36 +230,39 @@ fn forward<T: Real>(s: &Conv2dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     transpose(&w[..k * crr], k, crr, &mut w_t);
     let w = Mat::row_major(&w_t, crr, k).t();
     // Per group of G images: col [CRR, G·P] (image i's columns i·P…), then
-    // out [K, G·P] = b + W · col, then out's image blocks into y [G, K, P].
+    // out [K, G·P] = b + W · col, then out's image blocks into y [G, K, P]; one image
+    // (G = 1, the MNIST nets) is its own out, written in place.
     let g_max = images_per_gemm(s);
     y[..s.y_len()]
         .par_chunks_mut(g_max * k * p)
         .enumerate()
         .for_each_init(
-            || (vec![T::ZERO; crr * g_max * p], vec![T::ZERO; k * g_max * p]),
-            |(col, out), (group, y_g)| {
+            || {
+                let stacked = if g_max > 1 { k * g_max * p } else { 0 };
+                (vec![T::ZERO; crr * g_max * p], vec![T::ZERO; stacked])
+            },
+            |(col, stacked), (group, y_g)| {
                 let g = y_g.len() / (k * p);
                 let ld = g * p;
                 for i in 0..g {
                     let n = group * g_max + i;
                     im2col(s, &x[n * x_img..(n + 1) * x_img], &mut col[i * p..], ld);
                 }
-                for (out_k, &b_k) in out[..k * ld].chunks_mut(ld).zip(b) {
+                let out = if g == 1 {
+                    &mut *y_g
+                } else {
+                    &mut stacked[..k * ld]
+                };
+                for (out_k, &b_k) in out.chunks_mut(ld).zip(b) {
                     out_k.fill(b_k);
                 }
                 let col = Mat::row_major(&col[..crr * ld], crr, ld);
-                gemm(
-                    T::ONE,
-                    w,
-                    col,
-                    T::ONE,
-                    &mut out[..k * ld],
-                    ld,
-                    Split::Serial,
-                );
-                for (i, y_n) in y_g.chunks_mut(k * p).enumerate() {
-                    for (y_k, out_k) in y_n.chunks_mut(p).zip(out.chunks(ld)) {
-                        y_k.copy_from_slice(&out_k[i * p..(i + 1) * p]);
+                gemm(T::ONE, w, col, T::ONE, out, ld, Split::Serial);
+                if g > 1 {
+                    for (i, y_n) in y_g.chunks_mut(k * p).enumerate() {
+                        for (y_k, out_k) in y_n.chunks_mut(p).zip(stacked.chunks(ld)) {
+                            y_k.copy_from_slice(&out_k[i * p..(i + 1) * p]);
+                        }
                     }
                 }
             },
