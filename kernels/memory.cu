@@ -13,17 +13,6 @@ extern "C" __global__ void ssk_axpy(float* __restrict__ y, const float* __restri
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] += alpha * x[i];
 }
 
-// out[i] = Σ_{s < n_parts} parts[s·len + i], summed in s order (deterministic;
-// the second pass of a split reduction). Grid-stride: grid (any), block (256).
-extern "C" __global__ void ssk_sum_partials(float* __restrict__ out, const float* __restrict__ parts, int len,
-                                            int n_parts) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
-        float s = 0.0f;
-        for (int p = 0; p < n_parts; p++) s += parts[(size_t)p * len + i];
-        out[i] = s;
-    }
-}
-
 // dst row i = src row keep.of[i] (row_len floats each): the branches a prune keeps,
 // gathered into a buffer of their size (Memory::compact_rows). Not in place: blocks
 // run in any order, and row keep.of[i] → i may overwrite a row another block still

@@ -17,8 +17,8 @@ use sskernel::model::{Activations, Mode, Net, NetSpec};
 /// (`optim_prepare`, so a recorded step program is valid at every step): 51. With
 /// the multi-tensor optimiser (16 updates → 1 launch) and the linear backward as
 /// one grouped launch per layer (3 → 1, 4 layers): 28 — 10 forward, 1 loss,
-/// 15 backward, 2 optimiser (optim_prepare, sgd_step). Each conv block's batchnorm
-/// + ReLU + pool as one kernel forward and one backward
+/// 15 backward, 2 optimiser (optim_prepare, sgd_step). Each conv block's
+/// batchnorm, ReLU and pool as one kernel forward and one backward
 /// (`batchnorm2d_relu_maxpool_train`, `relu_maxpool_batchnorm2d_backward`) and the
 /// conv bias gradient inside the weight GEMM (`conv2d_backward_weight_sum`) remove 6,
 /// conv2's backward-data and -weight in one launch (`conv2d_backward_data_weight`) 1:

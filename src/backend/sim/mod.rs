@@ -450,7 +450,6 @@ mod tests {
             "adam_step",
             "ssk_fill",
             "ssk_axpy",
-            "ssk_sum_partials",
         ] {
             assert!(sim.kernel(name).is_some(), "{name}");
         }
