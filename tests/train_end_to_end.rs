@@ -859,3 +859,95 @@ fn checkpoint_load_refuses_bad_files_plainly() {
         assert!(a.value == b.value, "{} changed by a refused load", a.name);
     }
 }
+
+/// ‖a − b‖ / ‖b‖ of two JSON arrays of numbers (nested arrays flattened).
+fn relative_error(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    fn flat(v: &serde_json::Value, out: &mut Vec<f64>) {
+        match v {
+            serde_json::Value::Array(items) => items.iter().for_each(|x| flat(x, out)),
+            x => out.push(x.as_f64().unwrap()),
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    flat(a, &mut x);
+    flat(b, &mut y);
+    assert_eq!(x.len(), y.len());
+    let diff: f64 = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum();
+    let norm: f64 = y.iter().map(|q| q * q).sum();
+    (diff / norm).sqrt()
+}
+
+/// Issue 13's acceptance: the kernels make the CPU's Selective Sharing decisions
+/// from the same seed. On sim the step runs as the recorded launch program with the
+/// split and the loss log on the device, the capture is summed by the step's kernels
+/// and the TT-SVD and distances by kernels/ttsvd.cu; on cpu all of it is the Rust
+/// reference. The similarity criterion decides from those gradients: after epoch 1
+/// two pairs of branches merge, the pruned net is re-recorded and trained, and after
+/// (part of) epoch 2 the rest merge into two groups and the grouping locks. Every
+/// decision is the same (branches, labels, groups, merges, lock), the distances and
+/// losses within 1e-4 relative (measured ≈ 2e-7 and 2e-8).
+///
+/// The two devices round differently (≈ 1e-7), so a ReLU or a max-pool's choice
+/// whose inputs nearly tie can go the other way on one of them, and from that step
+/// on the runs differ by far more than rounding: other cuts of the data show it (320
+/// images at seed 4: distances 4.5e-3 apart, the same groups). This cut and seed
+/// have no such flip today; if a change of summation order in a kernel brings one,
+/// the decisions should still agree, and another seed is the fix, not a looser bound.
+#[test]
+fn sim_makes_the_cpu_grouping_decisions_on_a_short_selective_run() {
+    use sskernel::backend::sim::Sim;
+    use sskernel::sharing::criteria::Criterion;
+    use sskernel::sharing::selective::SharingConfig;
+    let data = tiny(512, 100, 100);
+    let run = |sim: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        // Batch 32: 16 steps per epoch, then 4 steps of the second.
+        let mut cfg = config(Mode::Selective, dir.path(), 6, 20, 2);
+        cfg.batch = 32;
+        cfg.sharing = Some(SharingConfig::new(Criterion::Similarity));
+        if sim {
+            cfg.device = "sim".into();
+            train::train(&Sim::new().unwrap(), &cfg, &data).unwrap();
+        } else {
+            train::train(&Cpu, &cfg, &data).unwrap();
+        }
+        (
+            untimed(&dir.path().join("grouping.json")),
+            untimed(&dir.path().join("log.jsonl")),
+        )
+    };
+    let (cpu_decisions, cpu_log) = run(false);
+    let (sim_decisions, sim_log) = run(true);
+    assert_eq!(cpu_decisions.len(), 2);
+    assert_eq!(sim_decisions.len(), 2);
+    // The comparison covers a prune and the lock.
+    assert_ne!(cpu_decisions[0]["merged"], serde_json::json!([]));
+    assert!(cpu_decisions[1]["locked"].is_string(), "no lock");
+    for (epoch, (s, c)) in sim_decisions.iter().zip(&cpu_decisions).enumerate() {
+        for (key, value) in c.as_object().unwrap() {
+            match key.as_str() {
+                // Values computed from the gradients: within rounding.
+                "distances" | "branch_loss" => {
+                    let e = relative_error(&s[key], value);
+                    assert!(e <= 1e-4, "epoch {}: {key} differ by {e:.2e}", epoch + 1);
+                }
+                // The MST and condensed tree carry distances too; their structure
+                // shows in labels and groups, compared exactly.
+                "mst" | "condensed_tree" => {}
+                _ => assert_eq!(&s[key], value, "epoch {}: {key}", epoch + 1),
+            }
+        }
+    }
+    assert_eq!(sim_log.len(), cpu_log.len());
+    for (s, c) in sim_log.iter().zip(&cpu_log) {
+        for key in ["steps", "params", "branches", "task_groups", "locked"] {
+            assert_eq!(s[key], c[key], "log.jsonl epoch {}: {key}", c["epoch"]);
+        }
+        let e = relative_error(&s["train_loss"], &c["train_loss"]);
+        assert!(
+            e <= 1e-4,
+            "epoch {}: train_loss differs by {e:.2e}",
+            c["epoch"]
+        );
+    }
+}
