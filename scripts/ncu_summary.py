@@ -13,7 +13,9 @@ import csv
 import sys
 from collections import defaultdict
 
-TIME_UNITS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+# Older ncu writes "nsecond"/"usecond"; 2025 releases (the H200 machine's) write "ns"/"us".
+TIME_UNITS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6,
+              "ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
 THROUGHPUTS = {"Compute (SM) Throughput": "sm", "Memory Throughput": "memory", "DRAM Throughput": "dram"}
 
 
