@@ -1,16 +1,62 @@
 // kernels/batchnorm.cu — batch normalisation over N·H·W per channel, PyTorch
 // semantics, and the conv block's batchnorm fused with the ReLU and 2×2 max-pool
 // after it. CPU twin: src/backend/cpu/batchnorm.rs (which accumulates in f64;
-// here sums are f32 with a fixed tree order: per-thread strided sums, then
+// here sums are f32 with a fixed order: per-thread strided sums, then
 // ssk_block_sum).
 // Shapes: x, y, dy, dx [N, C, HW]; gamma, beta, mean, inv_std, running_*: [C].
+//
+// Grid of the training kernels: (C, S), block (T): any T a multiple of 32, ≤ 1024
+// (launch/batchnorm.rs: 512; the sums' order depends on T). Block (c, s) =
+// (blockIdx.x, blockIdx.y) computes channel c's statistics (or gradient sums) over
+// the whole channel itself, then does the elementwise part of images
+// [s·N/S, (s + 1)·N/S) only. The S blocks of a channel read it redundantly
+// (from L2) but need no workspace, no counter and no second launch, and they agree
+// bit for bit: the sums depend on threadIdx only, never on s. One block per
+// channel (the old grid) left 20 of an H100's 132 SMs busy on conv1, latency-bound.
 #include "common.cuh"
 #include "pool.cuh"
 
-// The training forward's statistics of channel c = blockIdx.x: the mean, the
-// biased variance (two passes); thread 0 writes mean, inv_std = 1/sqrt(var + eps)
-// and updates the running statistics (unbiased variance). Every thread gets the
-// normalisation y = x·scale + shift. `scratch`: 32 floats of shared memory.
+// Elements a thread loads before it adds them (independent loads in flight).
+#define SSK_BN_UNROLL 4
+
+// Calls use(at, v) for the elements i = begin + t, begin + t + T, … < end of
+// channel c (t = threadIdx.x, T = blockDim.x; element i is pixel i % HW of image
+// i / HW, at ((i / HW)·C + c)·HW + i % HW), in that order, where
+// v = load(at, i / HW, i % HW). Loads of SSK_BN_UNROLL elements are issued before
+// their uses (no per-element division either).
+template <class Load, class Use>
+__device__ __forceinline__ void bn_walk(int begin, int end, int C, int c, int HW, const Load& load, const Use& use) {
+    const int T = blockDim.x, dn = T / HW, dhw = T % HW;
+    int i = begin + threadIdx.x, n = i / HW, hw = i % HW;
+    for (; i < end; i += SSK_BN_UNROLL * T) {
+        int at[SSK_BN_UNROLL];
+        decltype(load(0, 0, 0)) v[SSK_BN_UNROLL] = {};
+#pragma unroll
+        for (int u = 0; u < SSK_BN_UNROLL; u++) {
+            at[u] = (n * C + c) * HW + hw;
+            if (i + u * T < end) v[u] = load(at[u], n, hw);
+            hw += dhw;
+            n += dn;
+            if (hw >= HW) hw -= HW, n++;
+        }
+#pragma unroll
+        for (int u = 0; u < SSK_BN_UNROLL; u++)
+            if (i + u * T < end) use(at[u], v[u]);
+    }
+}
+
+// The elements of images [s·N/S, (s + 1)·N/S) of channel c: this block's share.
+__device__ __forceinline__ void bn_share(int N, int HW, int& begin, int& end) {
+    const int s = blockIdx.y, S = gridDim.y;
+    begin = s * N / S * HW;
+    end = (s + 1) * N / S * HW;
+}
+
+// The training forward's statistics of channel c = blockIdx.x over the whole
+// channel: the mean, the biased variance (two passes); block (c, 0)'s thread 0
+// writes mean, inv_std = 1/sqrt(var + eps) and updates the running statistics
+// (unbiased variance). Every thread gets the normalisation y = x·scale + shift.
+// `scratch`: 32 floats of shared memory.
 __device__ __forceinline__ void bn_train_affine(const float* __restrict__ x, const float* __restrict__ gamma,
                                                 const float* __restrict__ beta, float* __restrict__ mean,
                                                 float* __restrict__ inv_std, float* __restrict__ running_mean,
@@ -18,17 +64,18 @@ __device__ __forceinline__ void bn_train_affine(const float* __restrict__ x, con
                                                 float momentum, float eps, float* scratch, float& scale,
                                                 float& shift) {
     const int c = blockIdx.x, M = N * HW;
+    const auto at_x = [=](int at, int, int) { return x[at]; };
     float s = 0.0f;
-    for (int i = threadIdx.x; i < M; i += blockDim.x) s += x[((i / HW) * C + c) * HW + i % HW];
+    bn_walk(0, M, C, c, HW, at_x, [&](int, float v) { s += v; });
     const float mu = ssk_block_sum(s, scratch) / (float)M;
     float sq = 0.0f;
-    for (int i = threadIdx.x; i < M; i += blockDim.x) {
-        const float d = x[((i / HW) * C + c) * HW + i % HW] - mu;
+    bn_walk(0, M, C, c, HW, at_x, [&](int, float v) {
+        const float d = v - mu;
         sq += d * d;
-    }
+    });
     const float var = ssk_block_sum(sq, scratch) / (float)M;
     const float is = 1.0f / sqrtf(var + eps);
-    if (threadIdx.x == 0) {
+    if (blockIdx.y == 0 && threadIdx.x == 0) {
         mean[c] = mu;
         inv_std[c] = is;
         const float unbiased = M > 1 ? var * (float)M / (float)(M - 1) : var;
@@ -39,56 +86,60 @@ __device__ __forceinline__ void bn_train_affine(const float* __restrict__ x, con
     shift = beta[c] - mu * scale;
 }
 
-// y = x·scale + shift over channel blockIdx.x.
-__device__ __forceinline__ void bn_normalise_channel(const float* __restrict__ x, float* __restrict__ y, int N,
-                                                     int C, int HW, float scale, float shift) {
-    const int c = blockIdx.x, M = N * HW;
-    for (int i = threadIdx.x; i < M; i += blockDim.x) {
-        const int at = ((i / HW) * C + c) * HW + i % HW;
-        y[at] = x[at] * scale + shift;
-    }
+// y = x·scale + shift over this block's share of channel blockIdx.x.
+__device__ __forceinline__ void bn_normalise_share(const float* __restrict__ x, float* __restrict__ y, int N,
+                                                   int C, int HW, float scale, float shift) {
+    int begin, end;
+    bn_share(N, HW, begin, end);
+    bn_walk(
+        begin, end, C, blockIdx.x, HW, [=](int at, int, int) { return x[at]; },
+        [=](int at, float v) { y[at] = v * scale + shift; });
 }
 
-// Training forward, fused: one block per channel computes the statistics
-// (bn_train_affine), then normalises the channel.
-// grid (C), block (256), dynamic shared memory: 32 floats (the block-sum scratch).
+// Training forward, fused: statistics (bn_train_affine), then the block's share
+// normalised. grid (C, S), block (T).
 extern "C" __global__ void batchnorm2d_forward_train(const float* __restrict__ x, const float* __restrict__ gamma,
                                                      const float* __restrict__ beta, float* __restrict__ y,
                                                      float* __restrict__ mean, float* __restrict__ inv_std,
                                                      float* __restrict__ running_mean,
                                                      float* __restrict__ running_var, int N, int C, int HW,
                                                      float momentum, float eps) {
-    SSK_DYNAMIC_SHARED(float, scratch);
+    __shared__ float scratch[32];
     float scale, shift;
     bn_train_affine(x, gamma, beta, mean, inv_std, running_mean, running_var, N, C, HW, momentum, eps, scratch,
                     scale, shift);
-    bn_normalise_channel(x, y, N, C, HW, scale, shift);
+    bn_normalise_share(x, y, N, C, HW, scale, shift);
 }
 
 // The conv block's training forward in one launch: batchnorm2d_forward_train, then
 // maxpool2x2_forward of relu(y) (relu_maxpool2x2_forward), bit for bit those two
-// kernels. The block of channel c pools its own planes after a barrier (a window
-// reads y written by other threads of the block). x, y: [N, C, H, W] (y kept: the
-// backward's pool windows); pooled: [N, C, H/2, W/2].
-// grid (C), block (256), dynamic shared memory: 32 floats.
+// kernels. Block (c, s) pools the planes of its own images after a barrier (a
+// window reads y written by other threads of the block). x, y: [N, C, H, W] (y
+// kept: the backward's pool windows); pooled: [N, C, H/2, W/2].
+// grid (C, S), block (T).
 extern "C" __global__ void batchnorm2d_relu_maxpool_train(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
     float* __restrict__ y, float* __restrict__ pooled, float* __restrict__ mean, float* __restrict__ inv_std,
     float* __restrict__ running_mean, float* __restrict__ running_var, int N, int C, int H, int W, float momentum,
     float eps) {
-    SSK_DYNAMIC_SHARED(float, scratch);
-    const int c = blockIdx.x, HW = H * W, OW = W / 2, PW = (H / 2) * OW;
+    __shared__ float scratch[32];
+    const int HW = H * W, OW = W / 2, PW = (H / 2) * OW;
     float scale, shift;
     bn_train_affine(x, gamma, beta, mean, inv_std, running_mean, running_var, N, C, HW, momentum, eps, scratch,
                     scale, shift);
-    bn_normalise_channel(x, y, N, C, HW, scale, shift);
+    bn_normalise_share(x, y, N, C, HW, scale, shift);
     __syncthreads();
-    for (int i = threadIdx.x; i < N * PW; i += blockDim.x) {
-        const int plane = (i / PW) * C + c, o = i % PW;
-        float best;
-        window_argmax(y + (size_t)plane * HW, W, o / OW, o % OW, 1, &best);
-        pooled[(size_t)plane * PW + o] = best;
-    }
+    if (PW == 0) return;
+    int begin, end;
+    bn_share(N, PW, begin, end);
+    bn_walk(
+        begin, end, C, blockIdx.x, PW,
+        [=](int, int n, int o) {
+            float best;
+            window_argmax(y + (size_t)(n * C + blockIdx.x) * HW, W, o / OW, o % OW, 1, &best);
+            return best;
+        },
+        [=](int at, float best) { pooled[at] = best; });
 }
 
 // Evaluation forward with the running statistics. Elementwise over [N, C, HW],
@@ -107,43 +158,49 @@ extern "C" __global__ void batchnorm2d_forward_eval(const float* __restrict__ x,
     }
 }
 
+// dy and x of one element, as the backward's passes read them.
+struct BnGradX {
+    float g, x;
+};
+
 // Backward of the training forward for channel c = blockIdx.x. With
-// x̂ = (x − mean)·inv_std, M = N·HW: dβ = Σ dy, dγ = Σ dy·x̂,
-// dx = γ·inv_std·(dy − dβ/M − x̂·dγ/M). Pass 1 takes dy at element `at` (the i-th
-// of the channel, in image n, pixel hw) from grad(at, n, hw); pass 2 reads it back
-// from dy_again[at], which holds it by then (written by this thread if grad does).
-template <class Grad>
+// x̂ = (x − mean)·inv_std, M = N·HW: dβ = Σ dy, dγ = Σ dy·x̂ (over the whole
+// channel, in every block; block (c, 0) writes them), then for the block's share
+// dx = γ·inv_std·(dy − dβ/M − x̂·dγ/M). dy at element `at` (image n, pixel hw) is
+// grad(at, n, hw); the share's pass also calls keep(at, dy) (the fused kernel
+// stores it there).
+template <class Grad, class Keep>
 __device__ __forceinline__ void bn_backward_channel(const float* __restrict__ x, const float* __restrict__ gamma,
                                                     const float* __restrict__ mean,
                                                     const float* __restrict__ inv_std, const Grad& grad,
-                                                    const float* dy_again, float* __restrict__ dx,
+                                                    const Keep& keep, float* __restrict__ dx,
                                                     float* __restrict__ dgamma, float* __restrict__ dbeta, int N,
                                                     int C, int HW, float* scratch) {
     const int c = blockIdx.x, M = N * HW;
     const float mu = mean[c], is = inv_std[c];
+    const auto load = [=](int at, int n, int hw) { return BnGradX{grad(at, n, hw), x[at]}; };
     float sdy = 0.0f, sdyxh = 0.0f;
-    for (int i = threadIdx.x; i < M; i += blockDim.x) {
-        const int at = ((i / HW) * C + c) * HW + i % HW;
-        const float g = grad(at, i / HW, i % HW);
-        sdy += g;
-        sdyxh += g * (x[at] - mu) * is;
-    }
+    bn_walk(0, M, C, c, HW, load, [&](int, BnGradX v) {
+        sdy += v.g;
+        sdyxh += v.g * (v.x - mu) * is;
+    });
     sdy = ssk_block_sum(sdy, scratch);
     sdyxh = ssk_block_sum(sdyxh, scratch);
-    if (threadIdx.x == 0) {
+    if (blockIdx.y == 0 && threadIdx.x == 0) {
         dbeta[c] = sdy;
         dgamma[c] = sdyxh;
     }
     const float k = gamma[c] * is, inv_m = 1.0f / (float)M;
-    for (int i = threadIdx.x; i < M; i += blockDim.x) {
-        const int at = ((i / HW) * C + c) * HW + i % HW;
-        const float xhat = (x[at] - mu) * is;
-        dx[at] = k * (dy_again[at] - sdy * inv_m - xhat * sdyxh * inv_m);
-    }
+    int begin, end;
+    bn_share(N, HW, begin, end);
+    bn_walk(begin, end, C, c, HW, load, [=](int at, BnGradX v) {
+        keep(at, v.g);
+        const float xhat = (v.x - mu) * is;
+        dx[at] = k * (v.g - sdy * inv_m - xhat * sdyxh * inv_m);
+    });
 }
 
-// Backward of the training forward, fused per channel (bn_backward_channel).
-// grid (C), block (256).
+// Backward of the training forward (bn_backward_channel). grid (C, S), block (T).
 extern "C" __global__ void batchnorm2d_backward(const float* __restrict__ x, const float* __restrict__ gamma,
                                                 const float* __restrict__ mean, const float* __restrict__ inv_std,
                                                 const float* __restrict__ dy, float* __restrict__ dx,
@@ -151,28 +208,28 @@ extern "C" __global__ void batchnorm2d_backward(const float* __restrict__ x, con
                                                 int HW) {
     __shared__ float scratch[32];
     bn_backward_channel(
-        x, gamma, mean, inv_std, [=](int at, int, int) { return dy[at]; }, dy, dx, dgamma, dbeta, N, C, HW,
-        scratch);
+        x, gamma, mean, inv_std, [=](int at, int, int) { return dy[at]; }, [](int, float) {}, dx, dgamma, dbeta,
+        N, C, HW, scratch);
 }
 
 // The conv block's backward in one launch: relu_maxpool2x2_backward (from the
 // pooled gradient dpooled and the forward's BN output y), then batchnorm2d_backward,
-// bit for bit those two kernels. Pass 1 computes each element's gradient at y by the
-// pool's rule and writes it to dy (the pool backward's output, kept: pass 2 reads
-// its own thread's elements back). x, y, dy, dx: [N, C, H, W]; dpooled:
-// [N, C, H/2, W/2]. grid (C), block (256).
+// bit for bit those two kernels. Each element's gradient at y is computed by the
+// pool's rule wherever it is needed (the sums, the share's dx) and written to dy
+// (the pool backward's output) by the block whose share it is. x, y, dy, dx:
+// [N, C, H, W]; dpooled: [N, C, H/2, W/2]. grid (C, S), block (T).
 extern "C" __global__ void relu_maxpool_batchnorm2d_backward(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
-    const float* __restrict__ inv_std, const float* __restrict__ y, const float* __restrict__ dpooled, float* dy, float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta, int N,
+    const float* __restrict__ inv_std, const float* __restrict__ y, const float* __restrict__ dpooled,
+    float* __restrict__ dy, float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta, int N,
     int C, int H, int W) {
     __shared__ float scratch[32];
     const int c = blockIdx.x, HW = H * W, PW = (H / 2) * (W / 2);
-    const auto grad = [=](int at, int n, int hw) {
+    const auto grad = [=](int, int n, int hw) {
         const int plane = n * C + c;
-        const float g = maxpool2x2_grad_at(y + (size_t)plane * HW, dpooled + (size_t)plane * PW, H, W, hw / W,
-                                           hw % W, 1);
-        dy[at] = g;
-        return g;
+        return maxpool2x2_grad_at(y + (size_t)plane * HW, dpooled + (size_t)plane * PW, H, W, hw / W, hw % W, 1);
     };
-    bn_backward_channel(x, gamma, mean, inv_std, grad, dy, dx, dgamma, dbeta, N, C, HW, scratch);
+    bn_backward_channel(
+        x, gamma, mean, inv_std, grad, [=](int at, float g) { dy[at] = g; }, dx, dgamma, dbeta, N, C, HW,
+        scratch);
 }
