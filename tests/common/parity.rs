@@ -311,6 +311,8 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
         nchw(3, 3, 1, 1),
         nchw(16, 20, 24, 24),
         nchw(64, 40, 8, 8),
+        // 6 blocks per channel over 7 images (batchnorm.cu's shares: 1, …, 1, 2).
+        nchw(7, 12, 6, 5),
     ]
     .into_iter()
     .enumerate()
@@ -428,7 +430,11 @@ pub fn conv_block_batchnorm_relu_maxpool_fused<B: Backend>(dev: &B) {
         nchw(3, 5, 7, 9),
         nchw(5, 3, 2, 3),
         nchw(16, 20, 24, 24),
+        // The MNIST net's two conv blocks at batch 64 (4 and 2 blocks per channel).
+        nchw(64, 20, 24, 24),
         nchw(64, 40, 8, 8),
+        // 6 blocks per channel over 7 images (shares of 1 and 2), odd W.
+        nchw(7, 12, 6, 5),
     ]
     .into_iter()
     .enumerate()
@@ -739,6 +745,12 @@ pub fn linear_within<B: Backend>(dev: &B, tol: f64) -> f64 {
         // Several tiles along every axis of the grouped backward (dx: 2·3 per
         // input, dw: 2·2 per branch), two inputs read by unequal branch counts.
         linear_shape(2, &[1, 0, 1], 130, 70, 66),
+        // The MNIST branches' first layer at batch 64: split-K forward (7 slices)
+        // and dx (13 slices over the 10 branches' K, boundaries inside branches).
+        linear_shape(1, &[0; 10], 64, 640, 100),
+        // Split-K with a short last slice (forward 4 × 80 of 300; dx 4 × 80 of the
+        // 4 branches' 280, two inputs read by 1 and 3 branches, unaligned offsets).
+        linear_shape(2, &[1, 0, 1, 1], 9, 300, 70),
     ]
     .into_iter()
     // Each also with both ReLUs fused (the forward's output ReLU, dx through the

@@ -197,6 +197,8 @@ pub struct Cuda {
     info: DeviceInfo,
     sync_each_launch: bool,
     recorder: launch::Recorder<CudaBuf>,
+    /// `KernelDevice::counters`.
+    counters: CudaBuf,
     /// The graph of the program replayed last, under its id.
     graph: Mutex<Option<(u64, Graph)>>,
 }
@@ -251,6 +253,12 @@ impl Cuda {
                 kernels.insert(k.name, (f, k));
             }
         }
+        let counters = CudaBuf {
+            data: stream
+                .alloc_zeros::<f32>(launch::COUNTERS)
+                .map_err(|e| anyhow!("allocating the block counters: {e}"))?,
+            len: launch::COUNTERS,
+        };
         Ok(Self {
             ctx,
             stream,
@@ -259,6 +267,7 @@ impl Cuda {
             info,
             sync_each_launch: std::env::var_os("SSKERNEL_CUDA_SYNC").is_some_and(|v| v != "0"),
             recorder: launch::Recorder::default(),
+            counters,
             graph: Mutex::new(None),
         })
     }
@@ -425,6 +434,9 @@ impl KernelDevice for Cuda {
     }
     fn recorder(&self) -> &launch::Recorder<CudaBuf> {
         &self.recorder
+    }
+    fn counters(&self) -> &CudaBuf {
+        &self.counters
     }
 
     /// Captures the program as a CUDA graph the first time it is replayed, then

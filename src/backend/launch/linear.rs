@@ -1,9 +1,37 @@
 //! Plans of the branch-batched linear ops (kernels/linear.cu).
 
 use super::{
-    branch_map, dim, gemm_grid, i32_of, Arg, KernelDevice, Launch, Plan, GEMM_BLOCK, TILE,
+    branch_map, dim, gemm_grid, geometry, i32_of, Arg, KernelDevice, Launch, Plan, COUNTERS,
+    GEMM_BLOCK, TILE,
 };
 use crate::backend::{Backward, Forward, LinearOps, LinearShape};
+
+/// Split-K (linear.cu): a GEMM of fewer than `SPLIT_TARGET` output tiles cuts its K
+/// into slices of at least `SPLIT_MIN_K`, so that its grid nears `SPLIT_TARGET`
+/// blocks (a GPU's SM count, about) and no block runs a long serial K loop.
+/// MNIST at batch 64: fc1 (10 tiles, K 640) 10 slices; the branches' first layer
+/// (20 tiles, K 640) 7, its dx (10 tiles, K 10 branches · 100) 13; the small
+/// layers none.
+const SPLIT_TARGET: usize = 128;
+const SPLIT_MIN_K: usize = 64;
+
+/// (slices, slice_k) of a GEMM with `tiles` output tiles and reduction length `k`:
+/// slices of slice_k (a multiple of the core's K stage), the last one shorter;
+/// (1, k) without a split.
+fn split_k(tiles: usize, k: usize) -> (usize, usize) {
+    let want = SPLIT_TARGET.div_ceil(tiles.max(1)).min(k / SPLIT_MIN_K);
+    if want <= 1 || tiles > COUNTERS {
+        return (1, k);
+    }
+    let slice_k = k.div_ceil(want).next_multiple_of(geometry::SSK_TILE_K);
+    (k.div_ceil(slice_k), slice_k)
+}
+
+/// The split-K workspace: each tile's partial accumulators, a GEMM block's worth of
+/// registers per slice (linear.cu: `split_k_last`).
+fn workspace(tiles: usize, slices: usize) -> usize {
+    tiles * slices * TILE * TILE
+}
 
 /// The shape arguments every linear kernel takes: batch, in, out.
 fn linear_dims<'a, B>(s: &LinearShape) -> [Arg<'a, B>; 3] {
@@ -22,32 +50,67 @@ fn check_linear(s: &LinearShape) {
     );
 }
 
+/// The forward's output tiles, all branches.
+fn forward_tiles(s: &LinearShape) -> usize {
+    s.out_features.div_ceil(TILE) * s.batch.div_ceil(TILE) * s.branches
+}
+
+/// The backward's dx tiles, all input branches.
+fn dx_tiles(s: &LinearShape) -> usize {
+    s.in_features.div_ceil(TILE) * s.batch.div_ceil(TILE) * s.x_branches
+}
+
+/// The dx GEMMs' split: over the concatenated K of the branches reading an input
+/// (out per branch), as long as the most-read input's.
+fn dx_split(s: &LinearShape) -> (usize, usize) {
+    let mut readers = vec![0; s.x_branches];
+    s.x_of.iter().for_each(|&i| readers[i] += 1);
+    let most = readers.into_iter().max().unwrap_or(0);
+    split_k(dx_tiles(s), most * s.out_features)
+}
+
 impl<D: KernelDevice> LinearOps for D {
+    /// grid (out tiles, batch tiles, B·slices): split-K when the tiles are few.
     fn linear_forward(&self, s: &LinearShape, Forward { x, p, y }: Forward<D::Buf>) {
         check_linear(s);
+        let (slices, slice_k) = split_k(forward_tiles(s), s.in_features);
         let mut args = vec![
             Arg::Buf(x),
             Arg::Buf(p.w),
             Arg::Buf(p.b),
             Arg::Buf(&*y),
+            // Without a split the workspace is not touched: y stands in.
+            if slices > 1 {
+                Arg::Scratch(0)
+            } else {
+                Arg::Buf(&*y)
+            },
+            Arg::Buf(self.counters()),
             branch_map(&s.x_of),
         ];
         args.extend(linear_dims(s));
         args.push(Arg::I32(s.relu_out as i32));
-        self.execute(&Plan::one(Launch {
+        args.push(Arg::I32(i32_of(slices, "slices")));
+        args.push(Arg::I32(i32_of(slice_k, "slice_k")));
+        let mut plan = Plan::one(Launch {
             kernel: "linear_forward",
-            grid: gemm_grid(s.out_features, s.batch, s.branches),
+            grid: gemm_grid(s.out_features, s.batch, s.branches * slices),
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
-        }));
+        });
+        if slices > 1 {
+            plan.scratch.push(workspace(forward_tiles(s), slices));
+        }
+        self.execute(&plan);
     }
 
     /// One grouped launch (linear.cu: linear_backward): the dx tiles, when asked
-    /// for, then the dw tiles, then db, each block one of them.
+    /// for (split-K when few), then the dw tiles, then db, each block one of them.
     fn linear_backward(&self, s: &LinearShape, Backward { x, w, dy, g }: Backward<D::Buf>) {
         check_linear(s);
         let dx = g.dx.as_deref();
+        let (slices, slice_k) = if dx.is_some() { dx_split(s) } else { (1, 0) };
         let mut args = vec![
             Arg::Buf(x),
             Arg::Buf(w),
@@ -56,6 +119,13 @@ impl<D: KernelDevice> LinearOps for D {
             Arg::Buf(dx.unwrap_or(&*g.dw)),
             Arg::Buf(&*g.dw),
             Arg::Buf(&*g.db),
+            // Without a split the workspace is not touched: dw stands in.
+            if slices > 1 {
+                Arg::Scratch(0)
+            } else {
+                Arg::Buf(&*g.dw)
+            },
+            Arg::Buf(self.counters()),
             branch_map(&s.x_of),
             Arg::I32(i32_of(s.branches, "branches")),
             Arg::I32(i32_of(s.x_branches, "x_branches")),
@@ -63,27 +133,68 @@ impl<D: KernelDevice> LinearOps for D {
         args.extend(linear_dims(s));
         args.push(Arg::I32(s.relu_in as i32));
         args.push(Arg::I32(dx.is_some() as i32));
-        self.execute(&Plan::one(Launch {
+        args.push(Arg::I32(i32_of(slices, "dx_slices")));
+        args.push(Arg::I32(i32_of(slice_k, "slice_k")));
+        let mut plan = Plan::one(Launch {
             kernel: "linear_backward",
             grid: [dim(backward_blocks(s, dx.is_some())), 1, 1],
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
-        }));
+        });
+        if slices > 1 {
+            plan.scratch.push(workspace(dx_tiles(s), slices));
+        }
+        self.execute(&plan);
     }
 }
 
 /// Blocks of linear_backward's grid (linear.cu): the dx tiles of every input
-/// branch (when `with_dx`), the dw tiles of every branch, and B·out db threads,
-/// a GEMM block's worth each.
+/// branch times their K slices (when `with_dx`), the dw tiles of every branch, and
+/// B·out db threads, a GEMM block's worth each.
 fn backward_blocks(s: &LinearShape, with_dx: bool) -> usize {
     let tiles = |n: usize| n.div_ceil(TILE);
     let data = if with_dx {
-        tiles(s.in_features) * tiles(s.batch) * s.x_branches
+        dx_tiles(s) * dx_split(s).0
     } else {
         0
     };
     let weight = tiles(s.in_features) * tiles(s.out_features) * s.branches;
     let gemm_threads = GEMM_BLOCK.iter().product::<u32>() as usize;
     data + weight + s.b_len().div_ceil(gemm_threads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_k_covers_k_in_whole_stages() {
+        // MNIST MTL at batch 64: fc1, the branches' first layer and its dx.
+        assert_eq!(split_k(10, 640), (10, 64));
+        assert_eq!(split_k(20, 640), (7, 96));
+        assert_eq!(split_k(10, 1000), (13, 80));
+        // Short K or many tiles: no split.
+        assert_eq!(split_k(10, 100), (1, 100));
+        assert_eq!(split_k(200, 4096), (1, 4096));
+        // dx's K is the most-read input's readers' (out each): the branches' first
+        // layer reads one input 10 times; fc2's identity map once per input.
+        let shape = |xb: usize, x_of: Vec<usize>, fout| LinearShape {
+            branches: x_of.len(),
+            x_branches: xb,
+            batch: 64,
+            in_features: 640,
+            out_features: fout,
+            x_of,
+            relu_out: false,
+            relu_in: true,
+        };
+        assert_eq!(dx_split(&shape(1, vec![0; 10], 100)), (13, 80));
+        assert_eq!(dx_split(&shape(10, (0..10).collect(), 50)), (1, 50));
+        for (tiles, k) in [(1, 65), (3, 300), (1, 4099), (7, 170)] {
+            let (slices, slice_k) = split_k(tiles, k);
+            assert_eq!(slice_k % geometry::SSK_TILE_K, 0, "{tiles} {k}");
+            assert!((slices - 1) * slice_k < k && slices * slice_k >= k, "{tiles} {k}");
+        }
+    }
 }

@@ -23,6 +23,8 @@ pub const TILE: usize = geometry::SSK_TILE;
 pub const MAX_BRANCHES: usize = geometry::SSK_MAX_BRANCHES;
 /// Images per partial sum of the conv weight gradient (split-K over the batch).
 pub const CONV_IMAGES_PER_PART: usize = 8;
+/// Length of [`KernelDevice::counters`] (u32 counters).
+pub const COUNTERS: usize = 4096;
 /// Upper bound on blocks of a grid-stride elementwise launch.
 const MAX_GRID_STRIDE_BLOCKS: usize = 1024;
 
@@ -318,6 +320,13 @@ pub trait KernelDevice: Memory {
 
     /// The device's recorder of launch programs ([`program`]).
     fn recorder(&self) -> &Recorder<Self::Buf>;
+
+    /// [`COUNTERS`] u32 counters, zero from the device's start and zero between
+    /// launches: a kernel that counts blocks in them (linear.cu's split-K: the last
+    /// block of a tile reduces) sets its counters back to 0 before it ends. Launches
+    /// run one after another (one stream; a graph of it is a chain), so one set
+    /// serves every launch and every recorded program.
+    fn counters(&self) -> &Self::Buf;
 
     /// Replays a recorded program (cuda: as a CUDA graph).
     ///

@@ -156,6 +156,8 @@ pub struct Sim {
     recorder: launch::Recorder<SimBuf>,
     /// The GEMM core's TF32 variant (emulated: kernels/sim.h).
     tf32: bool,
+    /// `KernelDevice::counters`.
+    counters: SimBuf,
 }
 
 /// The argument pointer array handed to the trampolines from several threads.
@@ -208,6 +210,7 @@ impl Sim {
             reads: AtomicU64::new(0),
             recorder: launch::Recorder::default(),
             tf32: false,
+            counters: SimBuf::new(launch::COUNTERS, 0.0),
         }
     }
 
@@ -411,6 +414,9 @@ impl KernelDevice for Sim {
     }
     fn recorder(&self) -> &launch::Recorder<SimBuf> {
         &self.recorder
+    }
+    fn counters(&self) -> &SimBuf {
+        &self.counters
     }
 }
 
