@@ -110,6 +110,9 @@ pub struct EpochRecord {
     pub locked: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sharing_seconds: Option<f64>,
+    /// Where `sharing_seconds` went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing_breakdown: Option<crate::sharing::selective::StepTimes>,
     /// Training time of the epoch, evaluation excluded.
     pub seconds: f64,
     pub images_per_s: f64,

@@ -6,12 +6,13 @@
 use super::criteria::{self, Criterion};
 use super::hdbscan::HdbscanParams;
 use super::merge::{self, MergePlan, MergeRule};
-use crate::backend::{Backend, TtSvd};
+use crate::backend::{profile, Backend, TtSvd};
 use crate::model::Branched;
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 /// Settings of Selective Sharing.
 #[derive(Clone, Debug, Serialize)]
@@ -81,7 +82,45 @@ pub struct Decision {
     pub params_after: usize,
     /// Set when this decision locked the grouping, with the reason.
     pub locked: Option<String>,
+    /// The whole step's wall time: the sum of `breakdown`.
     pub seconds: f64,
+    /// Where `seconds` went.
+    #[serde(default)]
+    pub breakdown: StepTimes,
+}
+
+/// Where one sharing step's wall time went, in seconds (log.jsonl's
+/// `sharing_breakdown`, `--profile`'s `sharing …` rows). Each part ends when the
+/// device has finished it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTimes {
+    /// Taking the capture and restarting it (a zeroed device buffer).
+    pub capture: f64,
+    /// TT-SVD, the descriptors' distances and the `[B, B]` copy to the host
+    /// (`TtSvdOps::branch_distances`).
+    pub distances: f64,
+    /// HDBSCAN and the criterion on the host, and the merge plan.
+    pub grouping: f64,
+    /// `--merge mean-weights`, the pruning (compaction on the device) and the lock.
+    pub merge: f64,
+}
+
+impl StepTimes {
+    pub fn total(&self) -> f64 {
+        self.capture + self.distances + self.grouping + self.merge
+    }
+
+    /// Adds each part to `--profile`'s table (nothing when profiling is off).
+    fn profile(&self) {
+        for (part, s) in [
+            ("capture", self.capture),
+            ("distances", self.distances),
+            ("grouping", self.grouping),
+            ("merge", self.merge),
+        ] {
+            profile::record(format!("sharing {part}"), "host wall time".into(), s * 1e3);
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -176,13 +215,19 @@ impl Sharing {
         if self.locked() {
             return Ok(None);
         }
+        let mut clock = Instant::now();
+        let mut lap = || {
+            let now = Instant::now();
+            std::mem::replace(&mut clock, now).elapsed().as_secs_f64()
+        };
         let Some(grads) = net.branches_mut().take_capture(be) else {
             return Ok(None);
         };
         if epoch < self.cfg.share_start {
             return Ok(None);
         }
-        let started = std::time::Instant::now();
+        be.synchronize();
+        let capture = lap();
         let n = net.branches().count();
         let (out, inp) = net.branches().capture_shape();
         let tt = TtSvd {
@@ -193,6 +238,7 @@ impl Sharing {
         };
         // On the device: only the [n, n] distances come to the host.
         let distances = be.branch_distances(&tt, &grads);
+        let distances_s = lap();
         crate::crash::point("sharing");
         let branch_loss = merge::branch_loss(task_loss, &net.branches().task_branch, n);
         let grouping = criteria::group(
@@ -205,6 +251,7 @@ impl Sharing {
         )?;
         let plan: MergePlan =
             merge::plan(&grouping.groups, &branch_loss, &net.branches().task_branch);
+        let grouping_s = lap();
 
         let origin = net.branches().branch_origin.clone();
         let params_before = net.param_count();
@@ -213,6 +260,7 @@ impl Sharing {
                 net.branches_mut().average(be, &plan.merged);
             }
             net.prune(be, &plan.keep, plan.task_branch.clone());
+            be.synchronize();
             self.unchanged_epochs = 0;
         } else {
             self.unchanged_epochs += 1;
@@ -228,6 +276,13 @@ impl Sharing {
             self.lock_epoch = Some(epoch);
             net.branches_mut().stop_capture();
         }
+        let breakdown = StepTimes {
+            capture,
+            distances: distances_s,
+            grouping: grouping_s,
+            merge: lap(),
+        };
+        breakdown.profile();
 
         let name = |b: usize| origin[b];
         let clustering = grouping.clustering.as_ref();
@@ -270,7 +325,8 @@ impl Sharing {
             params_before,
             params_after: net.param_count(),
             locked,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: breakdown.total(),
+            breakdown,
         });
         Ok(self.decisions.last())
     }

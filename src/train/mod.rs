@@ -17,7 +17,7 @@ use crate::backend::profile::phase;
 use crate::backend::{Backend, OptimStep};
 use crate::data::{Dataset, Split};
 use crate::model::{Activations, Branched, Mode, Net, NetSpec, StepProgram};
-use crate::sharing::selective::{task_groups, Sharing};
+use crate::sharing::selective::{task_groups, Sharing, StepTimes};
 use anyhow::{Context, Result};
 use metrics::Evaluation;
 use rand::SeedableRng;
@@ -67,26 +67,26 @@ impl<'a> Inputs<'a> {
 }
 
 /// Selective Sharing's end-of-epoch step, when the run has one: decides (and says
-/// what it decided), then rewrites `grouping.json`. Returns the step's time when a
-/// grouping ran.
+/// what it decided), then rewrites `grouping.json`. Returns the step's time and
+/// where it went when a grouping ran.
 pub(crate) fn sharing_step<B: Backend>(
     sharing: Option<&mut Sharing>,
     be: &B,
     net: &mut impl Branched<B>,
     (epoch, tally): (usize, &Tally),
     out: &Path,
-) -> Result<Option<f64>> {
+) -> Result<Option<(f64, StepTimes)>> {
     let Some(sharing) = sharing else {
         return Ok(None);
     };
-    let seconds = sharing
+    let times = sharing
         .end_epoch(be, net, epoch, &tally.task_loss)?
         .map(|d| {
             println!("{}", progress::decision_line(d));
-            d.seconds
+            (d.seconds, d.breakdown)
         });
     write_json(&out.join("grouping.json"), &sharing.decisions)?;
-    Ok(seconds)
+    Ok(times)
 }
 
 /// One epoch's running totals of the training steps.
@@ -247,7 +247,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
 
         // Selective Sharing decides before evaluation, so the log and the
         // checkpoint describe the same (possibly merged) model.
-        let sharing_seconds = phase("sharing")
+        let sharing_times = phase("sharing")
             .run(|| sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out))?;
         program.forget();
         let groups =
@@ -272,7 +272,8 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             branches: net.spec.branches,
             task_groups: groups,
             locked: sharing.as_ref().map(|s| s.locked()),
-            sharing_seconds,
+            sharing_seconds: sharing_times.map(|t| t.0),
+            sharing_breakdown: sharing_times.map(|t| t.1),
             seconds,
             images_per_s: (tally.samples - samples_before) as f64 / seconds,
             device: cfg.device.clone(),

@@ -40,11 +40,13 @@ pub fn tiny(train: usize, val: usize, test: usize) -> data::Dataset {
 }
 
 /// The fields of a run's outputs that time it (log.jsonl, summary.json).
-const TIMINGS: [&str; 5] = [
+const TIMINGS: [&str; 7] = [
     "seconds",
     "images_per_s",
     "samples_per_s",
     "sharing_seconds",
+    "sharing_breakdown",
+    "breakdown",
     "mean_images_per_s",
 ];
 
