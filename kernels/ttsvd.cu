@@ -9,17 +9,20 @@
 // r_k leading left singular vectors U_r [rows, r_k] as core k and passes U_rᵀ·C
 // [r_k, cols] on; after step 3 that is core 4.
 //
-// The SVD, and why this one: the left singular vectors of C are the eigenvectors of
-// the Gram matrix A = C·Cᵀ [rows, rows], which is small (rows ≤ R·n_k: 10, 40, 80 for
-// MNIST's [100, 640] at R = 4) while cols can be 6400. A block forms A, then cyclic
-// two-sided Jacobi diagonalises it in the round-robin order (rows/2 disjoint
-// rotations at a time, so the block works on all of them between two barriers).
-// Jacobi converges from any start and its eigenvectors are orthonormal to rounding
-// even for repeated or zero eigenvalues (rank-deficient C: dead units, the tall
-// unfolding of step 3), so U_rᵀ·C is always an orthogonal projection and nothing
-// divides by a singular value. The ranks are therefore fixed, r_k = min(R, rows, cols)
+// The SVD, and why this one: the left singular vectors of C come from the Gram matrix
+// of its short side, m = min(rows, cols) (C·Cᵀ when wide, Cᵀ·C when tall): small
+// (MNIST's [100, 640] at R = 4 has unfoldings 10 × 6400, 40 × 640 and 80 × 32, so
+// m = 10, 40, 32) while the long side can be 6400. A block forms it, then cyclic
+// two-sided Jacobi diagonalises it in the round-robin order (m/2 disjoint rotations
+// at a time, so the block works on all of them between two barriers), in shared
+// memory when it fits. Jacobi converges from any start and its eigenvectors are
+// orthonormal to rounding even for repeated or zero eigenvalues (rank-deficient C:
+// dead units), so when wide U_rᵀ·C is always an orthogonal projection and nothing
+// divides by a singular value; when tall, U_r's columns are normalised images C·w_j
+// (ttsvd_step). The ranks are therefore fixed, r_k = min(R, rows, cols)
 // (TtSvd::ranks): where the CPU cuts a numerically zero direction, the kernel keeps an
-// orthonormal vector whose row of U_rᵀ·C is ≈ 0; the tensor is the same.
+// orthonormal vector whose row of U_rᵀ·C is ≈ 0, or a zero column; the tensor is the
+// same.
 //
 // Why double: forming A squares C's condition number. In double the kept subspace is
 // accurate to ≈ cols·ε·σ1² / (σ_r² − σ_{r+1}²) (≈ 1e-12 on gradients); in float it
@@ -28,13 +31,14 @@
 // once an epoch is O(B·out·in·R) flops, so double throughput does not matter.
 //
 // Buffers (doubles, one row of `*_stride` per branch): the remainders, the Gram
-// matrix and eigenvectors (`work`: A then V, rows² each), the cores (each branch's
+// matrix and eigenvectors (`work`: A then V, m² each, unless in shared memory), the cores (each branch's
 // four cores [r_k, n_k, r_{k+1}] concatenated, core_len doubles), the descriptors'
 // Gram matrix K [B, B]. Plans: src/backend/launch/ttsvd.rs.
 #include "common.cuh"
 
-// Sweeps of the Jacobi eigen-solve before it stops anyway (it converges quadratically;
-// 64 only bounds a pathological input, and V stays orthogonal whatever happens).
+// Sweeps of the Jacobi eigen-solve before it stops anyway (it converges quadratically,
+// in ≈ 7–10 sweeps; 64 only bounds a pathological input, and V stays orthogonal
+// whatever happens).
 #define SSK_JACOBI_MAX_SWEEPS 64
 #define SSK_DBL_EPSILON 2.220446049250313e-16
 
@@ -62,39 +66,62 @@ __device__ __forceinline__ void ttsvd_pair(int round, int slot, int m2, int* p, 
 // One TT-SVD step for every branch: C [rows, cols] (at c + b·c_stride) →
 // core U_r [rows, rank] (at cores + b·core_stride + core_off) and U_rᵀ·C [rank, cols]
 // (at next + b·next_stride + next_off; `next` may be `cores`, at another offset).
-// work: [B, work_stride ≥ 2·rows²]. U_r's columns are the eigenvectors of C·Cᵀ of the
-// rank largest eigenvalues, largest first (ties: the lower index), signs as they fall.
-// grid (B), block (128), dynamic shared memory: 16·⌈rows/2⌉ + 4·rank bytes (each
-// round's rotations, then the kept order). rank ≤ rows.
+// The Gram matrix is taken on C's short side, m = min(rows, cols):
+// - wide (rows ≤ cols): A = C·Cᵀ; U_r = the eigenvectors of the rank largest
+//   eigenvalues, largest first (ties: the lower index), signs as they fall;
+// - tall (rows > cols, e.g. MNIST's step 3, 80 × 32): A = Cᵀ·C, whose eigenvectors W
+//   are C's right singular vectors; U_r's column j = C·w_j/‖C·w_j‖ (exactly unit, so
+//   U_r·U_rᵀ·C stays a projection), or zero where the eigenvalue is at most
+//   m·ε·λ_max (a direction the Gram matrix cannot resolve, of a share ≤ √(m·ε) of C:
+//   the CPU cuts its rank there too, or keeps a direction of that size). A C·Cᵀ of
+//   80 × 80 would have ≥ 48 zero eigenvalues, and solving it costs ×6 a sweep.
+// work: [B, work_stride ≥ 2·m²], A then V, unless `work_in_shared` (then both sit in
+// dynamic shared memory, which is far quicker for the Jacobi rounds' reads and writes).
+// grid (B), block (256), dynamic shared memory: 16·⌈m/2⌉ + 16·rank bytes (each
+// round's rotations, then the kept columns' norms and order), + 16·m² with
+// work_in_shared. rank ≤ m.
 extern "C" __global__ void ttsvd_step(const double* __restrict__ c, double* __restrict__ work, double* cores,
                                       double* next, int rows, int cols, int rank, int c_stride, int work_stride,
-                                      int core_stride, int core_off, int next_stride, int next_off) {
+                                      int core_stride, int core_off, int next_stride, int next_off,
+                                      int work_in_shared) {
     SSK_DYNAMIC_SHARED(double, rot);  // [half][2]: cos, sin of the round's rotations
     __shared__ int changed;           // a rotation happened in this sweep
     const int t = threadIdx.x, nt = blockDim.x;
-    const int half = (rows + 1) / 2, m2 = 2 * half;
-    int* order = reinterpret_cast<int*>(rot + 2 * half);  // [rank]
+    const bool tall = rows > cols;
+    const int m = tall ? cols : rows;
+    const int half = (m + 1) / 2, m2 = 2 * half;
+    double* norm = rot + 2 * half;                      // [rank]
+    int* order = reinterpret_cast<int*>(norm + rank);  // [rank]
     const double* C = c + (size_t)blockIdx.x * c_stride;
-    double* A = work + (size_t)blockIdx.x * work_stride;
-    double* V = A + rows * rows;
+    double* A = work_in_shared ? rot + 2 * half + 2 * rank : work + (size_t)blockIdx.x * work_stride;
+    double* V = A + m * m;
     double* U = cores + (size_t)blockIdx.x * core_stride + core_off;
     double* N = next + (size_t)blockIdx.x * next_stride + next_off;
 
-    // A = C·Cᵀ, each entry summed in column order and mirrored (exactly symmetric); V = I.
-    for (int e = t; e < rows * rows; e += nt) {
-        const int i = e / rows, j = e % rows;
+    // A = the Gram matrix of C's m short-side vectors (rows when wide, columns when
+    // tall), each entry summed in order along the long side and mirrored (exactly
+    // symmetric); V = I.
+    const int len = tall ? rows : cols;
+    const int vec_stride = tall ? 1 : cols, sum_stride = tall ? cols : 1;
+    for (int e = t; e < m * m; e += nt) {
+        const int i = e / m, j = e % m;
         V[e] = i == j ? 1.0 : 0.0;
         if (j < i) continue;
         double s = 0.0;
-        for (int l = 0; l < cols; ++l) s += C[i * cols + l] * C[j * cols + l];
-        A[i * rows + j] = s;
-        A[j * rows + i] = s;
+        for (int l = 0; l < len; ++l) s += C[i * vec_stride + l * sum_stride] * C[j * vec_stride + l * sum_stride];
+        A[i * m + j] = s;
+        A[j * m + i] = s;
     }
     __syncthreads();
 
-    // Jacobi: rotate (p, q) until |a_pq| ≤ rows·ε·sqrt(a_pp·a_qq) for every pair — the
-    // CPU's one-sided test on the columns of Cᵀ, whose Gram matrix A is.
-    const double tol = rows * SSK_DBL_EPSILON;
+    // Jacobi: rotate (p, q) until |a_pq| ≤ m·ε·max(sqrt(a_pp·a_qq), trace A) for every
+    // pair. The first bound is the CPU's one-sided test on the columns of Cᵀ, whose
+    // Gram matrix A is; the second is the rounding that a rotation leaves behind
+    // anyway, without which the pairs of (numerically) zero eigenvalues, a_pp, a_qq
+    // and a_pq all rounding noise, would rotate until the sweep limit.
+    double trace = 0.0;
+    for (int i = 0; i < m; ++i) trace += A[i * m + i];
+    const double tol = m * SSK_DBL_EPSILON, noise = tol * trace;
     for (int sweep = 0; sweep < SSK_JACOBI_MAX_SWEEPS; ++sweep) {
         if (t == 0) changed = 0;
         __syncthreads();
@@ -103,9 +130,9 @@ extern "C" __global__ void ttsvd_step(const double* __restrict__ c, double* __re
                 int p, q;
                 ttsvd_pair(round, s, m2, &p, &q);
                 double cs = 1.0, sn = 0.0;
-                if (q < rows) {
-                    const double app = A[p * rows + p], aqq = A[q * rows + q], apq = A[p * rows + q];
-                    if (apq != 0.0 && fabs(apq) > tol * sqrt(app * aqq)) {
+                if (q < m) {
+                    const double app = A[p * m + p], aqq = A[q * m + q], apq = A[p * m + q];
+                    if (fabs(apq) > noise && fabs(apq) > tol * sqrt(fabs(app * aqq))) {
                         // tan θ: the smaller root of t² + 2ζt − 1 = 0 zeroes a_pq.
                         const double zeta = (aqq - app) / (2.0 * apq);
                         const double tn = (zeta >= 0.0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1.0 + zeta * zeta));
@@ -120,30 +147,30 @@ extern "C" __global__ void ttsvd_step(const double* __restrict__ c, double* __re
             __syncthreads();
             // A ← A·J and V ← V·J: columns p, q of every row k (disjoint pairs: no
             // element is written twice).
-            for (int e = t; e < rows * half; e += nt) {
+            for (int e = t; e < m * half; e += nt) {
                 const int k = e / half, s = e % half;
                 const double cs = rot[2 * s], sn = rot[2 * s + 1];
                 if (sn == 0.0) continue;
                 int p, q;
                 ttsvd_pair(round, s, m2, &p, &q);
-                const double ap = A[k * rows + p], aq = A[k * rows + q];
-                A[k * rows + p] = cs * ap - sn * aq;
-                A[k * rows + q] = sn * ap + cs * aq;
-                const double vp = V[k * rows + p], vq = V[k * rows + q];
-                V[k * rows + p] = cs * vp - sn * vq;
-                V[k * rows + q] = sn * vp + cs * vq;
+                const double ap = A[k * m + p], aq = A[k * m + q];
+                A[k * m + p] = cs * ap - sn * aq;
+                A[k * m + q] = sn * ap + cs * aq;
+                const double vp = V[k * m + p], vq = V[k * m + q];
+                V[k * m + p] = cs * vp - sn * vq;
+                V[k * m + q] = sn * vp + cs * vq;
             }
             __syncthreads();
             // A ← Jᵀ·A: rows p, q.
-            for (int e = t; e < half * rows; e += nt) {
-                const int s = e / rows, k = e % rows;
+            for (int e = t; e < half * m; e += nt) {
+                const int s = e / m, k = e % m;
                 const double cs = rot[2 * s], sn = rot[2 * s + 1];
                 if (sn == 0.0) continue;
                 int p, q;
                 ttsvd_pair(round, s, m2, &p, &q);
-                const double ap = A[p * rows + k], aq = A[q * rows + k];
-                A[p * rows + k] = cs * ap - sn * aq;
-                A[q * rows + k] = sn * ap + cs * aq;
+                const double ap = A[p * m + k], aq = A[q * m + k];
+                A[p * m + k] = cs * ap - sn * aq;
+                A[q * m + k] = sn * ap + cs * aq;
             }
             __syncthreads();
         }
@@ -156,16 +183,35 @@ extern "C" __global__ void ttsvd_step(const double* __restrict__ c, double* __re
     if (t == 0) {
         for (int j = 0; j < rank; ++j) {
             int best = -1;
-            for (int l = 0; l < rows; ++l) {
+            for (int l = 0; l < m; ++l) {
                 bool taken = false;
                 for (int i = 0; i < j; ++i) taken = taken || order[i] == l;
-                if (!taken && (best < 0 || A[l * rows + l] > A[best * rows + best])) best = l;
+                if (!taken && (best < 0 || A[l * m + l] > A[best * m + best])) best = l;
             }
             order[j] = best;
         }
     }
     __syncthreads();
-    for (int e = t; e < rows * rank; e += nt) U[e] = V[(e / rank) * rows + order[e % rank]];
+    if (tall) {
+        // U_r = C·W_r, then each kept column scaled to unit norm (zero when dropped).
+        for (int e = t; e < rows * rank; e += nt) {
+            const int i = e / rank, j = e % rank;
+            double s = 0.0;
+            for (int l = 0; l < cols; ++l) s += C[i * cols + l] * V[l * m + order[j]];
+            U[e] = s;
+        }
+        __syncthreads();
+        for (int j = t; j < rank; j += nt) {
+            double s = 0.0;
+            for (int i = 0; i < rows; ++i) s += U[i * rank + j] * U[i * rank + j];
+            const bool kept = A[order[j] * m + order[j]] > tol * A[order[0] * m + order[0]] && s > 0.0;
+            norm[j] = kept ? 1.0 / sqrt(s) : 0.0;
+        }
+        __syncthreads();
+        for (int e = t; e < rows * rank; e += nt) U[e] *= norm[e % rank];
+    } else {
+        for (int e = t; e < rows * rank; e += nt) U[e] = V[(e / rank) * m + order[e % rank]];
+    }
     __syncthreads();
     // U_rᵀ·C, each entry summed over the rows in order.
     for (int e = t; e < rank * cols; e += nt) {

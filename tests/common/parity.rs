@@ -1125,8 +1125,10 @@ pub fn tt_svd_grads(g: &mut ChaCha8Rng, b: usize, out: usize, inp: usize) -> Vec
 /// measured on sim: reconstructions ≤ 5e-8, distances equal in f32 — the kernels
 /// work in double, the outputs are f32); the
 /// device's distances exactly symmetric with a zero diagonal. B = 1, 2 and ≥ 10;
-/// odd and prime sizes (13 = 1·13: a mode of size 1); rank-1 branches; and MNIST's
-/// 10 × [100, 640] at R = 4 (about 6 s on the simulator).
+/// odd and prime sizes (13 = 1·13: a mode of size 1); rank-1 branches; wide and tall
+/// unfoldings (the Gram matrix on either side); a Gram matrix of 60 × 60, too large
+/// for shared memory ([225, 100]: step 2 is 60 × 100); and MNIST's 10 × [100, 640] at
+/// R = 4 (about 1.5 s on the simulator).
 pub fn tt_svd_reconstructions_and_distances<B: Backend>(dev: &B) {
     let d = Both::new(dev);
     for (i, &(branches, out, inp, max_rank)) in [
@@ -1134,6 +1136,7 @@ pub fn tt_svd_reconstructions_and_distances<B: Backend>(dev: &B) {
         (2, 13, 21, 4),
         (11, 15, 35, 4),
         (10, 20, 48, 5),
+        (3, 225, 100, 4),
         (10, 100, 640, 4),
     ]
     .iter()

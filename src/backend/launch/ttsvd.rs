@@ -5,9 +5,12 @@
 use super::{dim, elementwise, i32_of, Arg, KernelDevice, Launch, Plan};
 use crate::backend::{TtSvd, TtSvdOps};
 
-/// Threads of a `ttsvd_step` block: the Jacobi rounds have ≤ rows/2 rotations and
-/// rows·rows/2 updates, rows ≤ R·n_k (80 for MNIST at R = 4).
-const STEP_BLOCK: u32 = 128;
+/// Threads of a `ttsvd_step` block: the Jacobi rounds have ≤ m/2 rotations and
+/// m·m/2 updates, m = min(rows, cols) ≤ 40 for MNIST at R = 4.
+const STEP_BLOCK: u32 = 256;
+/// Dynamic shared memory a block may have without opting in (every CUDA device):
+/// a step's Gram matrix and eigenvectors go there when they fit (m ≤ 54).
+const SHARED_LIMIT: usize = 48 * 1024;
 /// Threads of a `ttsvd_inner` block: one per entry of the carried `[r, r]` matrix.
 const INNER_BLOCK: u32 = 64;
 
@@ -26,7 +29,9 @@ impl<D: KernelDevice> TtSvdOps for D {
         // Step k's unfolding [rows_k, cols_k]; the remainders alternate A → B → A.
         let rows: Vec<usize> = (0..3).map(|k| ranks[k] * dims[k]).collect();
         let cols: Vec<usize> = (0..3).map(|k| dims[k + 1..].iter().product()).collect();
-        let work = rows.iter().map(|r| 2 * r * r).max().unwrap();
+        // The Gram matrix is taken on the unfolding's short side.
+        let gram: Vec<usize> = (0..3).map(|k| rows[k].min(cols[k])).collect();
+        let work = gram.iter().map(|m| 2 * m * m).max().unwrap();
         let mut plan = Plan::new();
         plan.scratch = [b * per, b * per, b * core_len, b * work, b * b]
             .iter()
@@ -48,11 +53,17 @@ impl<D: KernelDevice> TtSvdOps for D {
             } else {
                 (per, 0)
             };
+            let small = 16 * gram[k].div_ceil(2) + 16 * r;
+            let work_in_shared = small + 16 * gram[k] * gram[k] <= SHARED_LIMIT;
             plan.push(Launch {
                 kernel: "ttsvd_step",
                 grid: [dim(b), 1, 1],
                 block: [STEP_BLOCK, 1, 1],
-                shared_bytes: (16 * rows[k].div_ceil(2) + 4 * r) as u32,
+                shared_bytes: if work_in_shared {
+                    small + 16 * gram[k] * gram[k]
+                } else {
+                    small
+                } as u32,
                 args: vec![
                     Arg::Scratch(c),
                     Arg::Scratch(WORK),
@@ -67,6 +78,7 @@ impl<D: KernelDevice> TtSvdOps for D {
                     int(core_off, "core offset"),
                     int(next_stride, "next"),
                     int(next_off, "next offset"),
+                    int(work_in_shared.into(), "work in shared"),
                 ],
             });
             core_off += rows[k] * r;
