@@ -220,11 +220,11 @@ fn device_refusals_come_before_any_work() {
     let (n, d) = (1000, 4);
     let pts = blobs(n, d, 1);
     let params = HdbscanParams::new(5);
-    // 1000 × (8·4 + 12·7 + 44) bytes = 160,000.
-    let e = hdbscan_device(&Tiny(159_999), &pts, n, d, &params, &mut |_| {}).unwrap_err();
+    // 1000 × (8·4 + 12·7 + 44) + 32 tiles × (16·4 + 12) bytes = 162,432.
+    let e = hdbscan_device(&Tiny(162_431), &pts, n, d, &params, &mut |_| {}).unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("160000 bytes") && msg.contains("tiny") && msg.contains("159999"),
+        msg.contains("162432 bytes") && msg.contains("tiny") && msg.contains("162431"),
         "{msg}"
     );
     let big_k = HdbscanParams {

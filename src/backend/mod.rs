@@ -824,6 +824,9 @@ pub enum DeviceChoice {
 /// their buffer type, so the choice is made once, here, and the work is generic).
 pub trait OnDevice {
     type Output;
+    /// The kernel files the work launches (`["mreach.cu"]`); `None`, all of them.
+    /// The cuda device loads only these (module loading is part of its start).
+    const KERNEL_FILES: Option<&'static [&'static str]> = None;
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<Self::Output>;
 }
 
@@ -833,7 +836,7 @@ pub trait OnDevice {
 pub fn on_device<W: OnDevice>(choice: DeviceChoice, work: W) -> anyhow::Result<W::Output> {
     match choice {
         DeviceChoice::Cpu => work.run(&cpu::Cpu),
-        DeviceChoice::Auto => match cuda::Cuda::new() {
+        DeviceChoice::Auto => match cuda::Cuda::with_kernel_files(W::KERNEL_FILES) {
             Ok(dev) => {
                 eprintln!("--device auto: picked {}", dev.name());
                 work.run(&dev)
@@ -846,7 +849,7 @@ pub fn on_device<W: OnDevice>(choice: DeviceChoice, work: W) -> anyhow::Result<W
         },
         DeviceChoice::Sim => work.run(&sim::Sim::new()?),
         DeviceChoice::Cuda => {
-            let dev = cuda::Cuda::new()
+            let dev = cuda::Cuda::with_kernel_files(W::KERNEL_FILES)
                 .map_err(|e| anyhow::anyhow!("--device cuda: no CUDA backend available: {e:#}"))?;
             eprintln!("--device cuda: {}", dev.name());
             work.run(&dev)

@@ -1392,23 +1392,30 @@ pub fn assert_bitwise_equal(what: &str, a: &[Vec<f32>], b: &[Vec<f32>]) {
 /// sums without FMA). The nearest lists (squared distance, index), the core
 /// distances, also against `distance::core_distances` (the CPU clustering's), and one
 /// Borůvka round's lightest edge per component for singletons, a few random
-/// components and one component (no edge anywhere). Sizes not multiples of the
-/// 4-warp block or the 32-lane batch, n = cap, k up to 30 (a full warp list), and
-/// points on a coarse grid with duplicates (tied distances: the index decides).
+/// components, one component (no edge anywhere) and runs of consecutive points (tiles
+/// all in one component, which the scan skips). Sizes not multiples of the 4-warp
+/// block, the 32-point tile or the 32-tile batch, n = cap, k up to 30 (a full warp
+/// list), points on a coarse grid with duplicates (tied distances: the index
+/// decides), and points in KD-tree order over several batches of tiles (as
+/// hdbscan::device passes them: compact tiles, so the box bounds prune, ties at the
+/// bound included).
 pub fn mreach_knn_and_boruvka_rounds<B: Backend>(dev: &B) {
     use sskernel::backend::{f64_of_words, u64_of_words, words_of_f64};
     use sskernel::sharing::hdbscan::distance::{core_distances, Distances};
+    use sskernel::sharing::hdbscan::kdtree::KdTree;
     const NAN_WORD: u32 = 0x7fc0_0000;
     let d2 = Both::new(dev);
     let up = |w: &[u32]| (d2.dev.upload_words(w), d2.cpu.upload_words(w));
-    for (case, &(n, d, k, grid)) in [
-        (3, 1, 1, false),
-        (37, 3, 1, false),
-        (130, 5, 4, false),
-        (257, 2, 30, false),
-        (301, 17, 6, false),
-        (400, 2, 5, true),
-        (203, 4, 3, true),
+    for (case, &(n, d, k, grid, tree_order)) in [
+        (3, 1, 1, false, false),
+        (37, 3, 1, false, false),
+        (130, 5, 4, false, false),
+        (257, 2, 30, false, false),
+        (301, 17, 6, false, false),
+        (400, 2, 5, true, false),
+        (203, 4, 3, true, false),
+        (2213, 3, 5, false, true),
+        (1601, 2, 4, true, true),
     ]
     .iter()
     .enumerate()
@@ -1427,6 +1434,9 @@ pub fn mreach_knn_and_boruvka_rounds<B: Backend>(dev: &B) {
             // Exact duplicates as well as tied distances.
             let row: Vec<f64> = pts[..d].to_vec();
             pts[d..2 * d].copy_from_slice(&row);
+        }
+        if tree_order {
+            pts = KdTree::build(&pts, n, d).points;
         }
         let cap = (k + 2).min(n);
         let s = Mreach { n, d, k, cap };
@@ -1467,16 +1477,14 @@ pub fn mreach_knn_and_boruvka_rounds<B: Backend>(dev: &B) {
             "mreach_knn {s}: unwritten entries"
         );
 
-        let groups = [n, 3.min(n), 1, 1 + n / 7];
+        let groups = [n, 3.min(n), 1, 1 + n / 7, n.div_ceil(97)];
         for (gi, &groups) in groups.iter().enumerate() {
             // Component ids: the smallest member of each group (a union-find root).
             let member: Vec<usize> = (0..n)
-                .map(|i| {
-                    if gi == 3 {
-                        g.random_range(0..groups)
-                    } else {
-                        i % groups
-                    }
+                .map(|i| match gi {
+                    3 => g.random_range(0..groups),
+                    4 => i / 97,
+                    _ => i % groups,
                 })
                 .collect();
             let mut root = vec![usize::MAX; groups];

@@ -213,6 +213,14 @@ impl Cuda {
     /// Device 0: probes libcuda and a device, creates the context and loads every
     /// kernel file (cached cubins, else NVRTC). Errors say plainly what is missing.
     pub fn new() -> Result<Self> {
+        Self::with_kernel_files(None)
+    }
+
+    /// As [`Cuda::new`], loading only the kernel files named in `files` (e.g.
+    /// `["mreach.cu"]`; `None`: all): a command that launches one family need not
+    /// load, or compile on a cold cache, the others. Launching a kernel of a file
+    /// not loaded panics with its name.
+    pub fn with_kernel_files(files: Option<&[&str]>) -> Result<Self> {
         let info = probe_device()?;
         let ctx = CudaContext::new(0).map_err(|e| anyhow!("cannot create a context: {e}"))?;
         // SAFETY: one stream only: nothing to synchronise between streams, and every
@@ -236,7 +244,8 @@ impl Cuda {
         }
         let mut kernels = HashMap::new();
         let mut announced = false;
-        for (file, _) in nvrtc::kernel_files() {
+        let wanted = |file: &str| files.is_none_or(|f| f.contains(&file));
+        for (file, _) in nvrtc::kernel_files().filter(|(file, _)| wanted(file)) {
             let image = module_image(file, &info.arch, &nvrtc, &cache, &mut announced)
                 .with_context(|| format!("kernels/{file} for {}", info.arch))?;
             let ptx = match image {
@@ -323,7 +332,7 @@ impl Cuda {
         let (func, info) = self
             .kernels
             .get(l.kernel)
-            .unwrap_or_else(|| panic!("cuda: no kernel `{}` in kernels/*.cu", l.kernel));
+            .unwrap_or_else(|| panic!("cuda: kernel `{}` not loaded (not in kernels/*.cu, or its file was not asked for)", l.kernel));
         let mut packed = launch::pack("cuda", l, info, |a| match a {
             Arg::Buf(b) => self.ptr(b),
             Arg::Scratch(i) => self.ptr(&scratch[*i]),

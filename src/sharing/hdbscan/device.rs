@@ -39,9 +39,11 @@ use crate::backend::{
 
 /// Device bytes the path needs for n points in d dimensions with nearest lists of
 /// `cap`: the points (f64), the lists (f64 + u32), core, component, edge (8 + 4 +
-/// 8) and a round's scratch (3 × 8), per point.
+/// 8) and a round's scratch (3 × 8), per point; per tile of 32 points its box (2 ×
+/// d f64), smallest core (f64) and component (u32).
 pub fn device_bytes(n: usize, d: usize, cap: usize) -> u64 {
-    n as u64 * (8 * d as u64 + 12 * cap as u64 + 20 + 24)
+    let tiles = n.div_ceil(32) as u64;
+    n as u64 * (8 * d as u64 + 12 * cap as u64 + 20 + 24) + tiles * (16 * d as u64 + 12)
 }
 
 /// HDBSCAN on Euclidean points ([n, d]) with steps 1–2 on `dev`; the same checks
