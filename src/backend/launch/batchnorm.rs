@@ -28,7 +28,9 @@ fn per_channel<'a, B>(kernel: &'static str, s: &Nchw, args: Vec<Arg<'a, B>>) -> 
 
 /// S of the training kernels' grid (C, S): see [`BN_BLOCKS`].
 fn blocks_per_channel(s: &Nchw) -> usize {
-    BN_BLOCKS.div_ceil(s.channels.max(1)).clamp(1, s.batch.max(1))
+    BN_BLOCKS
+        .div_ceil(s.channels.max(1))
+        .clamp(1, s.batch.max(1))
 }
 
 /// The shape arguments every batchnorm kernel takes: batch, channels, H·W.

@@ -194,7 +194,10 @@ mod tests {
         for (tiles, k) in [(1, 65), (3, 300), (1, 4099), (7, 170)] {
             let (slices, slice_k) = split_k(tiles, k);
             assert_eq!(slice_k % geometry::SSK_TILE_K, 0, "{tiles} {k}");
-            assert!((slices - 1) * slice_k < k && slices * slice_k >= k, "{tiles} {k}");
+            assert!(
+                (slices - 1) * slice_k < k && slices * slice_k >= k,
+                "{tiles} {k}"
+            );
         }
     }
 }
