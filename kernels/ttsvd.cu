@@ -77,7 +77,7 @@ __device__ __forceinline__ void ttsvd_pair(int round, int slot, int m2, int* p, 
 //   80 × 80 would have ≥ 48 zero eigenvalues, and solving it costs ×6 a sweep.
 // work: [B, work_stride ≥ 2·m²], A then V, unless `work_in_shared` (then both sit in
 // dynamic shared memory, which is far quicker for the Jacobi rounds' reads and writes).
-// grid (B), block (256), dynamic shared memory: 16·⌈m/2⌉ + 16·rank bytes (each
+// grid (B), block (256: whole warps), dynamic shared memory: 16·⌈m/2⌉ + 16·rank bytes (each
 // round's rotations, then the kept columns' norms and order), + 16·m² with
 // work_in_shared. rank ≤ m.
 extern "C" __global__ void ttsvd_step(const double* __restrict__ c, double* __restrict__ work, double* cores,
@@ -99,18 +99,23 @@ extern "C" __global__ void ttsvd_step(const double* __restrict__ c, double* __re
     double* N = next + (size_t)blockIdx.x * next_stride + next_off;
 
     // A = the Gram matrix of C's m short-side vectors (rows when wide, columns when
-    // tall), each entry summed in order along the long side and mirrored (exactly
-    // symmetric); V = I.
+    // tall): one warp per entry i ≤ j, its lanes striding along the long side (6400
+    // for MNIST's step 1: a thread per entry would run it alone) and summed by
+    // shuffles in a fixed order; mirrored (exactly symmetric). V = I.
     const int len = tall ? rows : cols;
     const int vec_stride = tall ? 1 : cols, sum_stride = tall ? cols : 1;
-    for (int e = t; e < m * m; e += nt) {
+    for (int e = t; e < m * m; e += nt) V[e] = e / m == e % m ? 1.0 : 0.0;
+    const int lane = t % 32;
+    for (int e = t / 32; e < m * m; e += nt / 32) {
         const int i = e / m, j = e % m;
-        V[e] = i == j ? 1.0 : 0.0;
-        if (j < i) continue;
+        if (j < i) continue;  // the whole warp
         double s = 0.0;
-        for (int l = 0; l < len; ++l) s += C[i * vec_stride + l * sum_stride] * C[j * vec_stride + l * sum_stride];
-        A[i * m + j] = s;
-        A[j * m + i] = s;
+        for (int l = lane; l < len; l += 32) s += C[i * vec_stride + l * sum_stride] * C[j * vec_stride + l * sum_stride];
+        for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(SSK_FULL_MASK, s, offset);
+        if (lane == 0) {
+            A[i * m + j] = s;
+            A[j * m + i] = s;
+        }
     }
     __syncthreads();
 
