@@ -8,9 +8,10 @@ use crate::backend::{TtSvd, TtSvdOps};
 /// Threads of a `ttsvd_step` block: the Jacobi rounds have ≤ m/2 rotations and
 /// m·m/2 updates, m = min(rows, cols) ≤ 40 for MNIST at R = 4.
 const STEP_BLOCK: u32 = 256;
-/// Dynamic shared memory a block may have without opting in (every CUDA device):
-/// a step's Gram matrix and eigenvectors go there when they fit (m ≤ 54).
-const SHARED_LIMIT: usize = 48 * 1024;
+/// Dynamic shared memory a `ttsvd_step` block may have without opting in: 48 KB on
+/// every CUDA device, less the kernel's static 16 bytes. A step's Gram matrix and
+/// eigenvectors go there when they fit (m ≤ 55 at R = 4).
+const SHARED_LIMIT: usize = 48 * 1024 - 16;
 /// Threads of a `ttsvd_inner` block: one per entry of the carried `[r, r]` matrix.
 const INNER_BLOCK: u32 = 64;
 
