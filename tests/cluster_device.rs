@@ -145,9 +145,23 @@ fn cli_device_sim_equals_cpu_for_f32_and_f64_files() {
             let json: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
                     .unwrap();
-            for phase in ["core_distances", "mst", "tree", "selection"] {
-                assert!(json["seconds"][phase].as_f64().unwrap() >= 0.0, "{phase}");
+            let secs = &json["seconds"];
+            let phases = [
+                "read",
+                "device_setup",
+                "core_distances",
+                "mst",
+                "tree",
+                "selection",
+                "other",
+            ];
+            for phase in phases {
+                assert!(secs[phase].as_f64().unwrap() >= -1e-9, "{phase}: {secs}");
             }
+            // The phases and `other` account for the whole wall time.
+            let sum: f64 = phases.iter().map(|p| secs[*p].as_f64().unwrap()).sum();
+            let total = secs["total"].as_f64().unwrap();
+            assert!((sum - total).abs() <= 1e-9 * total.max(1.0), "{secs}");
             assert_eq!(json["device"], s.device.as_str());
             assert_eq!(s.device.starts_with("sim"), device == DeviceChoice::Sim);
             labels.push((

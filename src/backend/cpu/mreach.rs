@@ -73,8 +73,8 @@ impl<T: Real> MreachOps for CpuOf<T> {
         comp_edge: &mut Vec<T>,
     ) {
         let _span = profile::span("mreach_round", || s.to_string());
-        // Every pair, not the kernel's nearest-list shortcut: the parity tests
-        // then check the shortcut against the plain definition.
+        // Every pair, not the kernel's nearest-list shortcut or tile boxes: the
+        // parity tests then check them against the plain definition.
         let (n, d) = (s.n, s.d);
         let p = points(self, s, xt);
         let core = f64_of_words(&self.download_words(core)[..2 * n]);

@@ -329,10 +329,12 @@ impl Cuda {
     }
 
     fn launch(&self, l: &Launch<'_, CudaBuf>, scratch: &[CudaBuf]) {
-        let (func, info) = self
-            .kernels
-            .get(l.kernel)
-            .unwrap_or_else(|| panic!("cuda: kernel `{}` not loaded (not in kernels/*.cu, or its file was not asked for)", l.kernel));
+        let (func, info) = self.kernels.get(l.kernel).unwrap_or_else(|| {
+            panic!(
+                "cuda: kernel `{}` not loaded (not in kernels/*.cu, or its file was not asked for)",
+                l.kernel
+            )
+        });
         let mut packed = launch::pack("cuda", l, info, |a| match a {
             Arg::Buf(b) => self.ptr(b),
             Arg::Scratch(i) => self.ptr(&scratch[*i]),

@@ -4,7 +4,8 @@
 //!
 //! - The host builds the KD-tree only for its point order and its range query; the
 //!   device works in tree positions, so its edge order (w, smaller position, larger
-//!   position) is `boruvka`'s.
+//!   position) is `boruvka`'s, and 32 consecutive positions are a compact tile whose
+//!   bounding box prunes the kernels' scans (kernels/mreach.cu).
 //! - Core distances: each point's min(k + 2, n) nearest by (squared distance,
 //!   position) on the device; c_k and the balls follow from them exactly as in
 //!   `kdtree::core_distances_and_balls` (the range query when distances tie at c_k).
