@@ -7,17 +7,50 @@
 //   forward:          y[n, k, p]   = b[k] + Σ_crr w[k, crr] · col_n[crr, p]
 //   backward-data:    dx[n, c, h, w] = Σ_{k,i,j} w[k, c, i, j] · dy[n, k, oy, ox] over the
 //                     (oy, ox) with oy·S + i − pad = h, ox·S + j − pad = w
-//   backward-weights: dw[k, crr]   = Σ_{n,p} dy[n, k, p] · col_n[crr, p]  (split over images,
-//                     partials summed in order by conv2d_backward_weight_sum: deterministic)
+//   backward-weights: dw[k, crr]   = Σ_{n,p} dy[n, k, p] · col_n[crr, p]  (split-K: the
+//                     GEMM's k, the N·P pairs (n, p), in chunks of `rows_per_part`, one
+//                     partial each, summed in a fixed order by conv2d_backward_weight_sum)
 //   backward-bias:    db[k]        = Σ_{n,p} dy[n, k, p], the same GEMM against a column of
 //                     ones appended to col_n (crr = CRR): no launch of its own
 #include "common.cuh"
 
-// The input element that entry (c, ij) of column (n, p) of col_n reads, 0 in the padding.
-__device__ __forceinline__ float conv_tap(const float* __restrict__ x, int n, int c, int ij, int p, int C, int H,
-                                          int W, int R, int OW, int pad, int S) {
-    const int iy = (p / OW) * S + ij / R - pad, ix = (p % OW) * S + ij % R - pad;
-    return (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[((n * C + c) * H + iy) * W + ix] : 0.0f;
+// x / d for 0 ≤ x < 2^31 as a multiply and a shift, d fixed for the launch (the
+// round-up method: l = ⌈log2 d⌉, m = ⌈2^(31+l) / d⌉ < 2^32; then x·m / 2^(31+l)
+// exceeds x / d by less than x / 2^(31+l) < 1 / d, so the floor is exact). The
+// loaders divide by P, OW, R, … per element, and a GPU has no integer divider (a
+// division by a run-time value is ~20 instructions); m costs one 64-bit division
+// per thread, once.
+struct ConvDiv {
+    int d;
+    unsigned m, shift;
+    __device__ __forceinline__ int div(int x) const {
+        return (int)(((unsigned long long)(unsigned)x * m) >> shift);
+    }
+};
+__device__ __forceinline__ ConvDiv conv_div(int d) {
+    int l = 0;
+    while ((1u << l) < (unsigned)d) l++;
+    return {d, (unsigned)(((1ull << (31 + l)) + d - 1) / d), (unsigned)(31 + l)};
+}
+
+// A launch's shape and the divisors its loaders use.
+struct ConvShape {
+    int C, H, W, K, R, pad, S, OH, OW, P, RR, CRR;
+    ConvDiv by_p, by_ow, by_rr, by_r;
+};
+__device__ __forceinline__ ConvShape conv_shape(int C, int H, int W, int K, int R, int pad, int S) {
+    const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1;
+    return {C,  H,           W,           K,           R,          pad,       S, OH, OW, OH * OW, R * R, C * R * R,
+            conv_div(OH * OW), conv_div(OW), conv_div(R * R), conv_div(R)};
+}
+
+// Entry crr of column (n, p) of col_n: the input element it reads, 0 in the padding.
+__device__ __forceinline__ float conv_tap(const float* __restrict__ x, const ConvShape& g, int n, int p, int crr) {
+    const int c = g.by_rr.div(crr), ij = crr - c * g.RR;
+    const int i = g.by_r.div(ij), j = ij - i * g.R;
+    const int oy = g.by_ow.div(p), ox = p - oy * g.OW;
+    const int iy = oy * g.S + i - g.pad, ix = ox * g.S + j - g.pad;
+    return (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) ? x[((n * g.C + c) * g.H + iy) * g.W + ix] : 0.0f;
 }
 
 // Forward. GEMM M = K (out channels), N = N·P (image pixels), K = CRR.
@@ -25,79 +58,83 @@ __device__ __forceinline__ float conv_tap(const float* __restrict__ x, int n, in
 extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const float* __restrict__ w,
                                           const float* __restrict__ b, float* __restrict__ y, int N,
                                           int C, int H, int W, int K, int R, int pad, int S) {
-    const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, P = OH * OW, CRR = C * R * R;
+    const ConvShape g = conv_shape(C, H, W, K, R, pad, S);
     const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
     SskGemmAcc acc = {};
     ssk_gemm_tile<true, false>(
-        K, N * P, CRR, m0, n0, SskRows{w, CRR},
+        K, N * g.P, g.CRR, m0, n0, SskRows{w, g.CRR},
         [=](int crr, int col) {
-            const int n = col / P, p = col % P;
-            return conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S);
+            const int n = g.by_p.div(col);
+            return conv_tap(x, g, n, col - n * g.P, crr);
         },
         acc);
-    ssk_gemm_store(K, N * P, m0, n0, acc, [=](int k, int col, float v) {
-        const int n = col / P, p = col % P;
-        y[(n * K + k) * P + p] = v + b[k];
+    ssk_gemm_store(K, N * g.P, m0, n0, acc, [=](int k, int col, float v) {
+        const int n = g.by_p.div(col), p = col - n * g.P;
+        y[(n * K + k) * g.P + p] = v + b[k];
     });
 }
 
 // Backward-data, the output tile (tile_m, tile_n) of GEMM M = C, N = N·H·W, K = K·R·R;
 // dy outside the valid output range reads as 0. Every dx element is written once (no atomics).
 __device__ __forceinline__ void conv_backward_data_tile(const float* __restrict__ w, const float* __restrict__ dy,
-                                                        float* __restrict__ dx, int N, int C, int H, int W, int K,
-                                                        int R, int pad, int S, int tile_m, int tile_n) {
-    const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, HW = H * W, RR = R * R;
+                                                        float* __restrict__ dx, int N, const ConvShape& g,
+                                                        int tile_m, int tile_n) {
+    const int HW = g.H * g.W;
+    const ConvDiv by_hw = conv_div(HW), by_w = conv_div(g.W), by_s = conv_div(g.S);
     const int m0 = tile_m * SSK_TILE, n0 = tile_n * SSK_TILE;
     SskGemmAcc acc = {};
     ssk_gemm_tile<false, false>(
-        C, N * HW, K * RR, m0, n0,
+        g.C, N * HW, g.K * g.RR, m0, n0,
         [=](int c, int kij) {
-            const int k = kij / RR, ij = kij % RR;
-            return w[(k * C + c) * RR + ij];
+            const int k = g.by_rr.div(kij), ij = kij - k * g.RR;
+            return w[(k * g.C + c) * g.RR + ij];
         },
         [=](int kij, int col) {
-            const int k = kij / RR, ij = kij % RR;
-            const int n = col / HW, hw = col % HW;
-            // The output (oy, ox) whose tap (i, j) reads pixel (h, w), if any.
-            const int ty = hw / W + pad - ij / R, tx = hw % W + pad - ij % R;
-            if (ty < 0 || tx < 0 || ty % S != 0 || tx % S != 0) return 0.0f;
-            const int oy = ty / S, ox = tx / S;
-            return (oy < OH && ox < OW) ? dy[((n * K + k) * OH + oy) * OW + ox] : 0.0f;
+            const int k = g.by_rr.div(kij), ij = kij - k * g.RR;
+            const int i = g.by_r.div(ij), j = ij - i * g.R;
+            const int n = by_hw.div(col), hw = col - n * HW;
+            const int h = by_w.div(hw), wx = hw - h * g.W;
+            // The output (oy, ox) whose tap (i, j) reads pixel (h, wx), if any.
+            const int ty = h + g.pad - i, tx = wx + g.pad - j;
+            if (ty < 0 || tx < 0) return 0.0f;
+            const int oy = by_s.div(ty), ox = by_s.div(tx);
+            if (oy * g.S != ty || ox * g.S != tx) return 0.0f;
+            return (oy < g.OH && ox < g.OW) ? dy[((n * g.K + k) * g.OH + oy) * g.OW + ox] : 0.0f;
         },
         acc);
-    ssk_gemm_store(C, N * HW, m0, n0, acc, [=](int c, int col, float v) {
-        const int n = col / HW, hw = col % HW;
-        dx[(n * C + c) * HW + hw] = v;
+    ssk_gemm_store(g.C, N * HW, m0, n0, acc, [=](int c, int col, float v) {
+        const int n = by_hw.div(col), hw = col - n * HW;
+        dx[(n * g.C + c) * HW + hw] = v;
     });
 }
 
-// Backward-weights and -bias, the output tile (tile_m, tile_n) of partial z, one partial
-// per group of `images_per_part` images:
-// parts[z, k, crr] = Σ_{n in group z, p} dy[n, k, p] · col_n[crr, p] for crr < CRR, and
+// Backward-weights and -bias, the output tile (tile_m, tile_n) of partial z: with the
+// GEMM's k the pairs np = n·P + p, partial z sums rows [z·rows_per_part, (z + 1)·rows_per_part) ∩ [0, N·P):
+// parts[z, k, crr] = Σ_{np in part z} dy[n, k, p] · col_n[crr, p] for crr < CRR, and
 // parts[z, k, CRR] = Σ dy[n, k, p] (col_n's appended row of ones: the bias).
-// GEMM M = K, N = CRR + 1, K = images·P.
+// GEMM M = K, N = CRR + 1, K = the part's rows.
 __device__ __forceinline__ void conv_backward_weight_tile(const float* __restrict__ x,
                                                           const float* __restrict__ dy, float* __restrict__ parts,
-                                                          int N, int C, int H, int W, int K, int R, int pad, int S,
-                                                          int images_per_part, int tile_m, int tile_n, int z) {
-    const int OH = (H + 2 * pad - R) / S + 1, OW = (W + 2 * pad - R) / S + 1, P = OH * OW, CRR = C * R * R;
-    const int first = z * images_per_part;
-    const int images = min(images_per_part, N - first);
+                                                          int N, const ConvShape& g, int rows_per_part, int tile_m,
+                                                          int tile_n, int z) {
+    const int first = z * rows_per_part;
+    const int rows = min(rows_per_part, N * g.P - first);
     const int m0 = tile_m * SSK_TILE, n0 = tile_n * SSK_TILE;
     SskGemmAcc acc = {};
     ssk_gemm_tile<true, true>(
-        K, CRR + 1, images * P, m0, n0,
-        [=](int k, int np) {
-            const int n = first + np / P, p = np % P;
-            return dy[(n * K + k) * P + p];
+        g.K, g.CRR + 1, rows, m0, n0,
+        [=](int k, int r) {
+            const int np = first + r, n = g.by_p.div(np);
+            return dy[(n * g.K + k) * g.P + np - n * g.P];
         },
-        [=](int np, int crr) {
-            const int n = first + np / P, p = np % P;
-            return crr < CRR ? conv_tap(x, n, crr / (R * R), crr % (R * R), p, C, H, W, R, OW, pad, S) : 1.0f;
+        [=](int r, int crr) {
+            const int np = first + r, n = g.by_p.div(np);
+            return crr < g.CRR ? conv_tap(x, g, n, np - n * g.P, crr) : 1.0f;
         },
         acc);
-    float* part = parts + (size_t)z * K * (CRR + 1);
-    ssk_gemm_store(K, CRR + 1, m0, n0, acc, [=](int k, int crr, float v) { part[k * (CRR + 1) + crr] = v; });
+    float* part = parts + (size_t)z * g.K * (g.CRR + 1);
+    ssk_gemm_store(g.K, g.CRR + 1, m0, n0, acc,
+                   [=](int k, int crr, float v) { part[k * (g.CRR + 1) + crr] = v; });
 }
 
 // Backward-weights and -bias alone (conv_backward_weight_tile; the first layer, whose
@@ -105,9 +142,9 @@ __device__ __forceinline__ void conv_backward_weight_tile(const float* __restric
 // grid (ceil((CRR + 1) / SSK_TILE), ceil(K / SSK_TILE), parts), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
 extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, const float* __restrict__ dy,
                                                   float* __restrict__ parts, int N, int C, int H, int W,
-                                                  int K, int R, int pad, int S, int images_per_part) {
-    conv_backward_weight_tile(x, dy, parts, N, C, H, W, K, R, pad, S, images_per_part, blockIdx.y, blockIdx.x,
-                              blockIdx.z);
+                                                  int K, int R, int pad, int S, int rows_per_part) {
+    const ConvShape g = conv_shape(C, H, W, K, R, pad, S);
+    conv_backward_weight_tile(x, dy, parts, N, g, rows_per_part, blockIdx.y, blockIdx.x, blockIdx.z);
 }
 
 // Backward-data and -weights in one launch (a layer whose input gradient is wanted):
@@ -118,35 +155,43 @@ extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, c
 extern "C" __global__ void conv2d_backward_data_weight(const float* __restrict__ w, const float* __restrict__ x,
                                                        const float* __restrict__ dy, float* __restrict__ dx,
                                                        float* __restrict__ parts, int N, int C, int H, int W,
-                                                       int K, int R, int pad, int S, int images_per_part) {
+                                                       int K, int R, int pad, int S, int rows_per_part) {
+    const ConvShape g = conv_shape(C, H, W, K, R, pad, S);
     const int data_cols = (N * H * W + SSK_TILE - 1) / SSK_TILE;
     const int data_tiles = data_cols * ((C + SSK_TILE - 1) / SSK_TILE);
     int b = blockIdx.x;
     if (b < data_tiles) {
-        conv_backward_data_tile(w, dy, dx, N, C, H, W, K, R, pad, S, b / data_cols, b % data_cols);
+        conv_backward_data_tile(w, dy, dx, N, g, b / data_cols, b % data_cols);
         return;
     }
     b -= data_tiles;
-    const int w_cols = (C * R * R + 1 + SSK_TILE - 1) / SSK_TILE;
+    const int w_cols = (g.CRR + 1 + SSK_TILE - 1) / SSK_TILE;
     const int w_tiles = w_cols * ((K + SSK_TILE - 1) / SSK_TILE);
-    conv_backward_weight_tile(x, dy, parts, N, C, H, W, K, R, pad, S, images_per_part, (b % w_tiles) / w_cols,
-                              b % w_cols, b / w_tiles);
+    conv_backward_weight_tile(x, dy, parts, N, g, rows_per_part, (b % w_tiles) / w_cols, b % w_cols, b / w_tiles);
 }
 
-// dw[k, crr] = Σ_z parts[z, k, crr] and db[k] = Σ_z parts[z, k, CRR], z in order
-// (deterministic; the second pass of conv2d_backward_weight's split over images).
-// parts: [n_parts, K, CRR + 1]. Grid-stride over K·(CRR + 1): grid (any), block (256).
+// dw[k, crr] = Σ_z parts[z, k, crr] and db[k] = Σ_z parts[z, k, CRR] (the second pass
+// of the weight gradient's split-K). parts: [n_parts, K, CRR + 1]. Thread (tx, ty) adds
+// parts z = ty, ty + blockDim.y, … of output blockIdx.x·32 + tx in order (32 adjacent
+// outputs a warp: coalesced), then thread (tx, 0) adds the blockDim.y slice sums in
+// order: a fixed order whatever the schedule (deterministic).
+// grid (ceil(K·(CRR + 1) / 32)), block (32, ≤ 32).
 extern "C" __global__ void conv2d_backward_weight_sum(float* __restrict__ dw, float* __restrict__ db,
                                                       const float* __restrict__ parts, int K, int CRR,
                                                       int n_parts) {
-    const int len = K * (CRR + 1);
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
-        float s = 0.0f;
-        for (int z = 0; z < n_parts; z++) s += parts[(size_t)z * len + i];
-        const int k = i / (CRR + 1), crr = i % (CRR + 1);
-        if (crr < CRR)
-            dw[k * CRR + crr] = s;
-        else
-            db[k] = s;
-    }
+    __shared__ float slice[32][33];
+    const int len = K * (CRR + 1), i = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f;
+    if (i < len)
+        for (int z = threadIdx.y; z < n_parts; z += blockDim.y) s += parts[(size_t)z * len + i];
+    slice[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y != 0 || i >= len) return;
+    s = 0.0f;
+    for (int y = 0; y < (int)blockDim.y; y++) s += slice[y][threadIdx.x];
+    const int k = i / (CRR + 1), crr = i - k * (CRR + 1);
+    if (crr < CRR)
+        dw[k * CRR + crr] = s;
+    else
+        db[k] = s;
 }

@@ -25,6 +25,12 @@ def mb(x): return x*F
 rows=[]
 def k(phase,name,flops,bytes_,gemm=False): rows.append((phase,name,flops,bytes_,gemm))
 c1=N*20*24*24; p1=N*20*12*12; c2=N*40*8*8; p2=N*640
+# The conv weight gradients' split-K partials (launch/conv.rs weight_split: 264
+# blocks, k rows per partial a multiple of 16, at least 64).
+def parts(rows,tiles):
+    per=max(64,-(-(-(-rows*tiles//264))//16)*16)
+    return -(-rows//per)
+P1=parts(N*576,1); P2=parts(N*64,8)
 x=N*784
 # forward
 k('fwd','conv2d_forward conv1 (M20 N36864 K25)',2*20*N*576*25, mb(x+20*25+20+c1),True)
@@ -50,11 +56,11 @@ lin('fc2',10,10,100,50,relu_in=True)
 lin('fc1',10,1,640,100,relu_in=True)
 lin('fc',1,1,640,640)
 k('bwd','relu_maxpool_batchnorm2d_backward pool2+bn2 (n, dpooled, x read twice; dn, dx written)',p2+2*c2+10*c2, mb(6*c2+2*p2))
-k('bwd','conv2d_backward_data_weight conv2: data (M20 N9216 K1000, zero taps computed) + weight (M40 N500+1 K4096, 8 parts; +1: the bias)',2*20*N*144*1000+2*40*501*N*64, mb(40*500+c2+p1)+mb(c2+p1+8*40*501),True)
-k('bwd','conv2d_backward_weight_sum conv2 (dw, db)',8*40*501, mb(9*40*501))
+k('bwd',f'conv2d_backward_data_weight conv2: data (M20 N9216 K1000, zero taps computed) + weight (M40 N500+1 K4096, {P2} parts; +1: the bias)',2*20*N*144*1000+2*40*501*N*64, mb(40*500+c2+p1)+mb(c2+p1+P2*40*501),True)
+k('bwd','conv2d_backward_weight_sum conv2 (dw, db)',P2*40*501, mb((P2+1)*40*501))
 k('bwd','relu_maxpool_batchnorm2d_backward pool1+bn1',p1+2*c1+10*c1, mb(6*c1+2*p1))
-k('bwd','conv2d_backward_weight conv1 (M20 N25+1 K36864, 8 parts; +1: the bias)',2*20*26*N*576, mb(c1+x+8*20*26),True)
-k('bwd','conv2d_backward_weight_sum conv1 (dw, db)',8*20*26, mb(9*20*26))
+k('bwd',f'conv2d_backward_weight conv1 (M20 N25+1 K36864, {P1} parts; +1: the bias)',2*20*26*N*576, mb(c1+x+P1*20*26),True)
+k('bwd','conv2d_backward_weight_sum conv1 (dw, db)',P1*20*26, mb((P1+1)*20*26))
 params=[500,20,20,20,20000,40,40,40,640*640,640,640000,1000,50000,500,500,10]
 assert sum(params)==1122930, sum(params)
 # One multi-tensor launch over all 16 tensors (optim.cu: sgd_step); optim_prepare,

@@ -200,6 +200,11 @@ pub fn conv2d_within<B: Backend>(dev: &B, tol: f64) -> f64 {
         conv_shape(10, 3, 5, 9, 8, 5),
         conv_shape(9, 20, 40, 12, 12, 5),
         conv_shape(3, 1, 20, 28, 28, 5),
+        // The MNIST nets' conv1 and conv2 at batch 64, with their weight gradients'
+        // split-K as training runs it (launch/conv.rs: 256 and 32 partials; conv1's
+        // 144-row partials end mid-image).
+        conv_shape(64, 1, 20, 28, 28, 5),
+        conv_shape(64, 20, 40, 12, 12, 5),
         // VGG's 3×3 pad 1, and stride 2 with and without padding.
         Conv2dShape {
             pad: 1,

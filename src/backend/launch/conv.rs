@@ -1,10 +1,30 @@
 //! Plans of the convolution ops (kernels/conv.cu).
 
-use super::{
-    dim, gemm_grid, i32_of, stride_grid, Arg, KernelDevice, Launch, Plan, BLOCK,
-    CONV_IMAGES_PER_PART, GEMM_BLOCK,
-};
+use super::{dim, gemm_grid, i32_of, Arg, KernelDevice, Launch, Plan, GEMM_BLOCK};
+use crate::backend::kernels::geometry::SSK_TILE_K;
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
+
+/// Blocks the weight gradient's split-K aims at: 2 per SM of an H100/H200 (132 SMs;
+/// the 64×64 tiles hold 3 blocks an SM by registers, so one wave), so that conv1's single 64×64 tile (dW 20×26) does not run its 36,864-long k
+/// on 8 blocks. A function of the shape alone: the same partials, the same bits, on
+/// every device and in the recorded program.
+const WEIGHT_BLOCKS: usize = 264;
+/// Fewest GEMM k rows of a partial (4 stages of the GEMM core).
+const MIN_PART_ROWS: usize = 4 * SSK_TILE_K;
+/// Threads per output of conv2d_backward_weight_sum (its blockDim.y, ≤ 32).
+const SUM_SLICES: u32 = 16;
+
+/// The weight gradient's split-K over `tiles` output tiles: the GEMM's k rows (the
+/// batch·P pairs (n, p)) per partial, a multiple of the core's stage, and the number
+/// of partials.
+fn weight_split(s: &Conv2dShape, tiles: usize) -> (usize, usize) {
+    let rows = s.batch * s.out_height() * s.out_width();
+    let per_part = (rows * tiles)
+        .div_ceil(WEIGHT_BLOCKS)
+        .next_multiple_of(SSK_TILE_K)
+        .max(MIN_PART_ROWS);
+    (per_part, rows.div_ceil(per_part).max(1))
+}
 
 /// The shape arguments every conv kernel takes, in their order.
 fn conv_dims<'a, B>(s: &Conv2dShape) -> Vec<Arg<'a, B>> {
@@ -33,21 +53,21 @@ impl<D: KernelDevice> ConvOps for D {
         }));
     }
 
-    /// dw and db by per-image-group partials of one GEMM (db: its column of ones;
-    /// scratch 0) summed in order; dx (when given) by backward-data, in the same launch
+    /// dw and db by split-K partials of one GEMM (db: its column of ones; scratch 0)
+    /// summed in a fixed order; dx (when given) by backward-data, in the same launch
     /// as those partials.
     fn conv2d_backward(&self, s: &Conv2dShape, Backward { x, w, dy, g }: Backward<D::Buf>) {
         // The weight GEMM's columns: the CRR taps and a column of ones (the bias).
         let crr = s.in_channels * s.kernel * s.kernel;
-        let parts = s.batch.div_ceil(CONV_IMAGES_PER_PART);
+        let tiles = |g: [u32; 3]| g.iter().map(|&d| d as usize).product::<usize>();
+        let (per_part, parts) = weight_split(s, tiles(gemm_grid(crr + 1, s.out_channels, 1)));
         let mut plan = Plan::new();
         plan.scratch.push(parts * s.out_channels * (crr + 1));
         let weight_grid = gemm_grid(crr + 1, s.out_channels, parts);
-        let images = Arg::I32(CONV_IMAGES_PER_PART as i32);
+        let rows = Arg::I32(i32_of(per_part, "rows per partial"));
         if let Some(dx) = g.dx.as_deref() {
             // Backward-data and -weight tiles in one launch, a 1-D grid of both.
             let data_grid = gemm_grid(s.batch * s.height * s.width, s.in_channels, 1);
-            let tiles = |g: [u32; 3]| g.iter().map(|&d| d as usize).product::<usize>();
             let mut args = vec![
                 Arg::Buf(w),
                 Arg::Buf(x),
@@ -56,7 +76,7 @@ impl<D: KernelDevice> ConvOps for D {
                 Arg::Scratch(0),
             ];
             args.extend(conv_dims(s));
-            args.push(images);
+            args.push(rows);
             plan.push(Launch {
                 kernel: "conv2d_backward_data_weight",
                 grid: [dim(tiles(data_grid) + tiles(weight_grid)), 1, 1],
@@ -67,7 +87,7 @@ impl<D: KernelDevice> ConvOps for D {
         } else {
             let mut args = vec![Arg::Buf(x), Arg::Buf(dy), Arg::Scratch(0)];
             args.extend(conv_dims(s));
-            args.push(images);
+            args.push(rows);
             plan.push(Launch {
                 kernel: "conv2d_backward_weight",
                 grid: weight_grid,
@@ -78,8 +98,8 @@ impl<D: KernelDevice> ConvOps for D {
         }
         plan.push(Launch {
             kernel: "conv2d_backward_weight_sum",
-            grid: stride_grid(s.out_channels * (crr + 1)),
-            block: [BLOCK, 1, 1],
+            grid: [dim((s.out_channels * (crr + 1)).div_ceil(32)), 1, 1],
+            block: [32, SUM_SLICES, 1],
             shared_bytes: 0,
             args: vec![
                 Arg::Buf(&*g.dw),

@@ -21,8 +21,6 @@ pub const BLOCK: u32 = 256;
 pub const TILE: usize = geometry::SSK_TILE;
 /// Largest branch count of one branch-batched launch (common.cuh: SSK_MAX_BRANCHES).
 pub const MAX_BRANCHES: usize = geometry::SSK_MAX_BRANCHES;
-/// Images per partial sum of the conv weight gradient (split-K over the batch).
-pub const CONV_IMAGES_PER_PART: usize = 8;
 /// Length of [`KernelDevice::counters`] (u32 counters).
 pub const COUNTERS: usize = 4096;
 /// Upper bound on blocks of a grid-stride elementwise launch.
