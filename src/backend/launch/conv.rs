@@ -5,9 +5,10 @@ use crate::backend::kernels::geometry::SSK_TILE_K;
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 
 /// Blocks the weight gradient's split-K aims at: 2 per SM of an H100/H200 (132 SMs;
-/// the 64×64 tiles hold 3 blocks an SM by registers, so one wave), so that conv1's single 64×64 tile (dW 20×26) does not run its 36,864-long k
-/// on 8 blocks. A function of the shape alone: the same partials, the same bits, on
-/// every device and in the recorded program.
+/// one wave: at 53–64 registers 4 weight blocks fit an SM), so that conv1's single
+/// 64×64 tile (dW 20×26) does not run its 36,864-row k on 8 blocks. A function of
+/// the shape alone: the same partials, the same bits, on every device and in the
+/// recorded program.
 const WEIGHT_BLOCKS: usize = 264;
 /// Fewest GEMM k rows of a partial (4 stages of the GEMM core).
 const MIN_PART_ROWS: usize = 4 * SSK_TILE_K;
