@@ -191,8 +191,10 @@ mod tests {
         };
         assert_eq!(dx_split(&shape(1, vec![0; 10], 100)), (13, 80));
         assert_eq!(dx_split(&shape(10, (0..10).collect(), 50)), (1, 50));
-        for (tiles, k) in [(1, 65), (3, 300), (1, 4099), (7, 170)] {
+        assert_eq!(split_k(1, 65), (1, 65));
+        for (tiles, k) in [(1, 130), (3, 300), (1, 4099), (7, 170)] {
             let (slices, slice_k) = split_k(tiles, k);
+            assert!(slices > 1, "{tiles} {k}");
             assert_eq!(slice_k % geometry::SSK_TILE_K, 0, "{tiles} {k}");
             assert!(
                 (slices - 1) * slice_k < k && slices * slice_k >= k,
