@@ -432,8 +432,14 @@ mod tests {
         assert_eq!(k.file, "linear.cu");
         let kinds: Vec<ParamKind> = k.params.iter().map(|p| p.kind).collect();
         use ParamKind::*;
-        assert_eq!(kinds, [Ptr, Ptr, Ptr, Ptr, Bytes, I32, I32, I32, I32]);
-        assert_eq!(k.params[4].ty, "BranchMap");
+        // x, w, b, y, the split-K workspace and tile counters; the branch map; batch,
+        // fin, fout, relu, slices, slice_k.
+        assert_eq!(
+            kinds,
+            [Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Bytes, I32, I32, I32, I32, I32, I32]
+        );
+        assert_eq!(k.params[5].ty, "unsigned*");
+        assert_eq!(k.params[6].ty, "BranchMap");
         assert_eq!(k.params[0].ty, "const float*");
         for name in [
             "conv2d_forward",
