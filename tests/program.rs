@@ -2,7 +2,9 @@
 //! the eagerly launched steps bit for bit in the simulator — every parameter, the
 //! optimiser's state and step state, the gradient capture and every loss — for SGD
 //! and Adam, and across a pruning (which reallocates the branch buffers, so the
-//! program is recorded again). Also: the program holds every launch of a step.
+//! program is recorded again), with a program kept per batch size (an epoch's short
+//! last batch does not make the full batch record again). Also: the program holds
+//! every launch of a step.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -44,9 +46,10 @@ fn run(sim: &Sim, step: OptimStep, replay: bool) -> Run {
             net.prune(sim, &[0, 3, 5, 6, 9], (0..10).map(|t| t / 2).collect());
             program.forget();
         }
-        // The last step of each part at a smaller batch: recorded anew, then the
-        // next part's first step records again for the full batch.
-        let n = if k + 1 == BEFORE_PRUNE {
+        // A smaller batch at the end of the first part and in the middle of the
+        // second: each recorded once for its size and pruned state; the full batch
+        // after the middle one replays the program it recorded before.
+        let n = if k + 1 == BEFORE_PRUNE || k == BEFORE_PRUNE + 5 {
             BATCH - 1
         } else {
             BATCH
@@ -69,6 +72,10 @@ fn run(sim: &Sim, step: OptimStep, replay: bool) -> Run {
             net.train_step(sim, &mut act, n, &step);
         }
         losses.push(sim.download(&act.loss));
+    }
+    if replay {
+        // Full and short batch before the prune, full and short after it.
+        assert_eq!(program.recordings(), 4, "steps recorded");
     }
     let mut tensors = Vec::new();
     for p in net.params() {

@@ -410,20 +410,29 @@ impl<B: Backend> Net<B> {
 }
 
 /// Training steps of a [`Net`] recorded once as a launch program
-/// (`backend::ProgramOps`; on `cuda` a CUDA graph) and replayed: the first step
-/// records (and runs) it, a step of another batch size or task → branch map records
-/// anew. On the CPU every step runs its ops as they come.
+/// (`backend::ProgramOps`; on `cuda` a CUDA graph) and replayed: the first step of
+/// each batch size and task → branch map records (and runs) a program for it, kept
+/// until [`Self::forget`] (an epoch's short last batch and the full batches each
+/// keep theirs). On the CPU every step runs its ops as they come.
 pub struct StepProgram<B: Backend> {
-    recorded: Option<(StepKey, B::Program)>,
+    recorded: Vec<(StepKey, B::Program)>,
+    recordings: usize,
 }
 
 /// What a recorded step depends on besides its buffers: the batch size and the
 /// task → branch map (the heads' `x_of`).
 pub type StepKey = (usize, Vec<usize>);
 
+/// Programs kept at most (the oldest goes first): a run needs two, the full batch
+/// and an epoch's short last one.
+const KEPT_PROGRAMS: usize = 4;
+
 impl<B: Backend> Default for StepProgram<B> {
     fn default() -> Self {
-        Self { recorded: None }
+        Self {
+            recorded: Vec::new(),
+            recordings: 0,
+        }
     }
 }
 
@@ -456,25 +465,32 @@ impl<B: Backend> StepProgram<B> {
     /// since the last [`Self::forget`], none of them reallocated since; `key` is the
     /// step's batch size and task → branch map.
     pub unsafe fn run(&mut self, be: &B, key: StepKey, step: &mut dyn FnMut()) {
-        match &self.recorded {
+        if let Some((_, program)) = self.recorded.iter().find(|(k, _)| *k == key) {
             // SAFETY: recorded on these buffers, still alive (the contract above).
-            Some((k, program)) if *k == key => unsafe { be.replay(program) },
-            _ => {
-                self.recorded = None;
-                let program = be.record(step);
-                self.recorded = program.map(|p| (key, p));
+            return unsafe { be.replay(program) };
+        }
+        self.recordings += 1;
+        if let Some(program) = be.record(step) {
+            if self.recorded.len() == KEPT_PROGRAMS {
+                self.recorded.remove(0);
             }
+            self.recorded.push((key, program));
         }
     }
 
-    /// Drops the program: the net's buffers were reallocated.
+    /// Drops the programs: the net's buffers were reallocated.
     pub fn forget(&mut self) {
-        self.recorded = None;
+        self.recorded.clear();
     }
 
-    /// Kernel launches of the recorded step, if one is.
+    /// Kernel launches of the program recorded last, if one is.
     pub fn launches(&self) -> Option<usize> {
-        self.recorded.as_ref().map(|(_, p)| B::program_launches(p))
+        self.recorded.last().map(|(_, p)| B::program_launches(p))
+    }
+
+    /// Steps recorded so far (a program each on a kernel device).
+    pub fn recordings(&self) -> usize {
+        self.recordings
     }
 }
 

@@ -219,9 +219,10 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
             if eager {
                 one_step();
             } else {
-                // SAFETY: the same net, activations and split for the whole run; the
-                // program is forgotten after the sharing step, which may prune or
-                // restart the capture (reallocating buffers).
+                // SAFETY: the same net, activations and split for the whole run
+                // (written in place between epochs); the programs are forgotten
+                // after a sharing step that may prune or restart the capture
+                // (reallocating buffers).
                 unsafe { program.run(be, key, &mut one_step) };
             }
             crate::crash::point("step");
@@ -247,9 +248,15 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
 
         // Selective Sharing decides before evaluation, so the log and the
         // checkpoint describe the same (possibly merged) model.
+        // The sharing step reallocates branch buffers (a restarted capture, a prune,
+        // the capture dropped at the lock), which the recorded step points into;
+        // without it, or once locked, the step program stays valid.
+        let reallocates = sharing.as_ref().is_some_and(|s| !s.locked());
         let sharing_times = phase("sharing")
             .run(|| sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out))?;
-        program.forget();
+        if reallocates {
+            program.forget();
+        }
         let groups =
             (net.spec.tasks > 1).then(|| task_groups(&net.branches.task_branch, net.spec.branches));
 
