@@ -386,6 +386,41 @@ fn backward_data<T: Real>(s: &Conv2dShape, w: &[T], dy: &[T], dx: &mut [T]) {
         );
 }
 
+/// `sums[k] += Σ rows[k]` for the `[K, len]` rows, each row summed in order from
+/// `Iterator::sum`'s identity (so the same bits as a `sum()` per row), but `ROWS`
+/// rows side by side: one running sum is a chain of dependent adds (latency-bound,
+/// ≈ 4 cycles each), independent chains run at throughput. conv1's bias gradient
+/// (64 × 20 rows of 576) 0.65 → 0.25 ms a step (one core).
+fn add_row_sums<T: Real>(sums: &mut [T], rows: &[T], len: usize) {
+    const ROWS: usize = 4;
+    let identity: T = std::iter::empty().sum();
+    if len == 0 {
+        sums.iter_mut().for_each(|s| *s += identity);
+        return;
+    }
+    for (sums, block) in sums.chunks_mut(ROWS).zip(rows.chunks(ROWS * len)) {
+        let mut acc = [identity; ROWS];
+        if sums.len() == ROWS {
+            // Rows as slices of known length: no bounds check in the loop.
+            let rows: [&[T]; ROWS] = std::array::from_fn(|j| &block[j * len..][..len]);
+            // Indexed: the zipped form measured 2× slower.
+            #[allow(clippy::needless_range_loop)]
+            for q in 0..len {
+                for j in 0..ROWS {
+                    acc[j] += rows[j][q];
+                }
+            }
+        } else {
+            for (a, row) in acc.iter_mut().zip(block.chunks(len)) {
+                *a = row.iter().fold(identity, |s, &v| s + v);
+            }
+        }
+        for (s, a) in sums.iter_mut().zip(acc) {
+            *s += a;
+        }
+    }
+}
+
 /// Backward-weights. x: `[N, C, H, W]`, dy: `[N, K, OH, OW]` → dw: `[K, C, R, R]`, db: `[K]`.
 fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], db: &mut [T]) {
     debug_assert!(x.len() >= s.x_len() && dy.len() >= s.y_len());
@@ -414,9 +449,7 @@ fn backward_weights<T: Real>(s: &Conv2dShape, x: &[T], dy: &[T], dw: &mut [T], d
             for (i, n) in images.enumerate() {
                 im2col_t(s, &x[n * x_img..(n + 1) * x_img], &mut col_t[i * p * crr..]);
                 let dy_n = &dy[n * k * p..(n + 1) * k * p];
-                for (d, dy_k) in pdb.iter_mut().zip(dy_n.chunks(p)) {
-                    *d += dy_k.iter().copied().sum::<T>();
-                }
+                add_row_sums(pdb, dy_n, p);
                 // dy_g [K, rows]: image i's [K, P] in columns i·P…
                 for (row, dy_k) in dy_g.chunks_mut(rows).zip(dy_n.chunks(p)) {
                     row[i * p..(i + 1) * p].copy_from_slice(dy_k);
@@ -519,6 +552,24 @@ mod tests {
         fn run_backward<T: Real>(&self, io: Backward<V<T>>) {
             CpuOf::<T>::default().conv2d_backward(self, io)
         }
+    }
+
+    /// `add_row_sums` gives `sum()`'s bits per row: random rows (a full block of
+    /// four and a partial one), rows of −0.0 (the sum's identity decides the sign).
+    #[test]
+    fn row_sums_are_iterator_sums_bit_for_bit() {
+        let mut g = rng(3);
+        let len = 37;
+        let mut rows = to_f32(&rand_vec(&mut g, 5 * len));
+        rows[2 * len..3 * len].fill(-0.0);
+        let start = [0.5f32, -0.0, -0.0, 2.0, 0.0];
+        let mut got = start;
+        add_row_sums(&mut got, &rows, len);
+        let mut want = start;
+        for (w, row) in want.iter_mut().zip(rows.chunks(len)) {
+            *w += row.iter().copied().sum::<f32>();
+        }
+        assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits));
     }
 
     /// Odd sizes; several images per GEMM (P of 12 and 35: groups of 6 and 2 with
