@@ -113,22 +113,6 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// `dst += src` elementwise (equal lengths), in 8-element blocks as `copy_short`.
-#[inline(always)]
-fn add_short<T: Real>(dst: &mut [T], src: &[T]) {
-    let (mut d8, mut s8) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
-    for (d, s) in (&mut d8).zip(&mut s8) {
-        let s: &[T; 8] = s.try_into().expect("8 elements");
-        let d: &mut [T; 8] = d.try_into().expect("8 elements");
-        for (d, &s) in d.iter_mut().zip(s) {
-            *d += s;
-        }
-    }
-    for (d, &s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
-        *d += s;
-    }
-}
-
 /// x_n: `[C, H, W]` → col: `[C·R·R, OH·OW]` (overwritten), row i at `col[i·ld..]`
 /// (`ld` ≥ OH·OW: several images' patch matrices side by side).
 fn im2col<T: Real>(s: &Conv2dShape, x_n: &[T], col: &mut [T], ld: usize) {
@@ -273,7 +257,10 @@ fn col2im<T: Real>(s: &Conv2dShape, col: &[T], ld: usize, dx_n: &mut [T]) {
                 let first = (y_lo + i - s.pad) * w + lo + j - s.pad;
                 for y in 0..y_hi - y_lo {
                     let src = &row[(y_lo + y) * ow + lo..][..hi - lo];
-                    add_short(&mut dx_c[first + y * w..][..hi - lo], src);
+                    let dst = &mut dx_c[first + y * w..][..hi - lo];
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d += v;
+                    }
                 }
             }
         }
