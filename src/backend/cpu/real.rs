@@ -36,6 +36,10 @@ pub trait Real:
     fn abs(self) -> Self;
     fn max(self, other: Self) -> Self;
     fn is_nan(self) -> bool;
+    /// `if c { a } else { b }` by bit masks, never a branch: for selects on data
+    /// (max-pool windows) a branch mispredicts, and LLVM turns a plain `if` into one
+    /// where it does not vectorise. Exactly `a` or `b`, bit for bit.
+    fn select(c: bool, a: Self, b: Self) -> Self;
     /// A raw 32-bit word (`Memory::upload_words`) kept exactly: f32 stores its bits,
     /// f64 the word's integer value (a bit cast through f64 would quiet NaN patterns).
     fn from_word(w: u32) -> Self;
@@ -80,7 +84,7 @@ macro_rules! delegate_unary {
 }
 
 macro_rules! impl_real {
-    ($t:ty, $gemm:path) => {
+    ($t:ty, $u:ty, $gemm:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -100,6 +104,11 @@ macro_rules! impl_real {
             #[inline(always)]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn select(c: bool, a: Self, b: Self) -> Self {
+                let mask = <$u>::from(c).wrapping_neg();
+                <$t>::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
             }
             #[inline(always)]
             fn from_word(w: u32) -> Self {
@@ -137,5 +146,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, matrixmultiply::sgemm);
-impl_real!(f64, matrixmultiply::dgemm);
+impl_real!(f32, u32, matrixmultiply::sgemm);
+impl_real!(f64, u64, matrixmultiply::dgemm);
