@@ -69,6 +69,10 @@ impl<T: Real> LinearOps for CpuOf<T> {
             return;
         }
         let x_t = transposed(&x[..s.x_len()], n, fin); // [x_branches, in, N]
+        if one_input(s) {
+            forward_stacked(s, &x_t, w, b, y);
+            return;
+        }
         y[..s.y_len()]
             .par_chunks_mut(n * fout)
             .enumerate()
@@ -156,6 +160,10 @@ impl<T: Real> LinearOps for CpuOf<T> {
         if fin == 0 {
             return;
         }
+        if one_input(s) {
+            weight_grads_stacked(s, x, dy, dw);
+            return;
+        }
         dw[..s.w_len()]
             .par_chunks_mut(fout * fin)
             .enumerate()
@@ -174,6 +182,73 @@ impl<T: Real> LinearOps for CpuOf<T> {
                 );
             });
     }
+}
+
+/// Several branches, all reading one input (the MTL heads on the trunk): their
+/// GEMMs are then one, over the branches' weights stacked as stored
+/// (`[branches·out, in]`), which packs the input once rather than once per branch
+/// and runs at a big GEMM's speed. Every element is the same sum in the same order
+/// as in its branch's own GEMM (see `gemm`), so the same bits.
+fn one_input(s: &LinearShape) -> bool {
+    s.branches > 1 && s.x_of.iter().all(|&i| i == s.x_of[0])
+}
+
+/// The forward of [`one_input`] layers: `t[o·out + j, n] = b[o, j] + Σ_i w[o, j, i]·x[n, i]`
+/// (the per-branch GEMM's `Cᵀ = w·xᵀ`, bias first as there), then each branch's
+/// block of t transposed into y. x_t: the input transposed, `[in, N]`.
+fn forward_stacked<T: Real>(s: &LinearShape, x_t: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+    let rows = s.branches * fout;
+    let x_t = &x_t[s.x_of[0] * fin * n..][..fin * n];
+    let mut t = vec![T::ZERO; rows * n];
+    for (row, &b_r) in t.chunks_mut(n).zip(&b[..rows]) {
+        row.fill(b_r);
+    }
+    let w_all = Mat::row_major(&w[..rows * fin], rows, fin);
+    gemm(
+        T::ONE,
+        w_all,
+        Mat::row_major(x_t, fin, n),
+        T::ONE,
+        &mut t,
+        n,
+        Split::Blocks,
+    );
+    y[..s.y_len()]
+        .par_chunks_mut(n * fout)
+        .zip(t.par_chunks(fout * n))
+        .for_each(|(y_o, t_o)| {
+            transpose(t_o, fout, n, y_o);
+            if s.relu_out {
+                relu(y_o);
+            }
+        });
+}
+
+/// The weight gradients of [`one_input`] layers: `dw (branches·out × in) = A · x`
+/// with `A[o·out + j, n] = dy[o, n, j]`, read column-major from its transpose
+/// `[N, branches·out]` (each row the branches' dy rows side by side), as the
+/// per-branch GEMM reads `dy[o]ᵀ`.
+fn weight_grads_stacked<T: Real>(s: &LinearShape, x: &[T], dy: &[T], dw: &mut [T]) {
+    let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+    let rows = s.branches * fout;
+    let mut a_t = vec![T::ZERO; n * rows];
+    for (o, dy_o) in dy[..s.y_len()].chunks(n * fout).enumerate() {
+        for (row, dy_r) in a_t.chunks_mut(rows).zip(dy_o.chunks(fout)) {
+            row[o * fout..][..fout].copy_from_slice(dy_r);
+        }
+    }
+    let a = Mat::row_major(&a_t, n, rows).t();
+    let x = Mat::row_major(&x[s.x_of[0] * n * fin..][..n * fin], n, fin);
+    gemm(
+        T::ONE,
+        a,
+        x,
+        T::ZERO,
+        &mut dw[..rows * fin],
+        fin,
+        Split::Blocks,
+    );
 }
 
 #[cfg(test)]
@@ -313,6 +388,78 @@ mod tests {
                 same_bits(&dw, &dw_fused) && same_bits(&db, &db_fused),
                 "dw, db {s}"
             );
+        }
+    }
+
+    /// Branches on one input run as one stacked GEMM (`one_input`); each branch's
+    /// y, dw and db are those of the same branch run as a layer of its own, bit for
+    /// bit (the MNIST heads' shape: k = 640 spans several of the GEMM's k-blocks).
+    #[test]
+    fn stacked_branches_are_each_branch_alone_bitwise() {
+        use crate::backend::{Grads, WeightBias};
+        let cpu = CpuOf::<f32>::default();
+        let mut g = rng(23);
+        for s in [
+            shape(1, &[0; 10], 64, 640, 100),
+            shape(2, &[1, 1, 1], 5, 7, 3),
+        ] {
+            let s = s.with_relu(true, true);
+            assert!(one_input(&s));
+            let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
+            let x = to_f32(&rand_vec(&mut g, s.x_len()));
+            let w = to_f32(&rand_vec(&mut g, s.w_len()));
+            let b = to_f32(&rand_vec(&mut g, s.b_len()));
+            let dy = to_f32(&rand_vec(&mut g, s.y_len()));
+            let run = |s: &LinearShape, w: &[f32], b: &[f32], dy: &[f32]| {
+                let (w, b) = (w.to_vec(), b.to_vec());
+                let mut y = poisoned(s.y_len());
+                let p = WeightBias { w: &w, b: &b };
+                cpu.linear_forward(
+                    s,
+                    Forward {
+                        x: &x,
+                        p,
+                        y: &mut y,
+                    },
+                );
+                let (mut dw, mut db) = (poisoned(s.w_len()), poisoned(s.b_len()));
+                let g = Grads {
+                    dx: None,
+                    dw: &mut dw,
+                    db: &mut db,
+                };
+                let dy = dy.to_vec();
+                cpu.linear_backward(
+                    s,
+                    Backward {
+                        x: &x,
+                        w: &w,
+                        dy: &dy,
+                        g,
+                    },
+                );
+                (y, dw, db)
+            };
+            let (y, dw, db) = run(&s, &w, &b, &dy);
+            for o in 0..s.branches {
+                let alone = LinearShape {
+                    branches: 1,
+                    x_of: vec![s.x_of[o]],
+                    ..s.clone()
+                };
+                let (y_o, dw_o, db_o) = run(
+                    &alone,
+                    &w[o * fout * fin..][..fout * fin],
+                    &b[o * fout..][..fout],
+                    &dy[o * n * fout..][..n * fout],
+                );
+                assert!(same_bits(&y[o * n * fout..][..n * fout], &y_o), "y {o} {s}");
+                assert!(
+                    same_bits(&dw[o * fout * fin..][..fout * fin], &dw_o),
+                    "dw {o} {s}"
+                );
+                assert!(same_bits(&db[o * fout..][..fout], &db_o), "db {o} {s}");
+            }
         }
     }
 
