@@ -7,6 +7,9 @@
 //!
 //! Branches (and inputs, for dx) run as parallel tasks; the sum over branches that
 //! share an input is taken in branch order, so results do not depend on scheduling.
+//! Branches that all read one input (the MTL heads on the trunk) run the forward and
+//! the weight gradient as one GEMM over their stacked weights instead (`one_input`),
+//! with the same bits.
 //!
 //! x, w and dy are stored with the feature axis contiguous (see `gemm` on packing).
 //! The forward transposes x (small, shared by every branch reading it), since in
