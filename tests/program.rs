@@ -1,10 +1,10 @@
 //! Issue 13: a training step recorded once as a launch program and replayed equals
 //! the eagerly launched steps bit for bit in the simulator — every parameter, the
 //! optimiser's state and step state, the gradient capture and every loss — for SGD
-//! and Adam, and across a pruning (which reallocates the branch buffers, so the
-//! program is recorded again), with a program kept per batch size (an epoch's short
-//! last batch does not make the full batch record again). Also: the program holds
-//! every launch of a step.
+//! and Adam, across the capture's restart in place (the program kept) and a pruning
+//! (which reallocates the branch buffers, so the program is recorded again), with a
+//! program kept per batch size (an epoch's short last batch does not make the full
+//! batch record again). Also: the program holds every launch of a step.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -40,7 +40,15 @@ fn run(sim: &Sim, step: OptimStep, replay: bool) -> Run {
     let (mut images, mut targets) = (Vec::new(), Vec::new());
     let mut losses = Vec::new();
     let mut launches = None;
+    let mut read_captures = Vec::new();
     for k in 0..BEFORE_PRUNE + AFTER_PRUNE {
+        if k == BEFORE_PRUNE / 2 {
+            // The sharing step's read and restart, the program kept: the capture
+            // restarts in place, where the recorded accumulation points.
+            let capture = net.branches.capture().expect("the capture is on");
+            read_captures.push(("capture read mid-run".to_string(), sim.download(capture)));
+            net.branches.clear_capture(sim);
+        }
         if k == BEFORE_PRUNE {
             // Tasks 0–9 onto five branches: every `[branches, …]` buffer shrinks.
             net.prune(sim, &[0, 3, 5, 6, 9], (0..10).map(|t| t / 2).collect());
@@ -77,7 +85,7 @@ fn run(sim: &Sim, step: OptimStep, replay: bool) -> Run {
         // Full and short batch before the prune, full and short after it.
         assert_eq!(program.recordings(), 4, "steps recorded");
     }
-    let mut tensors = Vec::new();
+    let mut tensors = read_captures;
     for p in net.params() {
         tensors.push((p.name.clone(), sim.download(&p.value)));
         for (i, s) in p.state.iter().enumerate() {

@@ -87,6 +87,16 @@ impl<B: Backend> Branches<B> {
         }
     }
 
+    /// Restarts the capture from zero in place, if capturing: the buffer stays where
+    /// the recorded step program's accumulation points (the sharing step reads the
+    /// capture, then clears it).
+    pub fn clear_capture(&mut self, be: &B) {
+        let len = self.fc1.w.len();
+        if let Some(capture) = &mut self.capture {
+            be.write(capture, &vec![0.0; len]);
+        }
+    }
+
     /// The captured gradients `[branches, hidden1, input]`, on the device (the
     /// sharing step factorises them there); the capture restarts from zero.
     pub fn take_capture(&mut self, be: &B) -> Option<B::Buf> {

@@ -94,7 +94,7 @@ pub struct Decision {
 /// device has finished it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTimes {
-    /// Taking the capture and restarting it (a zeroed device buffer).
+    /// Waiting for the capture, and restarting it (zeroed in place) once read.
     pub capture: f64,
     /// TT-SVD, the descriptors' distances and the `[B, B]` copy to the host
     /// (`TtSvdOps::branch_distances`).
@@ -220,10 +220,11 @@ impl Sharing {
             let now = Instant::now();
             std::mem::replace(&mut clock, now).elapsed().as_secs_f64()
         };
-        let Some(grads) = net.branches_mut().take_capture(be) else {
+        let Some(grads) = net.branches().capture() else {
             return Ok(None);
         };
         if epoch < self.cfg.share_start {
+            net.branches_mut().clear_capture(be);
             return Ok(None);
         }
         be.synchronize();
@@ -237,8 +238,10 @@ impl Sharing {
             max_rank: self.cfg.tt_rank,
         };
         // On the device: only the [n, n] distances come to the host.
-        let distances = be.branch_distances(&tt, &grads);
+        let distances = be.branch_distances(&tt, grads);
         let distances_s = lap();
+        net.branches_mut().clear_capture(be);
+        let capture = capture + lap();
         crate::crash::point("sharing");
         let branch_loss = merge::branch_loss(task_loss, &net.branches().task_branch, n);
         let grouping = criteria::group(

@@ -248,13 +248,17 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Dataset) -> Result<Ru
 
         // Selective Sharing decides before evaluation, so the log and the
         // checkpoint describe the same (possibly merged) model.
-        // The sharing step reallocates branch buffers (a restarted capture, a prune,
-        // the capture dropped at the lock), which the recorded step points into;
-        // without it, or once locked, the step program stays valid.
-        let reallocates = sharing.as_ref().is_some_and(|s| !s.locked());
+        // The recorded step points into the branch buffers: a prune (fewer branches)
+        // reallocates them and the lock drops the capture. Otherwise — no grouping
+        // change; the capture restarts in place — the step program stays valid.
+        let layout = |net: &Net<B>, sharing: &Option<Sharing>| {
+            let locked = sharing.as_ref().is_some_and(|s| s.locked());
+            (net.branches.count(), locked)
+        };
+        let before = layout(&net, &sharing);
         let sharing_times = phase("sharing")
             .run(|| sharing_step(sharing.as_mut(), be, &mut net, (epoch, tally), &cfg.out))?;
-        if reallocates {
+        if layout(&net, &sharing) != before {
             program.forget();
         }
         let groups =
