@@ -70,9 +70,9 @@ fn capture_and_step_gradients<B: Backend>(
         let fc1 = net.params().into_iter().find(|p| p.name == FC1).unwrap();
         grads.push(be.download(&fc1.grad)[..fc1.len()].to_vec());
     }
-    let capture = net.branches.take_capture(be).expect("the capture is on");
+    let capture = net.branches.capture().expect("the capture is on");
     let len = grads[0].len();
-    (be.download(&capture)[..len].to_vec(), grads)
+    (be.download(capture)[..len].to_vec(), grads)
 }
 
 /// Σ_k g_k in step order, in f32 as the capture adds them.
@@ -129,7 +129,7 @@ fn evaluation_alone_never_touches_the_capture() {
     fc1.grad = Cpu.upload(&vec![1.0; fc1.len()]);
     let mut val = metrics::EvalSplit::new(&Cpu, &val, 10, 8);
     metrics::evaluate(&Cpu, &mut net, &mut act, &mut val, 8);
-    let capture = net.branches.take_capture(&Cpu).unwrap();
+    let capture = net.branches.capture().unwrap();
     assert!(
         capture.iter().all(|&v| v == 0.0),
         "evaluation touched the capture"

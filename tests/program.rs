@@ -95,8 +95,8 @@ fn run(sim: &Sim, step: OptimStep, replay: bool) -> Run {
     for (name, b) in net.buffers() {
         tensors.push((name.to_string(), sim.download(b)));
     }
-    let capture = net.branches.take_capture(sim).expect("the capture is on");
-    tensors.push(("capture".into(), sim.download(&capture)));
+    let capture = net.branches.capture().expect("the capture is on");
+    tensors.push(("capture".into(), sim.download(capture)));
     let steps = net.step_state(sim).steps(sim);
     tensors.push(("step counter".into(), vec![steps as f32]));
     Run {

@@ -546,10 +546,7 @@ fn the_lock_comes_after_patience_epochs_without_a_change_counted_from_share_star
     }
     assert_eq!(s.sharing.lock_epoch, Some(4));
     // Locked: nothing is captured any more and no decision runs.
-    assert!(
-        s.net.branches.take_capture(&Cpu).is_none(),
-        "still capturing"
-    );
+    assert!(s.net.branches.capture().is_none(), "still capturing");
     assert!(s.epoch(5).is_none() && s.epoch(6).is_none());
     assert_eq!(s.sharing.decisions.len(), 3);
     assert_eq!(s.net.spec.branches, 10);
@@ -609,10 +606,7 @@ fn when_every_task_shares_its_branch_the_grouping_locks_at_once() {
     assert_eq!(s.net.branches.branch_origin, vec![kept]);
     assert_eq!(s.net.param_count(), params_with(1));
     assert_eq!(d.params_after, params_with(1));
-    assert!(
-        s.net.branches.take_capture(&Cpu).is_none(),
-        "still capturing"
-    );
+    assert!(s.net.branches.capture().is_none(), "still capturing");
     assert!(s.epoch(2).is_none());
 }
 

@@ -69,7 +69,8 @@ impl<B: Backend> Branches<B> {
         self.capture = None;
     }
 
-    /// The capture so far (checkpoints), `fc1.w.len()` values at the front.
+    /// The capture so far (the sharing step, checkpoints), `fc1.w.len()` values at
+    /// the front.
     pub fn capture(&self) -> Option<&B::Buf> {
         self.capture.as_ref()
     }
@@ -95,14 +96,6 @@ impl<B: Backend> Branches<B> {
         if let Some(capture) = &mut self.capture {
             be.write(capture, &vec![0.0; len]);
         }
-    }
-
-    /// The captured gradients `[branches, hidden1, input]`, on the device (the
-    /// sharing step factorises them there); the capture restarts from zero.
-    pub fn take_capture(&mut self, be: &B) -> Option<B::Buf> {
-        let taken = self.capture.take()?;
-        self.start_capture(be);
-        Some(taken)
     }
 
     /// Merges branches: keeps the branches `keep` (strictly increasing old indices)
