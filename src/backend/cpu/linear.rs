@@ -71,11 +71,11 @@ impl<T: Real> LinearOps for CpuOf<T> {
         if n * fout == 0 {
             return;
         }
-        let x_t = transposed(&x[..s.x_len()], n, fin); // [x_branches, in, N]
         if one_input(s) {
-            forward_stacked(s, &x_t, w, b, y);
+            forward_stacked(s, x, w, b, y);
             return;
         }
+        let x_t = transposed(&x[..s.x_len()], n, fin); // [x_branches, in, N]
         y[..s.y_len()]
             .par_chunks_mut(n * fout)
             .enumerate()
@@ -198,11 +198,11 @@ fn one_input(s: &LinearShape) -> bool {
 
 /// The forward of [`one_input`] layers: `t[o·out + j, n] = b[o, j] + Σ_i w[o, j, i]·x[n, i]`
 /// (the per-branch GEMM's `Cᵀ = w·xᵀ`, bias first as there), then each branch's
-/// block of t transposed into y. x_t: the input transposed, `[in, N]`.
-fn forward_stacked<T: Real>(s: &LinearShape, x_t: &[T], w: &[T], b: &[T], y: &mut [T]) {
+/// block of t transposed into y. Only the input read is transposed (`[in, N]`).
+fn forward_stacked<T: Real>(s: &LinearShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     let (n, fin, fout) = (s.batch, s.in_features, s.out_features);
     let rows = s.branches * fout;
-    let x_t = &x_t[s.x_of[0] * fin * n..][..fin * n];
+    let x_t = transposed(&x[s.x_of[0] * n * fin..][..n * fin], n, fin);
     let mut t = vec![T::ZERO; rows * n];
     for (row, &b_r) in t.chunks_mut(n).zip(&b[..rows]) {
         row.fill(b_r);
@@ -211,7 +211,7 @@ fn forward_stacked<T: Real>(s: &LinearShape, x_t: &[T], w: &[T], b: &[T], y: &mu
     gemm(
         T::ONE,
         w_all,
-        Mat::row_major(x_t, fin, n),
+        Mat::row_major(&x_t, fin, n),
         T::ONE,
         &mut t,
         n,
