@@ -1132,8 +1132,9 @@ pub fn tt_svd_grads(g: &mut ChaCha8Rng, b: usize, out: usize, inp: usize) -> Vec
 /// device's distances exactly symmetric with a zero diagonal. B = 1, 2 and ≥ 10;
 /// odd and prime sizes (13 = 1·13: a mode of size 1); rank-1 branches; wide and tall
 /// unfoldings (the Gram matrix on either side); a Gram matrix of 60 × 60, too large
-/// for shared memory ([225, 100]: step 2 is 60 × 100); and MNIST's 10 × [100, 640] at
-/// R = 4 (about 1.5 s on the simulator).
+/// for shared memory ([225, 100]: step 2 is 60 × 100); one of 68 × 68, whose 2346
+/// entries take the kernel two passes over C ([289, 100]); and MNIST's 10 × [100, 640]
+/// at R = 4 (its step 1: 55 entries, each summed in 4 parts).
 pub fn tt_svd_reconstructions_and_distances<B: Backend>(dev: &B) {
     let d = Both::new(dev);
     for (i, &(branches, out, inp, max_rank)) in [
@@ -1142,6 +1143,7 @@ pub fn tt_svd_reconstructions_and_distances<B: Backend>(dev: &B) {
         (11, 15, 35, 4),
         (10, 20, 48, 5),
         (3, 225, 100, 4),
+        (2, 289, 100, 4),
         (10, 100, 640, 4),
     ]
     .iter()

@@ -9,9 +9,10 @@ use crate::backend::{TtSvd, TtSvdOps};
 /// m·m/2 updates, m = min(rows, cols) ≤ 40 for MNIST at R = 4.
 const STEP_BLOCK: u32 = 256;
 /// Dynamic shared memory a `ttsvd_step` block may have without opting in: 48 KB on
-/// every CUDA device, less the kernel's static 16 bytes. A step's Gram matrix and
-/// eigenvectors go there when they fit (m ≤ 55 at R = 4).
-const SHARED_LIMIT: usize = 48 * 1024 - 16;
+/// every CUDA device, less the kernel's static bytes (a flag per Jacobi sweep, 65
+/// ints; 512 reserved). A step's Gram matrix, its rotated copy and the eigenvectors go
+/// there when they fit (m ≤ 44 at R = 4).
+const SHARED_LIMIT: usize = 48 * 1024 - 512;
 /// Threads of a `ttsvd_inner` block: one per entry of the carried `[r, r]` matrix.
 const INNER_BLOCK: u32 = 64;
 
@@ -32,7 +33,8 @@ impl<D: KernelDevice> TtSvdOps for D {
         let cols: Vec<usize> = (0..3).map(|k| dims[k + 1..].iter().product()).collect();
         // The Gram matrix is taken on the unfolding's short side.
         let gram: Vec<usize> = (0..3).map(|k| rows[k].min(cols[k])).collect();
-        let work = gram.iter().map(|m| 2 * m * m).max().unwrap();
+        // A, its rotated copy and V, m² doubles each, where shared memory is too small.
+        let work = gram.iter().map(|m| 3 * m * m).max().unwrap();
         let mut plan = Plan::new();
         plan.scratch = [b * per, b * per, b * core_len, b * work, b * b]
             .iter()
@@ -54,17 +56,25 @@ impl<D: KernelDevice> TtSvdOps for D {
             } else {
                 (per, 0)
             };
-            let small = 16 * gram[k].div_ceil(2) + 16 * r;
-            let work_in_shared = small + 16 * gram[k] * gram[k] <= SHARED_LIMIT;
+            // Two rounds' rotations (cs, sn: doubles; partners: ints), the kept
+            // columns' norms (doubles) and order (ints); then A, A's copy and V when
+            // they fit, and the chunks of C the Gram matrix streams through (over A's
+            // copy and V): whatever of the 48 KB is left.
+            let m = gram[k];
+            let small = 8 * (4 * m + r) + 8 * (2 * m + r).div_ceil(2);
+            let work_in_shared = small + 24 * m * m <= SHARED_LIMIT;
+            let a_bytes = if work_in_shared { 8 * m * m } else { 0 };
+            let chunk = SHARED_LIMIT.saturating_sub(small + a_bytes) / 8;
+            assert!(
+                chunk >= (2 * m).max(256),
+                "tt_svd {s}: step {}'s Gram matrix ({m} × {m}) leaves too little shared memory",
+                k + 1
+            );
             plan.push(Launch {
                 kernel: "ttsvd_step",
                 grid: [dim(b), 1, 1],
                 block: [STEP_BLOCK, 1, 1],
-                shared_bytes: if work_in_shared {
-                    small + 16 * gram[k] * gram[k]
-                } else {
-                    small
-                } as u32,
+                shared_bytes: (small + a_bytes + 8 * chunk) as u32,
                 args: vec![
                     Arg::Scratch(c),
                     Arg::Scratch(WORK),
@@ -80,6 +90,7 @@ impl<D: KernelDevice> TtSvdOps for D {
                     int(next_stride, "next"),
                     int(next_off, "next offset"),
                     int(work_in_shared.into(), "work in shared"),
+                    int(chunk, "chunk"),
                 ],
             });
             core_off += rows[k] * r;
