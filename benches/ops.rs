@@ -3,7 +3,11 @@
 //! which records every op call under its name and shape (conv1 and conv2 are
 //! separate rows; on sim and cuda an op is its plan's kernels, synchronised before
 //! and after). The median over the timed steps is printed per op, with its share
-//! of the step.
+//! of the step (cuda: each launch's time on the device, by CUDA events).
+//!
+//! With the MTL net it then times the sharing step's TT-SVD (`branch_distances`: the
+//! ten branches' first-layer gradients, 10 × [100, 640] at R = 4, after a few steps
+//! of capture, as Selective Sharing runs it at an epoch's end), per launch likewise.
 //!
 //! `cargo bench --bench ops -- [--device cpu|sim|cuda] [--mode mtl|stl] [--threads N] [--steps N]`
 
@@ -15,14 +19,19 @@ use rand_chacha::ChaCha8Rng;
 use sskernel::backend::cpu::Cpu;
 use sskernel::backend::cuda::Cuda;
 use sskernel::backend::sim::Sim;
-use sskernel::backend::{profile, Backend, OptimStep};
+use sskernel::backend::{profile, Backend, OptimStep, TtSvd};
 use sskernel::data::{self, DatasetName};
-use sskernel::model::{Activations, Mode, Net, NetSpec};
+use sskernel::model::{Activations, Branched, Mode, Net, NetSpec};
 use sskernel::train::Inputs;
 use std::time::Instant;
 
 const BATCH: usize = 64;
 const WARMUP_STEPS: usize = 3;
+/// Training steps whose gradients the timed TT-SVD factorises (trained ones: random
+/// gradients would not show the Jacobi's sweep counts of a run).
+const CAPTURE_STEPS: usize = 20;
+/// The TT rank Selective Sharing uses by default (`SelectiveConfig::tt_rank`).
+const TT_RANK: usize = 4;
 
 fn main() {
     let args = Args::parse();
@@ -60,13 +69,16 @@ fn run<B: Backend>(be: &B, mode: Mode, inputs: &Inputs, steps: usize) {
         momentum: 0.5,
     };
     let (mut images, mut targets) = (Vec::new(), Vec::new());
-    let (mut step_ms, mut profiled) = (Vec::new(), Vec::new());
-    for k in 0..WARMUP_STEPS + steps {
+    let mut load_batch = |k: usize, act: &mut Activations<B>| {
         let idx: Vec<usize> = (k * BATCH..(k + 1) * BATCH).collect();
         inputs.gather(&idx, 10, &mut images, &mut targets);
         be.write(&mut act.x, &images);
         be.write(&mut act.targets, &targets);
         be.synchronize();
+    };
+    let (mut step_ms, mut profiled) = (Vec::new(), Vec::new());
+    for k in 0..WARMUP_STEPS + steps {
+        load_batch(k, &mut act);
         profile::start();
         let started = Instant::now();
         net.train_step(be, &mut act, BATCH, &step);
@@ -89,5 +101,48 @@ fn run<B: Backend>(be: &B, mode: Mode, inputs: &Inputs, steps: usize) {
     print!(
         "{}",
         profile::markdown(&profile::per_op(&profiled), step_median)
+    );
+    if mode != Mode::Mtl {
+        return;
+    }
+
+    net.branches_mut().start_capture(be);
+    for k in 0..CAPTURE_STEPS {
+        load_batch(WARMUP_STEPS + steps + k, &mut act);
+        net.train_step(be, &mut act, BATCH, &step);
+    }
+    let (out, inp) = net.branches().capture_shape();
+    let tt = TtSvd {
+        branches: net.branches().count(),
+        out,
+        inp,
+        max_rank: TT_RANK,
+    };
+    let grads = net
+        .branches()
+        .capture()
+        .expect("capturing since start_capture");
+    let (mut tt_ms, mut profiled) = (Vec::new(), Vec::new());
+    for k in 0..1 + steps {
+        be.synchronize();
+        profile::start();
+        let started = Instant::now();
+        let distances = be.branch_distances(&tt, grads);
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let records = profile::stop();
+        assert!(distances.iter().all(|d| d.is_finite()));
+        if k > 0 {
+            tt_ms.push(ms);
+            profiled.push(records);
+        }
+    }
+    let tt_median = profile::median(&mut tt_ms);
+    println!(
+        "# the sharing step's TT-SVD, {tt}: {tt_median:.3} ms (median of {steps}, wall, \
+         the [B, B] distances on the host)"
+    );
+    print!(
+        "{}",
+        profile::markdown(&profile::per_op(&profiled), tt_median)
     );
 }

@@ -1,10 +1,11 @@
 //! Where a step's time goes, op by op, on any device: off by default (an op then
 //! pays one relaxed atomic load); between [`start`] and [`stop`] every op call is
 //! recorded with its wall time. The CPU ops record themselves ([`span`], one line
-//! at the top of each); the kernel devices record each executed plan, synchronised
-//! before and after, under its kernels' names (`launch::KernelDevice::execute`), so
-//! a new op is profiled without being listed anywhere else. `benches/ops.rs` prints
-//! the table.
+//! at the top of each); the kernel devices record each executed plan
+//! (`launch::KernelDevice::execute`), so a new op is profiled without being listed
+//! anywhere else: `cuda` each launch under its kernel's name with its time on the
+//! device (CUDA events around it), `sim` each plan, synchronised before and after,
+//! under its kernels' names. `benches/ops.rs` prints the table.
 //!
 //! A whole run (`sskernel train --profile`) records [`totals`] instead, per op and
 //! per training [`phase`], which also marks its phases as NVTX ranges for nsys.
@@ -21,8 +22,8 @@ static RECORDS: Mutex<Vec<Record>> = Mutex::new(Vec::new());
 static TOTALS_ON: AtomicBool = AtomicBool::new(false);
 static TOTALS: Mutex<BTreeMap<(String, String), (usize, f64)>> = Mutex::new(BTreeMap::new());
 
-/// One op call: its name (a kernel device: the plan's kernels, `+`-joined), a
-/// short description of its shape, and its wall time.
+/// One op call: its name (cuda: the kernel; sim: the plan's kernels, `+`-joined), a
+/// short description of its shape, and its time (cuda: on the device; else wall).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     pub op: String,

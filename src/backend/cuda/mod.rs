@@ -312,6 +312,15 @@ impl Cuda {
 
     /// Runs every launch of a plan in order on the stream.
     pub fn launch_plan(&self, plan: &Plan<'_, CudaBuf>) {
+        let scratch = self.scratch_for(plan);
+        for l in &plan.launches {
+            self.launch(l, &scratch);
+        }
+    }
+
+    /// The scratch pool, grown to hold `plan`'s buffers (the context bound to this
+    /// thread).
+    fn scratch_for(&self, plan: &Plan<'_, CudaBuf>) -> std::sync::MutexGuard<'_, Vec<CudaBuf>> {
         self.ctx
             .bind_to_thread()
             .unwrap_or_else(|e| panic!("cuda: binding the context: {e}"));
@@ -323,9 +332,7 @@ impl Cuda {
                 pool[i] = self.alloc(len);
             }
         }
-        for l in &plan.launches {
-            self.launch(l, &pool);
-        }
+        pool
     }
 
     fn launch(&self, l: &Launch<'_, CudaBuf>, scratch: &[CudaBuf]) {
@@ -439,6 +446,30 @@ impl Memory for Cuda {
 impl KernelDevice for Cuda {
     fn launch_plan(&self, plan: &Plan<'_, CudaBuf>) {
         Cuda::launch_plan(self, plan)
+    }
+    /// CUDA events between the launches: each launch's time on the device, without
+    /// the host's launch and synchronisation overheads (one wait at the end).
+    fn launch_plan_timed(&self, plan: &Plan<'_, CudaBuf>) -> Option<Vec<f64>> {
+        let scratch = self.scratch_for(plan);
+        let event = || {
+            let e = self
+                .ctx
+                .new_event(Some(dsys::CUevent_flags::CU_EVENT_DEFAULT))
+                .unwrap_or_else(|e| panic!("cuda: creating a timing event: {e}"));
+            e.record(&self.stream)
+                .unwrap_or_else(|e| panic!("cuda: recording a timing event: {e}"));
+            e
+        };
+        let mut events = vec![event()];
+        for l in &plan.launches {
+            self.launch(l, &scratch);
+            events.push(event());
+        }
+        let ms = events.windows(2).map(|w| {
+            w[0].elapsed_ms(&w[1])
+                .unwrap_or_else(|e| panic!("cuda: reading a timing event: {e}")) as f64
+        });
+        Some(ms.collect())
     }
     fn address(&self, buf: &CudaBuf) -> u64 {
         self.ptr(buf)

@@ -334,15 +334,29 @@ pub trait KernelDevice: Memory {
         self.launch_plan(&program.plan);
     }
 
-    /// What the op families call: [`Self::launch_plan`], timed and recorded under
-    /// the plan's kernels and grids while [`profile`] is on; appended to the
-    /// program being recorded, if any.
+    /// [`Self::launch_plan`], returning each launch's time in ms as the device
+    /// measures it, where it has a clock of its own (cuda: events); `None` (the
+    /// default, sim) runs nothing.
+    fn launch_plan_timed(&self, _plan: &Plan<'_, Self::Buf>) -> Option<Vec<f64>> {
+        None
+    }
+
+    /// What the op families call: [`Self::launch_plan`], appended to the program
+    /// being recorded, if any. While [`profile`] is on, timed and recorded: per
+    /// launch under its kernel and grid where the device times launches itself,
+    /// else as a whole (synchronised before and after) under the plan's kernels.
     fn execute(&self, plan: &Plan<'_, Self::Buf>) {
         self.recorder().append(self, plan);
         if !profile::is_on() {
             return self.launch_plan(plan);
         }
         self.synchronize();
+        if let Some(times) = self.launch_plan_timed(plan) {
+            for ((kernel, shape), ms) in launch_rows(&plan.launches).into_iter().zip(times) {
+                profile::record(kernel.to_string(), shape, ms);
+            }
+            return;
+        }
         let started = Instant::now();
         self.launch_plan(plan);
         self.synchronize();
@@ -373,6 +387,25 @@ impl<D: KernelDevice> ProgramOps for D {
 }
 
 /// A grid as `x×y×z` blocks, trailing 1s left out.
+/// The profile's row of each launch timed on its own: its kernel and grid, and for
+/// a kernel the plan launches more than once (the TT-SVD's steps) which of them.
+fn launch_rows<B>(launches: &[Launch<'_, B>]) -> Vec<(&'static str, String)> {
+    launches
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let same = |k: &Launch<'_, B>| k.kernel == l.kernel;
+            let of = launches.iter().filter(|k| same(k)).count();
+            let nth = launches[..i].iter().filter(|k| same(k)).count() + 1;
+            let mut shape = grid_text(l.grid);
+            if of > 1 {
+                shape += &format!(" ({nth} of {of})");
+            }
+            (l.kernel, shape)
+        })
+        .collect()
+}
+
 fn grid_text(grid: [u32; 3]) -> String {
     let last = grid.iter().rposition(|&g| g != 1).unwrap_or(0);
     let dims: Vec<String> = grid[..=last].iter().map(u32::to_string).collect();
@@ -390,3 +423,34 @@ mod optim;
 mod pool;
 mod program;
 mod ttsvd;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_launched_twice_gets_a_row_per_launch() {
+        let launch = |kernel, grid| Launch::<'_, ()> {
+            kernel,
+            grid,
+            block: [256, 1, 1],
+            shared_bytes: 0,
+            args: vec![],
+        };
+        let plan = [
+            launch("widen", [1024, 1, 1]),
+            launch("step", [10, 1, 1]),
+            launch("step", [10, 1, 1]),
+            launch("inner", [10, 10, 1]),
+        ];
+        assert_eq!(
+            launch_rows(&plan),
+            vec![
+                ("widen", "1024 blocks".to_string()),
+                ("step", "10 blocks (1 of 2)".to_string()),
+                ("step", "10 blocks (2 of 2)".to_string()),
+                ("inner", "10×10 blocks".to_string()),
+            ]
+        );
+    }
+}
