@@ -2,6 +2,12 @@
 """Summarise an Nsight Compute CSV (`ncu --csv --section SpeedOfLight …`) per kernel.
 
     python3 scripts/ncu_summary.py ncu.csv > summary.md
+    python3 scripts/ncu_summary.py --all ncu.csv > detail.md
+
+--all: every numeric metric the CSV holds (whatever sections ncu collected:
+occupancy, launch statistics, warp states…), its mean over the launches of each
+kernel and grid (conv1's and conv2's launches of a kernel apart), a table each; no
+metric names assumed.
 
 Prints one line (kernels, launches, total time, the top five by time), then a markdown
 table sorted by total time: launches, total and mean duration, and the SpeedOfLight
@@ -35,7 +41,32 @@ def rows(path):
     return list(csv.DictReader(body))
 
 
+def all_metrics(path):
+    """--all: per kernel and grid, each numeric metric's mean over its launches, in CSV order."""
+    values = defaultdict(lambda: defaultdict(list))  # kernel, grid -> (section, metric, unit) -> values
+    for r in rows(path):
+        try:
+            value = number(r.get("Metric Value", ""))
+        except ValueError:
+            continue
+        key = (r.get("Section Name", ""), r.get("Metric Name"), r.get("Metric Unit", ""))
+        values[f'{r.get("Kernel Name")}, grid {r.get("Grid Size", "?")}'][key].append(value)
+    if not values:
+        sys.exit("ncu_summary: no metrics in " + path)
+    for name, metrics in values.items():
+        launches = max(len(v) for v in metrics.values())
+        print(f"### {name} ({launches} launches)")
+        print()
+        print("| section | metric | mean | unit |")
+        print("|---|---|---:|---|")
+        for (section, metric, unit), v in metrics.items():
+            print(f"| {section} | {metric} | {sum(v) / len(v):.4g} | {unit} |")
+        print()
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--all":
+        return all_metrics(sys.argv[2])
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     launches = defaultdict(dict)  # (kernel, launch id) -> metric -> value
