@@ -214,9 +214,13 @@ extern "C" __global__ void batchnorm2d_backward(const float* __restrict__ x, con
 
 // The conv block's backward in one launch: relu_maxpool2x2_backward (from the
 // pooled gradient dpooled and the forward's BN output y), then batchnorm2d_backward,
-// bit for bit those two kernels. Each element's gradient at y is computed by the
-// pool's rule wherever it is needed (the sums, the share's dx) and written to dy
-// (the pool backward's output) by the block whose share it is. x, y, dy, dx:
+// window by window. The pool passes a window's gradient to its first maximum of
+// relu(y) only (if that y > 0), so the gradient sums Σ dy, Σ dy·x̂ run over the
+// windows (one argmax, dpooled and x at the argmax each: 6 loads where the elements
+// took 24 and four divisions), and the block's share writes dy (the pool backward's
+// output) and dx for the four elements of each of its windows, then for the elements
+// of a dropped odd row or column (dy = 0). The same values as those two kernels,
+// the sums in another order (f32: within rounding of them). x, y, dy, dx:
 // [N, C, H, W]; dpooled: [N, C, H/2, W/2]. grid (C, S), block (T).
 extern "C" __global__ void relu_maxpool_batchnorm2d_backward(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
@@ -224,12 +228,59 @@ extern "C" __global__ void relu_maxpool_batchnorm2d_backward(
     float* __restrict__ dy, float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta, int N,
     int C, int H, int W) {
     __shared__ float scratch[32];
-    const int c = blockIdx.x, HW = H * W, PW = (H / 2) * (W / 2);
-    const auto grad = [=](int, int n, int hw) {
-        const int plane = n * C + c;
-        return maxpool2x2_grad_at(y + (size_t)plane * HW, dpooled + (size_t)plane * PW, H, W, hw / W, hw % W, 1);
+    const int c = blockIdx.x, HW = H * W, OW = W / 2, PW = (H / 2) * OW, M = N * HW;
+    const float mu = mean[c], is = inv_std[c];
+    // Window o of image n: its gradient (at its first maximum, `at`: 0..3 row-major)
+    // and the offset of its top-left element in the channel's plane.
+    struct Window {
+        float g;
+        int at, corner;
     };
-    bn_backward_channel(
-        x, gamma, mean, inv_std, grad, [=](int at, float g) { dy[at] = g; }, dx, dgamma, dbeta, N, C, HW,
-        scratch);
+    const auto window = [=](int pooled_at, int n, int o) {
+        const int plane = (n * C + c) * HW, corner = 2 * (o / OW) * W + 2 * (o % OW);
+        float best;  // relu of the maximum: > 0 exactly when the ReLU passes its gradient
+        const int at = window_argmax(y + plane, W, o / OW, o % OW, 1, &best);
+        return Window{best > 0.0f ? dpooled[pooled_at] : 0.0f, at, plane + corner};
+    };
+    // For the sums: the window's gradient and x at its maximum.
+    const auto window_gx = [=](int pooled_at, int n, int o) {
+        const Window v = window(pooled_at, n, o);
+        return BnGradX{v.g, x[v.corner + (v.at >> 1) * W + (v.at & 1)]};
+    };
+    float sdy = 0.0f, sdyxh = 0.0f;
+    if (PW > 0)
+        bn_walk(0, N * PW, C, c, PW, window_gx, [&](int, BnGradX v) {
+            sdy += v.g;
+            sdyxh += v.g * (v.x - mu) * is;
+        });
+    sdy = ssk_block_sum(sdy, scratch);
+    sdyxh = ssk_block_sum(sdyxh, scratch);
+    if (blockIdx.y == 0 && threadIdx.x == 0) {
+        dbeta[c] = sdy;
+        dgamma[c] = sdyxh;
+    }
+    const float k = gamma[c] * is, inv_m = 1.0f / (float)M;
+    // dx of an element of gradient g (the unfused kernel's expression).
+    const auto grad_x = [=](int at, float g) {
+        const float xhat = (x[at] - mu) * is;
+        dy[at] = g;
+        dx[at] = k * (g - sdy * inv_m - xhat * sdyxh * inv_m);
+    };
+    int begin, end;
+    if (PW > 0) {
+        bn_share(N, PW, begin, end);
+        bn_walk(begin, end, C, c, PW, window, [=](int, Window v) {
+#pragma unroll
+            for (int q = 0; q < 4; q++) grad_x(v.corner + (q >> 1) * W + (q & 1), q == v.at ? v.g : 0.0f);
+        });
+    }
+    // The dropped last row (odd H) and last column (odd W) of the share's images.
+    const int row = H % 2 ? W : 0, edge = row + (W % 2 ? H - H % 2 : 0);
+    if (edge == 0) return;
+    bn_share(N, 1, begin, end);
+    for (int i = threadIdx.x; i < (end - begin) * edge; i += blockDim.x) {
+        const int n = begin + i / edge, e = i % edge;
+        const int h = e < row ? H - 1 : e - row, w = e < row ? e : W - 1;
+        grad_x((n * C + c) * HW + h * W + w, 0.0f);
+    }
 }

@@ -513,8 +513,9 @@ pub trait NormOps: Memory {
     );
     /// Its backward, fused: `relu_maxpool2x2_backward(n, io.dy)` into `dn` (the
     /// gradient at the normalised n; `io.dy` is the pooled gradient), then
-    /// `batchnorm2d_backward` from dn, bit for bit those two ops (a kernel device: one
-    /// launch). `io.x` is the batchnorm's input, `io.w` γ.
+    /// `batchnorm2d_backward` from dn: dn bit for bit, dx, dγ, dβ those two ops' up to
+    /// the order of the f32 sums (a kernel device: one launch, summing window by
+    /// window; the CPU: the two ops). `io.x` is the batchnorm's input, `io.w` γ.
     fn relu_maxpool_batchnorm2d_backward(
         &self,
         s: &Nchw,

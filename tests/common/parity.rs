@@ -422,9 +422,11 @@ pub fn batchnorm_train_eval_backward<B: Backend>(dev: &B) {
 }
 
 /// The conv block's fused ops (`batchnorm2d_relu_maxpool_train`,
-/// `relu_maxpool_batchnorm2d_backward`; kernels/batchnorm.cu): on the device bit
-/// for bit the unfused ops they replace (batchnorm then ReLU + pool; the pool's and
-/// ReLU's backward then batchnorm's), and against the CPU within `REDUCTION`
+/// `relu_maxpool_batchnorm2d_backward`; kernels/batchnorm.cu): on the device the
+/// unfused ops they replace (batchnorm then ReLU + pool; the pool's and ReLU's
+/// backward then batchnorm's) — the forward and dn bit for bit, dx, dγ and dβ within
+/// `REDUCTION` (the fused backward sums window by window; measured ≤ 2.1e-7 on
+/// sim) — and against the CPU within `REDUCTION`
 /// (`ELEMENTWISE` would not hold: the statistics are f32 tree sums on the device,
 /// f64 on the CPU). On the CPU the fused ops are the unfused ones in turn, checked
 /// bit for bit too. Odd H and W (a dropped row and column), ties planted in x
@@ -575,7 +577,22 @@ pub fn conv_block_batchnorm_relu_maxpool_fused<B: Backend>(dev: &B) {
         };
         let (dev_f, dev_u) = (backward(true, true), backward(true, false));
         let (cpu_f, cpu_u) = (backward(false, true), backward(false, false));
-        assert_bitwise_equal(&what("backward vs unfused (device)"), &dev_f, &dev_u);
+        // The device's fused kernel sums the gradient window by window, the unfused
+        // one element by element: dn the same bits, the rest within f32 rounding.
+        assert_bitwise_equal(
+            &what("backward dn vs unfused (device)"),
+            &dev_f[..1],
+            &dev_u[..1],
+        );
+        let mut worst = 0.0f64;
+        for (name, (a, b)) in ["dx", "dgamma", "dbeta"]
+            .iter()
+            .zip(dev_f[1..].iter().zip(&dev_u[1..]))
+        {
+            assert_close(&what(&format!("{name} vs unfused")), a, b, REDUCTION);
+            worst = worst.max(rel_err(a, b));
+        }
+        eprintln!("{}: ≤ {worst:.1e}", what("dx, dγ, dβ vs unfused (device)"));
         assert_bitwise_equal(&what("backward vs unfused (cpu)"), &cpu_f, &cpu_u);
         assert_eq!(
             dev_f[0],
