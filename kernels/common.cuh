@@ -347,3 +347,46 @@ __device__ __forceinline__ void ssk_gemm_store(int M, int N, int m0, int n0, con
     SSK_GEMM_VARIANT(SSK_CALL_STORE);
 #undef SSK_CALL_STORE
 }
+
+// ---- split-K hand-over -------------------------------------------------------------
+// A GEMM whose K is cut into `slices` slices, a block each (linear.cu, conv.cu): each
+// block writes its partial tile to the workspace `ws` and counts itself in
+// counters[tile]; the last block of a tile to arrive adds the partials in slice order
+// 0, 1, …, slices − 1 (the same bits whichever block is last) and sets the counter
+// back to 0 (`counters` is zero between launches: KernelDevice::counters). Returns
+// true in the block that finishes the tile, with acc = the sum of every slice's
+// partial; false in the others (which have nothing left to do). The workspace holds,
+// per tile and slice, each accumulator register of every thread:
+// ws[((tile·slices + slice)·16 + r)·T + t] (T threads; a warp's store is contiguous).
+// Uniform across the block.
+__device__ __forceinline__ bool ssk_split_k_last(SskGemmAcc& acc, float* ws, unsigned* counters, int tile, int slice,
+                                             int slices) {
+    if (slices == 1) return true;
+    constexpr int R = SSK_MICRO * SSK_MICRO;
+    const int threads = blockDim.x * blockDim.y, t = threadIdx.y * blockDim.x + threadIdx.x;
+    float* part = ws + (size_t)tile * slices * R * threads + t;
+#pragma unroll
+    for (int r = 0; r < R; r++) part[((size_t)slice * R + r) * threads] = acc.c[r / SSK_MICRO][r % SSK_MICRO];
+    __threadfence();  // the partial is visible before the count that publishes it
+    __syncthreads();
+    __shared__ unsigned arrived;
+    if (t == 0) arrived = atomicAdd(&counters[tile], 1u);
+    __syncthreads();
+    if (arrived != (unsigned)(slices - 1)) return false;
+    __threadfence();  // the other slices' partials, published by their counts
+    const volatile float* parts = part;  // written by other blocks in this launch: not through L1
+    // Slices outside, registers inside (unrolled: acc stays in registers), each sum
+    // in slice order.
+    float sum[R];
+    for (int s = 0; s < slices; s++) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float v = s == slice ? acc.c[r / SSK_MICRO][r % SSK_MICRO] : parts[((size_t)s * R + r) * threads];
+            sum[r] = s == 0 ? v : sum[r] + v;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) acc.c[r / SSK_MICRO][r % SSK_MICRO] = sum[r];
+    if (t == 0) counters[tile] = 0;
+    return true;
+}

@@ -53,21 +53,28 @@ __device__ __forceinline__ float conv_tap(const float* __restrict__ x, const Con
     return (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) ? x[((n * g.C + c) * g.H + iy) * g.W + ix] : 0.0f;
 }
 
-// Forward. GEMM M = K (out channels), N = N·P (image pixels), K = CRR.
-// grid (ceil(N·P / SSK_TILE), ceil(K / SSK_TILE)), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
+// Forward. GEMM M = K (out channels), N = N·P (image pixels), K = CRR, split-K when
+// the output tiles are few (MNIST's conv2 at batch 64: 64 tiles of K = 500, 2 slices;
+// common.cuh `ssk_split_k_last`, the bias added by the tile's last block): block z is
+// K slice z, [z·slice_k, min((z + 1)·slice_k, CRR)); `ws` (a tile's partials per
+// slice) and `counters` are used only when slices > 1.
+// grid (ceil(N·P / SSK_TILE), ceil(K / SSK_TILE), slices), block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
 extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const float* __restrict__ w,
-                                          const float* __restrict__ b, float* __restrict__ y, int N,
-                                          int C, int H, int W, int K, int R, int pad, int S) {
+                                          const float* __restrict__ b, float* __restrict__ y, float* ws,
+                                          unsigned* counters, int N, int C, int H, int W, int K, int R, int pad,
+                                          int S, int slices, int slice_k) {
     const ConvShape g = conv_shape(C, H, W, K, R, pad, S);
-    const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE;
+    const int m0 = blockIdx.y * SSK_TILE, n0 = blockIdx.x * SSK_TILE, slice = blockIdx.z;
+    const int k0 = slice * slice_k, kn = slices == 1 ? g.CRR : min(slice_k, g.CRR - k0);
     SskGemmAcc acc = {};
     ssk_gemm_tile<true, false>(
-        K, N * g.P, g.CRR, m0, n0, SskRows{w, g.CRR},
+        K, N * g.P, kn, m0, n0, SskRows{w + k0, g.CRR},
         [=](int crr, int col) {
             const int n = g.by_p.div(col);
-            return conv_tap(x, g, n, col - n * g.P, crr);
+            return conv_tap(x, g, n, col - n * g.P, k0 + crr);
         },
         acc);
+    if (!ssk_split_k_last(acc, ws, counters, blockIdx.y * gridDim.x + blockIdx.x, slice, slices)) return;
     ssk_gemm_store(K, N * g.P, m0, n0, acc, [=](int k, int col, float v) {
         const int n = g.by_p.div(col), p = col - n * g.P;
         y[(n * K + k) * g.P + p] = v + b[k];

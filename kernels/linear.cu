@@ -21,43 +21,8 @@
 // block writes its partial tile to the workspace `ws` and counts itself in
 // counters[tile]; the last block of a tile to arrive adds the partials in slice
 // order 0, 1, …, slices − 1 (the same bits whichever block is last), runs the
-// epilogue and sets the counter back to 0 (`counters` is zero between launches:
-// KernelDevice::counters).
+// epilogue and sets the counter back to 0 (common.cuh: `ssk_split_k_last`).
 #include "common.cuh"
-
-// Split-K's hand-over for slice `slice` of `tile` (see above): true in the block
-// that finishes the tile, with acc = the sum of every slice's partial; false in the
-// others (which have nothing left to do). The workspace holds, per tile and slice,
-// each accumulator register of every thread: ws[((tile·slices + slice)·16 + r)·T + t]
-// (T threads; a warp's store is contiguous). Uniform across the block.
-__device__ __forceinline__ bool split_k_last(SskGemmAcc& acc, float* ws, unsigned* counters, int tile, int slice,
-                                             int slices) {
-    if (slices == 1) return true;
-    constexpr int R = SSK_MICRO * SSK_MICRO;
-    const int threads = blockDim.x * blockDim.y, t = threadIdx.y * blockDim.x + threadIdx.x;
-    float* part = ws + (size_t)tile * slices * R * threads + t;
-#pragma unroll
-    for (int r = 0; r < R; r++) part[((size_t)slice * R + r) * threads] = acc.c[r / SSK_MICRO][r % SSK_MICRO];
-    __threadfence();  // the partial is visible before the count that publishes it
-    __syncthreads();
-    __shared__ unsigned arrived;
-    if (t == 0) arrived = atomicAdd(&counters[tile], 1u);
-    __syncthreads();
-    if (arrived != (unsigned)(slices - 1)) return false;
-    __threadfence();  // the other slices' partials, published by their counts
-    const volatile float* parts = part;  // written by other blocks in this launch: not through L1
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float sum = 0.0f;
-        for (int s = 0; s < slices; s++) {
-            const float v = s == slice ? acc.c[r / SSK_MICRO][r % SSK_MICRO] : parts[((size_t)s * R + r) * threads];
-            sum = s == 0 ? v : sum + v;
-        }
-        acc.c[r / SSK_MICRO][r % SSK_MICRO] = sum;
-    }
-    if (t == 0) counters[tile] = 0;
-    return true;
-}
 
 // grid (ceil(out / SSK_TILE), ceil(N / SSK_TILE), B·slices): block z = o·slices + s
 // is K slice s of branch o. GEMM M = N, N = out, K = in.
@@ -73,7 +38,7 @@ extern "C" __global__ void linear_forward(const float* __restrict__ x, const flo
     SskGemmAcc acc = {};
     ssk_gemm_tile<true, true>(batch, fout, kn, m0, n0, SskRows{xo, fin}, SskCols{wo, fin}, acc);
     const int tile = (o * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    if (!split_k_last(acc, ws, counters, tile, slice, slices)) return;
+    if (!ssk_split_k_last(acc, ws, counters, tile, slice, slices)) return;
     float* yo = y + (size_t)o * batch * fout;
     const float* bo = b + (size_t)o * fout;
     ssk_gemm_store(batch, fout, m0, n0, acc, [=](int n, int j, float v) {
@@ -144,7 +109,7 @@ extern "C" __global__ void linear_backward(const float* __restrict__ x, const fl
         const int hi = dx_slices == 1 ? branches * fout : lo + slice_k;
         SskGemmAcc acc = {};
         linear_dx_tile(w, dy, map, branches, batch, fin, fout, i, m0, n0, lo, hi, acc);
-        if (!split_k_last(acc, ws, counters, tile, slice, dx_slices)) return;
+        if (!ssk_split_k_last(acc, ws, counters, tile, slice, dx_slices)) return;
         float* dxi = dx + (size_t)i * batch * fin;
         const float* xi = x + (size_t)i * batch * fin;
         ssk_gemm_store(batch, fin, m0, n0, acc, [=](int n, int f, float v) {

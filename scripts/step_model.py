@@ -35,7 +35,7 @@ x=N*784
 # forward
 k('fwd','conv2d_forward conv1 (M20 N36864 K25)',2*20*N*576*25, mb(x+20*25+20+c1),True)
 k('fwd','batchnorm2d_relu_maxpool_train bn1+relu+pool1 (x read 3×, n written and read)',6*c1+4*p1+c1, mb(5*c1+p1))
-k('fwd','conv2d_forward conv2 (M40 N4096 K500)',2*40*N*64*500, mb(p1+40*500+40+c2),True)
+k('fwd','conv2d_forward conv2 (M40 N4096 K500, split-K 2)',2*40*N*64*500, mb(p1+40*500+40+c2)+ws(64,500),True)
 k('fwd','batchnorm2d_relu_maxpool_train bn2+relu+pool2',6*c2+4*p2+c2, mb(5*c2+p2))
 k('fwd','linear_forward fc 640→640 +relu (split-K 10)',2*N*640*640, mb(p2+640*640+640+N*640)+ws(10,640),True)
 k('fwd','linear_forward fc1 10×640→100 +relu (split-K 7)',2*10*N*640*100, mb(N*640+10*100*640+1000+10*N*100)+ws(20,640),True)

@@ -1,6 +1,9 @@
 //! Plans of the convolution ops (kernels/conv.cu).
 
-use super::{dim, gemm_grid, i32_of, Arg, KernelDevice, Launch, Plan, GEMM_BLOCK};
+use super::{
+    dim, gemm_grid, i32_of, split_k, split_k_workspace, Arg, KernelDevice, Launch, Plan,
+    GEMM_BLOCK, TILE,
+};
 use crate::backend::kernels::geometry::SSK_TILE_K;
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 
@@ -42,16 +45,38 @@ fn conv_dims<'a, B>(s: &Conv2dShape) -> Vec<Arg<'a, B>> {
 }
 
 impl<D: KernelDevice> ConvOps for D {
+    /// grid (pixel tiles, channel tiles, slices): split-K when the tiles are few.
     fn conv2d_forward(&self, s: &Conv2dShape, Forward { x, p, y }: Forward<D::Buf>) {
-        let mut args = vec![Arg::Buf(x), Arg::Buf(p.w), Arg::Buf(p.b), Arg::Buf(&*y)];
+        let cols = s.batch * s.out_height() * s.out_width();
+        let tiles = cols.div_ceil(TILE) * s.out_channels.div_ceil(TILE);
+        let (slices, slice_k) = split_k(tiles, s.in_channels * s.kernel * s.kernel);
+        let mut args = vec![
+            Arg::Buf(x),
+            Arg::Buf(p.w),
+            Arg::Buf(p.b),
+            Arg::Buf(&*y),
+            // Without a split the workspace is not touched: y stands in.
+            if slices > 1 {
+                Arg::Scratch(0)
+            } else {
+                Arg::Buf(&*y)
+            },
+            Arg::Buf(self.counters()),
+        ];
         args.extend(conv_dims(s));
-        self.execute(&Plan::one(Launch {
+        args.push(Arg::I32(i32_of(slices, "slices")));
+        args.push(Arg::I32(i32_of(slice_k, "slice_k")));
+        let mut plan = Plan::one(Launch {
             kernel: "conv2d_forward",
-            grid: gemm_grid(s.batch * s.out_height() * s.out_width(), s.out_channels, 1),
+            grid: gemm_grid(cols, s.out_channels, slices),
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
-        }));
+        });
+        if slices > 1 {
+            plan.scratch.push(split_k_workspace(tiles, slices));
+        }
+        self.execute(&plan);
     }
 
     /// dw and db by split-K partials of one GEMM (db: its column of ones; scratch 0)

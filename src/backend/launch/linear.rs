@@ -1,37 +1,10 @@
 //! Plans of the branch-batched linear ops (kernels/linear.cu).
 
 use super::{
-    branch_map, dim, gemm_grid, geometry, i32_of, Arg, KernelDevice, Launch, Plan, COUNTERS,
-    GEMM_BLOCK, TILE,
+    branch_map, dim, gemm_grid, i32_of, split_k, split_k_workspace, Arg, KernelDevice, Launch,
+    Plan, GEMM_BLOCK, TILE,
 };
 use crate::backend::{Backward, Forward, LinearOps, LinearShape};
-
-/// Split-K (linear.cu): a GEMM of fewer than `SPLIT_TARGET` output tiles cuts its K
-/// into slices of at least `SPLIT_MIN_K`, so that its grid nears `SPLIT_TARGET`
-/// blocks (a GPU's SM count, about) and no block runs a long serial K loop.
-/// MNIST at batch 64: fc1 (10 tiles, K 640) 10 slices; the branches' first layer
-/// (20 tiles, K 640) 7, its dx (10 tiles, K 10 branches · 100) 13; the small
-/// layers none.
-const SPLIT_TARGET: usize = 128;
-const SPLIT_MIN_K: usize = 64;
-
-/// (slices, slice_k) of a GEMM with `tiles` output tiles and reduction length `k`:
-/// slices of slice_k (a multiple of the core's K stage), the last one shorter;
-/// (1, k) without a split.
-fn split_k(tiles: usize, k: usize) -> (usize, usize) {
-    let want = SPLIT_TARGET.div_ceil(tiles.max(1)).min(k / SPLIT_MIN_K);
-    if want <= 1 || tiles > COUNTERS {
-        return (1, k);
-    }
-    let slice_k = k.div_ceil(want).next_multiple_of(geometry::SSK_TILE_K);
-    (k.div_ceil(slice_k), slice_k)
-}
-
-/// The split-K workspace: each tile's partial accumulators, a GEMM block's worth of
-/// registers per slice (linear.cu: `split_k_last`).
-fn workspace(tiles: usize, slices: usize) -> usize {
-    tiles * slices * TILE * TILE
-}
 
 /// The shape arguments every linear kernel takes: batch, in, out.
 fn linear_dims<'a, B>(s: &LinearShape) -> [Arg<'a, B>; 3] {
@@ -100,7 +73,8 @@ impl<D: KernelDevice> LinearOps for D {
             args,
         });
         if slices > 1 {
-            plan.scratch.push(workspace(forward_tiles(s), slices));
+            plan.scratch
+                .push(split_k_workspace(forward_tiles(s), slices));
         }
         self.execute(&plan);
     }
@@ -143,7 +117,7 @@ impl<D: KernelDevice> LinearOps for D {
             args,
         });
         if slices > 1 {
-            plan.scratch.push(workspace(dx_tiles(s), slices));
+            plan.scratch.push(split_k_workspace(dx_tiles(s), slices));
         }
         self.execute(&plan);
     }
@@ -169,14 +143,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_k_covers_k_in_whole_stages() {
-        // MNIST MTL at batch 64: fc1, the branches' first layer and its dx.
-        assert_eq!(split_k(10, 640), (10, 64));
-        assert_eq!(split_k(20, 640), (7, 96));
-        assert_eq!(split_k(10, 1000), (13, 80));
-        // Short K or many tiles: no split.
-        assert_eq!(split_k(10, 100), (1, 100));
-        assert_eq!(split_k(200, 4096), (1, 4096));
+    fn dx_splits_over_the_most_read_inputs_readers() {
         // dx's K is the most-read input's readers' (out each): the branches' first
         // layer reads one input 10 times; fc2's identity map once per input.
         let shape = |xb: usize, x_of: Vec<usize>, fout| LinearShape {
@@ -191,15 +158,5 @@ mod tests {
         };
         assert_eq!(dx_split(&shape(1, vec![0; 10], 100)), (13, 80));
         assert_eq!(dx_split(&shape(10, (0..10).collect(), 50)), (1, 50));
-        assert_eq!(split_k(1, 65), (1, 65));
-        for (tiles, k) in [(1, 130), (3, 300), (1, 4099), (7, 170)] {
-            let (slices, slice_k) = split_k(tiles, k);
-            assert!(slices > 1, "{tiles} {k}");
-            assert_eq!(slice_k % geometry::SSK_TILE_K, 0, "{tiles} {k}");
-            assert!(
-                (slices - 1) * slice_k < k && slices * slice_k >= k,
-                "{tiles} {k}"
-            );
-        }
     }
 }

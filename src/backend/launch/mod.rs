@@ -220,6 +220,34 @@ fn gemm_grid(cols: usize, rows: usize, z: usize) -> [u32; 3] {
     [dim(cols.div_ceil(TILE)), dim(rows.div_ceil(TILE)), dim(z)]
 }
 
+/// Split-K (common.cuh: `ssk_split_k_last`; the linear forward and dx, the conv
+/// forward): a GEMM of fewer than `SPLIT_TARGET` output tiles cuts its K into
+/// slices of at least `SPLIT_MIN_K`, so that its grid nears `SPLIT_TARGET` blocks (a
+/// GPU's SM count, about) and no block runs a long serial K loop. MNIST at batch 64:
+/// fc1 (10 tiles, K 640) 10 slices; the branches' first layer (20 tiles, K 640) 7,
+/// its dx (10 tiles, K 10 branches · 100) 13; conv2 (64 tiles, K 500) 2; the small
+/// layers and conv1 (576 tiles) none.
+const SPLIT_TARGET: usize = 128;
+const SPLIT_MIN_K: usize = 64;
+
+/// (slices, slice_k) of a GEMM with `tiles` output tiles and reduction length `k`:
+/// slices of slice_k (a multiple of the core's K stage), the last one shorter;
+/// (1, k) without a split.
+fn split_k(tiles: usize, k: usize) -> (usize, usize) {
+    let want = SPLIT_TARGET.div_ceil(tiles.max(1)).min(k / SPLIT_MIN_K);
+    if want <= 1 || tiles > COUNTERS {
+        return (1, k);
+    }
+    let slice_k = k.div_ceil(want).next_multiple_of(geometry::SSK_TILE_K);
+    (k.div_ceil(slice_k), slice_k)
+}
+
+/// The split-K workspace: each tile's partial accumulators, a GEMM block's worth of
+/// registers per slice.
+fn split_k_workspace(tiles: usize, slices: usize) -> usize {
+    tiles * slices * TILE * TILE
+}
+
 fn elementwise<'a, B>(kernel: &'static str, n: usize, args: Vec<Arg<'a, B>>) -> Plan<'a, B> {
     Plan::one(Launch {
         kernel,
@@ -427,6 +455,29 @@ mod ttsvd;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_k_covers_k_in_whole_stages() {
+        // MNIST MTL at batch 64: fc1, the branches' first layer and its dx, conv2.
+        assert_eq!(split_k(10, 640), (10, 64));
+        assert_eq!(split_k(20, 640), (7, 96));
+        assert_eq!(split_k(10, 1000), (13, 80));
+        assert_eq!(split_k(64, 500), (2, 256));
+        // Short K or many tiles: no split.
+        assert_eq!(split_k(10, 100), (1, 100));
+        assert_eq!(split_k(200, 4096), (1, 4096));
+        assert_eq!(split_k(576, 25), (1, 25));
+        assert_eq!(split_k(1, 65), (1, 65));
+        for (tiles, k) in [(1, 130), (3, 300), (1, 4099), (7, 170)] {
+            let (slices, slice_k) = split_k(tiles, k);
+            assert!(slices > 1, "{tiles} {k}");
+            assert_eq!(slice_k % geometry::SSK_TILE_K, 0, "{tiles} {k}");
+            assert!(
+                (slices - 1) * slice_k < k && slices * slice_k >= k,
+                "{tiles} {k}"
+            );
+        }
+    }
 
     #[test]
     fn a_kernel_launched_twice_gets_a_row_per_launch() {
