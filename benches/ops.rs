@@ -1,9 +1,9 @@
 //! Time per op of one training step of the paper's MNIST nets (batch 64, real
 //! embedded MNIST), on any device: the real `Net` runs with `backend::profile` on,
 //! which records every op call under its name and shape (conv1 and conv2 are
-//! separate rows; on sim and cuda an op is its plan's kernels, synchronised before
-//! and after). The median over the timed steps is printed per op, with its share
-//! of the step (cuda: each launch's time on the device, by CUDA events).
+//! separate rows; on sim an op is its plan's kernels, synchronised before and after;
+//! on cuda each kernel launch, timed on the device by CUDA events). The median over
+//! the timed steps is printed per op, with its share of the step.
 //!
 //! With the MTL net it then times the sharing step's TT-SVD (`branch_distances`: the
 //! ten branches' first-layer gradients, 10 × [100, 640] at R = 4, after a few steps

@@ -414,7 +414,6 @@ impl<D: KernelDevice> ProgramOps for D {
     }
 }
 
-/// A grid as `x×y×z` blocks, trailing 1s left out.
 /// The profile's row of each launch timed on its own: its kernel and grid, and for
 /// a kernel the plan launches more than once (the TT-SVD's steps) which of them.
 fn launch_rows<B>(launches: &[Launch<'_, B>]) -> Vec<(&'static str, String)> {
@@ -434,6 +433,7 @@ fn launch_rows<B>(launches: &[Launch<'_, B>]) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// A grid as `x×y×z` blocks, trailing 1s left out.
 fn grid_text(grid: [u32; 3]) -> String {
     let last = grid.iter().rposition(|&g| g != 1).unwrap_or(0);
     let dims: Vec<String> = grid[..=last].iter().map(u32::to_string).collect();
