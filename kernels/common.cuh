@@ -75,12 +75,15 @@ __device__ __forceinline__ float ssk_block_sum(float v, float* scratch) {
 }
 
 // ---- register-blocked SGEMM core --------------------------------------------------
-// One SSK_TILE×SSK_TILE (64×64) tile of C (rows m0.., cols n0..) of C = A·B with
-// A: M×K, B: K×N, read through the functors a(m, k) and b(k, n) (implicit im2col,
-// transposes and branch maps live in the functors). Block: 16×16 threads
-// (blockDim = (SSK_GEMM_THREADS, SSK_GEMM_THREADS)); thread (tx, ty) owns the 4×4
-// micro-tile of outputs (m0 + 4·ty + i, n0 + 4·tx + j) in registers, acc.c[i][j]
-// (added to, not overwritten: a caller may run several GEMMs into one accumulator).
+// One TM×TN tile of C (rows m0.., cols n0..) of C = A·B with A: M×K, B: K×N, read
+// through the functors a(m, k) and b(k, n) (implicit im2col, transposes and branch
+// maps live in the functors). Tile shapes: TM·TN = 4096 outputs, 64×64 (SSK_TILE, the
+// default) or 32×128 (conv backward-data, whose M is a layer's input channels: 20 of
+// a 64-row tile's rows were MNIST conv2's). Block: 256 threads (blockDim =
+// (SSK_GEMM_THREADS, SSK_GEMM_THREADS)), flat index t; thread (tx, ty) =
+// (t mod TN/4, t div TN/4) owns the 4×4 micro-tile of outputs (m0 + 4·ty + i,
+// n0 + 4·tx + j) in registers, acc.c[i][j] (added to, not overwritten: a caller may
+// run several GEMMs into one accumulator).
 // K advances in stages of SSK_TILE_K = 16 through double-buffered shared memory:
 // while the block multiplies stage s out of one buffer, each thread has already
 // fetched stage s + 1 from global memory into registers, and stores it into the
@@ -91,18 +94,20 @@ __device__ __forceinline__ float ssk_block_sum(float v, float* scratch) {
 // Determinism: every output's sum runs over k = 0, 1, …, K − 1 in order in one
 // thread (the padding of the last stage adds exact zeros), whatever the schedule.
 // A_K_FAST / B_K_FAST: whether consecutive k are adjacent in memory for that
-// operand; each thread loads 4 consecutive elements along that index per stage
-// (consecutive threads continue along it, so global loads coalesce): one float4
-// when the operand is an SskRows / SskCols matrix and the 4 are aligned and in
-// range, else 4 scalar loads through the functor.
+// operand; the stage's operand tile is loaded as 4-vectors along that index
+// (consecutive threads continue along it, so global loads coalesce), vector v by
+// thread v mod 256 (TM or TN / 16 elements a thread): one float4 when the operand is
+// an SskRows / SskCols matrix and the 4 are aligned and in range, else 4 scalar
+// loads through the functor.
 // build.rs exports every integer `#define SSK_*` of this file to Rust
 // (backend::kernels::geometry): the launch plans' grids read them from there.
 #define SSK_TILE 64
 #define SSK_TILE_K 16
 #define SSK_GEMM_THREADS 16
-#define SSK_MICRO (SSK_TILE / SSK_GEMM_THREADS)
-// Operand elements per thread per stage: SSK_TILE·SSK_TILE_K / 256.
-#define SSK_GEMM_LOADS (SSK_TILE * SSK_TILE_K / (SSK_GEMM_THREADS * SSK_GEMM_THREADS))
+#define SSK_MICRO 4
+// conv backward-data's tile: SSK_NARROW_M × SSK_WIDE_N.
+#define SSK_NARROW_M 32
+#define SSK_WIDE_N 128
 
 struct SskGemmAcc {
     float c[SSK_MICRO][SSK_MICRO];
@@ -162,7 +167,8 @@ __device__ __forceinline__ void ssk_load4(const SskCols& f, int i, int j, int I,
 // mma.sync.m16n8k8 TF32 tensor-core instructions: operands are rounded to TF32
 // (cvt.rna: 10-bit mantissa, round to nearest, ties away from zero) when stored to
 // shared memory, products are exact, accumulation is f32. Warp w of the block owns
-// the 32×16 sub-tile (rows 32·(w / 4).., cols 16·(w % 4)..) as 2×2 mma tiles of 16×8,
+// the 32×16 sub-tile (rows 32·(w / (TN/16)).., cols 16·(w % (TN/16))..: w / 4 and w % 4
+// on a 64×64 tile, 0 and w on a 32×128 one) as 2×2 mma tiles of 16×8,
 // and acc.c[2·mi + ni][r] holds register r of mma tile (mi, ni) (PTX ISA,
 // "Matrix Fragments for mma.m16n8k8", .tf32): with g = lane / 4, q = lane % 4,
 // A (16×8, row): a0 (g, q), a1 (g + 8, q), a2 (g, q + 4), a3 (g + 8, q + 4);
@@ -205,16 +211,18 @@ __device__ __forceinline__ void ssk_mma_tf32(float d[4], const float a[4], const
 #define SSK_GEMM_VARIANT(call) call(false)
 #endif
 
-// Offset (row, col) in the tile of acc.c[i][j] for this thread.
-template <bool TF32>
+// Offset (row, col) in the TM×TN tile of acc.c[i][j] for this thread.
+template <bool TF32, int TM, int TN>
 __device__ __forceinline__ void ssk_gemm_at(int i, int j, int& row, int& col) {
+    const int t = threadIdx.y * blockDim.x + threadIdx.x;
     if constexpr (TF32) {
-        const int t = threadIdx.y * SSK_GEMM_THREADS + threadIdx.x, lane = t & 31, w = t >> 5;
-        row = 32 * (w / 4) + 16 * (i / 2) + (lane >> 2) + 8 * (j >> 1);
-        col = 16 * (w % 4) + 8 * (i % 2) + 2 * (lane & 3) + (j & 1);
+        // Warp w: the 32×16 sub-tile (32·(w div TN/16), 16·(w mod TN/16)).
+        const int lane = t & 31, w = t >> 5;
+        row = 32 * (w / (TN / 16)) + 16 * (i / 2) + (lane >> 2) + 8 * (j >> 1);
+        col = 16 * (w % (TN / 16)) + 8 * (i % 2) + 2 * (lane & 3) + (j & 1);
     } else {
-        row = SSK_MICRO * threadIdx.y + i;
-        col = SSK_MICRO * threadIdx.x + j;
+        row = SSK_MICRO * (t / (TN / SSK_MICRO)) + i;
+        col = SSK_MICRO * (t % (TN / SSK_MICRO)) + j;
     }
 }
 
@@ -225,41 +233,69 @@ __device__ __forceinline__ float ssk_gemm_in(float x) {
     return x;
 }
 
-template <bool TF32>
+template <bool TF32, int TM, int TN>
 struct SskGemm {
+    static_assert(TM * TN == SSK_MICRO * SSK_MICRO * 256 && TM % 32 == 0 && TN % 16 == 0 && SSK_TILE_K % 8 == 0,
+                  "256 threads of 4×4 outputs; the TF32 warps' 32×16 sub-tiles cover the tile");
+    // 4-vectors of an operand tile per stage, and per thread (the last round partial
+    // when the tile has fewer than 256·n of them).
+    static constexpr int A_VECS = TM * SSK_TILE_K / 4, B_VECS = TN * SSK_TILE_K / 4;
+    static constexpr int A_PER = (A_VECS + 255) / 256, B_PER = (B_VECS + 255) / 256;
+
     template <bool A_K_FAST, bool B_K_FAST, class LoadA, class LoadB>
     static __device__ __forceinline__ void tile(int M, int N, int K, int m0, int n0, LoadA a, LoadB b,
                                                 SskGemmAcc& acc) {
-        static_assert(SSK_GEMM_LOADS == 4, "a thread loads one 4-vector per operand per stage");
-        static_assert(SSK_GEMM_THREADS * SSK_GEMM_THREADS == 256 && SSK_TILE == 64 && SSK_TILE_K % 8 == 0,
-                      "the TF32 warp layout assumes 8 warps on a 64×64 tile");
-        // [buffer][k][m or n]; rows of 68 floats keep float4 reads aligned and spread
-        // the transposing stores over more banks; rows of 72 (TF32) make the fragment
+        // [buffer][k][m or n]; rows of TM/TN + 4 floats keep float4 reads aligned and
+        // spread the transposing stores over more banks; + 8 (TF32) make the fragment
         // loads (bank 8·(lane % 4) + lane / 4) conflict-free.
-        constexpr int LD = SSK_TILE + (TF32 ? 8 : 4);
-        __shared__ __align__(16) float As[2][SSK_TILE_K][LD];
-        __shared__ __align__(16) float Bs[2][SSK_TILE_K][LD];
-        const int tx = threadIdx.x, ty = threadIdx.y;
-        const int t = ty * SSK_GEMM_THREADS + tx;
-        // This thread's 4-vector of each stage, along the operand's fast index: 4
+        constexpr int LDA = TM + (TF32 ? 8 : 4), LDB = TN + (TF32 ? 8 : 4);
+        __shared__ __align__(16) float As[2][SSK_TILE_K][LDA];
+        __shared__ __align__(16) float Bs[2][SSK_TILE_K][LDB];
+        const int t = threadIdx.y * blockDim.x + threadIdx.x;
+        const int tx = t % (TN / SSK_MICRO), ty = t / (TN / SSK_MICRO);
+        // This thread's 4-vectors of each stage, along the operand's fast index: 4
         // consecutive k of one row/column (K_FAST), or 4 consecutive rows/columns at one k.
-        const int a_k = A_K_FAST ? (t % (SSK_TILE_K / 4)) * 4 : t / (SSK_TILE / 4);
-        const int a_m = A_K_FAST ? t / (SSK_TILE_K / 4) : (t % (SSK_TILE / 4)) * 4;
-        const int b_k = B_K_FAST ? (t % (SSK_TILE_K / 4)) * 4 : t / (SSK_TILE / 4);
-        const int b_n = B_K_FAST ? t / (SSK_TILE_K / 4) : (t % (SSK_TILE / 4)) * 4;
-        float ra[4], rb[4];
+        int a_k[A_PER], a_m[A_PER], b_k[B_PER], b_n[B_PER];
+#pragma unroll
+        for (int u = 0; u < A_PER; u++) {
+            const int v = t + 256 * u;
+            a_k[u] = A_K_FAST ? (v % (SSK_TILE_K / 4)) * 4 : v / (TM / 4);
+            a_m[u] = A_K_FAST ? v / (SSK_TILE_K / 4) : (v % (TM / 4)) * 4;
+        }
+#pragma unroll
+        for (int u = 0; u < B_PER; u++) {
+            const int v = t + 256 * u;
+            b_k[u] = B_K_FAST ? (v % (SSK_TILE_K / 4)) * 4 : v / (TN / 4);
+            b_n[u] = B_K_FAST ? v / (SSK_TILE_K / 4) : (v % (TN / 4)) * 4;
+        }
+        const auto a_mine = [&](int u) { return t + 256 * u < A_VECS; };
+        const auto b_mine = [&](int u) { return t + 256 * u < B_VECS; };
+        float ra[A_PER][4], rb[B_PER][4];
         // Global → registers: the stage starting at k0.
         auto fetch = [&](int k0) {
-            ssk_load4<A_K_FAST>(a, m0 + a_m, k0 + a_k, M, K, ra);
-            ssk_load4<!B_K_FAST>(b, k0 + b_k, n0 + b_n, K, N, rb);
+#pragma unroll
+            for (int u = 0; u < A_PER; u++)
+                if (a_mine(u)) ssk_load4<A_K_FAST>(a, m0 + a_m[u], k0 + a_k[u], M, K, ra[u]);
+#pragma unroll
+            for (int u = 0; u < B_PER; u++)
+                if (b_mine(u)) ssk_load4<!B_K_FAST>(b, k0 + b_k[u], n0 + b_n[u], K, N, rb[u]);
         };
         // Registers → shared buffer `s` (rounded to TF32 once here, not per fragment load).
         auto stash = [&](int s) {
 #pragma unroll
-            for (int q = 0; q < 4; q++) {
-                As[s][a_k + (A_K_FAST ? q : 0)][a_m + (A_K_FAST ? 0 : q)] = ssk_gemm_in<TF32>(ra[q]);
-                Bs[s][b_k + (B_K_FAST ? q : 0)][b_n + (B_K_FAST ? 0 : q)] = ssk_gemm_in<TF32>(rb[q]);
-            }
+            for (int u = 0; u < A_PER; u++)
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    if (a_mine(u))
+                        As[s][a_k[u] + (A_K_FAST ? q : 0)][a_m[u] + (A_K_FAST ? 0 : q)] =
+                            ssk_gemm_in<TF32>(ra[u][q]);
+#pragma unroll
+            for (int u = 0; u < B_PER; u++)
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    if (b_mine(u))
+                        Bs[s][b_k[u] + (B_K_FAST ? q : 0)][b_n[u] + (B_K_FAST ? 0 : q)] =
+                            ssk_gemm_in<TF32>(rb[u][q]);
         };
         if (K <= 0) return;
         fetch(0);
@@ -271,7 +307,7 @@ struct SskGemm {
             if (more) fetch(k0 + SSK_TILE_K);      // in flight while this stage multiplies
             if constexpr (TF32) {
                 const int lane = t & 31, w = t >> 5, g = lane >> 2, q = lane & 3;
-                const int wm = 32 * (w / 4), wn = 16 * (w % 4);
+                const int wm = 32 * (w / (TN / 16)), wn = 16 * (w % (TN / 16));
 #pragma unroll
                 for (int kk = 0; kk < SSK_TILE_K; kk += 8) {
                     float af[2][4], bf[2][2];
@@ -322,7 +358,7 @@ struct SskGemm {
 #pragma unroll
             for (int j = 0; j < SSK_MICRO; j++) {
                 int row, col;
-                ssk_gemm_at<TF32>(i, j, row, col);
+                ssk_gemm_at<TF32, TM, TN>(i, j, row, col);
                 const int m = m0 + row, n = n0 + col;
                 if (m < M && n < N) out(m, n, acc.c[i][j]);
             }
@@ -330,20 +366,20 @@ struct SskGemm {
     }
 };
 
-// acc += the tile's A·B (see above); the TF32 variant keeps acc in mma fragments, so
-// read it only through ssk_gemm_store.
-template <bool A_K_FAST, bool B_K_FAST, class LoadA, class LoadB>
+// acc += the TM×TN tile's A·B (see above); the TF32 variant keeps acc in mma
+// fragments, so read it only through ssk_gemm_store with the same TM, TN.
+template <bool A_K_FAST, bool B_K_FAST, int TM = SSK_TILE, int TN = SSK_TILE, class LoadA, class LoadB>
 __device__ __forceinline__ void ssk_gemm_tile(int M, int N, int K, int m0, int n0, LoadA a, LoadB b,
                                               SskGemmAcc& acc) {
-#define SSK_CALL_TILE(TF32) SskGemm<TF32>::template tile<A_K_FAST, B_K_FAST>(M, N, K, m0, n0, a, b, acc)
+#define SSK_CALL_TILE(TF32) SskGemm<TF32, TM, TN>::template tile<A_K_FAST, B_K_FAST>(M, N, K, m0, n0, a, b, acc)
     SSK_GEMM_VARIANT(SSK_CALL_TILE);
 #undef SSK_CALL_TILE
 }
 
 // Calls out(m, n, value) for the thread's outputs that fall inside M×N.
-template <class Store>
+template <int TM = SSK_TILE, int TN = SSK_TILE, class Store>
 __device__ __forceinline__ void ssk_gemm_store(int M, int N, int m0, int n0, const SskGemmAcc& acc, Store out) {
-#define SSK_CALL_STORE(TF32) SskGemm<TF32>::store(M, N, m0, n0, acc, out)
+#define SSK_CALL_STORE(TF32) SskGemm<TF32, TM, TN>::store(M, N, m0, n0, acc, out)
     SSK_GEMM_VARIANT(SSK_CALL_STORE);
 #undef SSK_CALL_STORE
 }

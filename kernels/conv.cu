@@ -81,23 +81,29 @@ extern "C" __global__ void conv2d_forward(const float* __restrict__ x, const flo
     });
 }
 
-// Backward-data, the output tile (tile_m, tile_n) of GEMM M = C, N = N·H·W, K = K·R·R;
-// dy outside the valid output range reads as 0. Every dx element is written once (no atomics).
+// Backward-data, the output tile (tile_m, tile_n) of GEMM M = C, N = N·H·W, K = K·R·R,
+// SSK_NARROW_M × SSK_WIDE_N (32 × 128: M is the layer's input channels, often few —
+// MNIST conv2's 20 used 20 of a 64-row tile's rows); dy outside the valid output
+// range reads as 0. Every dx element is written once (no atomics). Split-K as the
+// forward's: K slice `slice` of `slices`, [slice·slice_k, …), handed over through
+// `ws` and counters[tile] (common.cuh `ssk_split_k_last`); the last block stores.
 __device__ __forceinline__ void conv_backward_data_tile(const float* __restrict__ w, const float* __restrict__ dy,
-                                                        float* __restrict__ dx, int N, const ConvShape& g,
-                                                        int tile_m, int tile_n) {
-    const int HW = g.H * g.W;
+                                                        float* __restrict__ dx, float* ws, unsigned* counters,
+                                                        int N, const ConvShape& g, int tile, int tile_cols,
+                                                        int slice, int slices, int slice_k) {
+    const int HW = g.H * g.W, KRR = g.K * g.RR;
     const ConvDiv by_hw = conv_div(HW), by_w = conv_div(g.W), by_s = conv_div(g.S);
-    const int m0 = tile_m * SSK_TILE, n0 = tile_n * SSK_TILE;
+    const int m0 = tile / tile_cols * SSK_NARROW_M, n0 = tile % tile_cols * SSK_WIDE_N;
+    const int k0 = slice * slice_k, kn = slices == 1 ? KRR : min(slice_k, KRR - k0);
     SskGemmAcc acc = {};
-    ssk_gemm_tile<false, false>(
-        g.C, N * HW, g.K * g.RR, m0, n0,
-        [=](int c, int kij) {
-            const int k = g.by_rr.div(kij), ij = kij - k * g.RR;
+    ssk_gemm_tile<false, false, SSK_NARROW_M, SSK_WIDE_N>(
+        g.C, N * HW, kn, m0, n0,
+        [=](int c, int kk) {
+            const int kij = k0 + kk, k = g.by_rr.div(kij), ij = kij - k * g.RR;
             return w[(k * g.C + c) * g.RR + ij];
         },
-        [=](int kij, int col) {
-            const int k = g.by_rr.div(kij), ij = kij - k * g.RR;
+        [=](int kk, int col) {
+            const int kij = k0 + kk, k = g.by_rr.div(kij), ij = kij - k * g.RR;
             const int i = g.by_r.div(ij), j = ij - i * g.R;
             const int n = by_hw.div(col), hw = col - n * HW;
             const int h = by_w.div(hw), wx = hw - h * g.W;
@@ -109,7 +115,8 @@ __device__ __forceinline__ void conv_backward_data_tile(const float* __restrict_
             return (oy < g.OH && ox < g.OW) ? dy[((n * g.K + k) * g.OH + oy) * g.OW + ox] : 0.0f;
         },
         acc);
-    ssk_gemm_store(g.C, N * HW, m0, n0, acc, [=](int c, int col, float v) {
+    if (!ssk_split_k_last(acc, ws, counters, tile, slice, slices)) return;
+    ssk_gemm_store<SSK_NARROW_M, SSK_WIDE_N>(g.C, N * HW, m0, n0, acc, [=](int c, int col, float v) {
         const int n = by_hw.div(col), hw = col - n * HW;
         dx[(n * g.C + c) * HW + hw] = v;
     });
@@ -155,23 +162,27 @@ extern "C" __global__ void conv2d_backward_weight(const float* __restrict__ x, c
 }
 
 // Backward-data and -weights in one launch (a layer whose input gradient is wanted):
-// the first blocks are conv_backward_data_tile's tiles, the rest
-// conv2d_backward_weight's, each computed as that kernel computes it (the same bits). grid (data tiles + weight tiles) 1-D,
-// data tiles = ceil(N·H·W / SSK_TILE)·ceil(C / SSK_TILE), weight tiles =
+// the first blocks are conv_backward_data_tile's (data tiles × data_slices, slice
+// after slice), the rest conv2d_backward_weight's, each weight tile computed as that
+// kernel computes it (the same bits). grid (data tiles·data_slices + weight tiles) 1-D,
+// data tiles = ceil(N·H·W / SSK_WIDE_N)·ceil(C / SSK_NARROW_M), weight tiles =
 // ceil((CRR + 1) / SSK_TILE)·ceil(K / SSK_TILE)·parts; block (SSK_GEMM_THREADS, SSK_GEMM_THREADS).
+// `ws` (data_slices > 1): the data tiles' split-K partials.
 extern "C" __global__ void conv2d_backward_data_weight(const float* __restrict__ w, const float* __restrict__ x,
                                                        const float* __restrict__ dy, float* __restrict__ dx,
-                                                       float* __restrict__ parts, int N, int C, int H, int W,
-                                                       int K, int R, int pad, int S, int rows_per_part) {
+                                                       float* __restrict__ parts, float* ws, unsigned* counters,
+                                                       int N, int C, int H, int W, int K, int R, int pad, int S,
+                                                       int rows_per_part, int data_slices, int data_slice_k) {
     const ConvShape g = conv_shape(C, H, W, K, R, pad, S);
-    const int data_cols = (N * H * W + SSK_TILE - 1) / SSK_TILE;
-    const int data_tiles = data_cols * ((C + SSK_TILE - 1) / SSK_TILE);
+    const int data_cols = (N * H * W + SSK_WIDE_N - 1) / SSK_WIDE_N;
+    const int data_tiles = data_cols * ((C + SSK_NARROW_M - 1) / SSK_NARROW_M);
     int b = blockIdx.x;
-    if (b < data_tiles) {
-        conv_backward_data_tile(w, dy, dx, N, g, b / data_cols, b % data_cols);
+    if (b < data_tiles * data_slices) {
+        conv_backward_data_tile(w, dy, dx, ws, counters, N, g, b % data_tiles, data_cols, b / data_tiles,
+                                data_slices, data_slice_k);
         return;
     }
-    b -= data_tiles;
+    b -= data_tiles * data_slices;
     const int w_cols = (g.CRR + 1 + SSK_TILE - 1) / SSK_TILE;
     const int w_tiles = w_cols * ((K + SSK_TILE - 1) / SSK_TILE);
     conv_backward_weight_tile(x, dy, parts, N, g, rows_per_part, (b % w_tiles) / w_cols, b % w_cols, b / w_tiles);

@@ -12,13 +12,13 @@ BENCHMARKS.md, "Launches per MNIST MTL step". Prints the markdown table."""
 # DRAM passes); the split-K GEMMs write and read their partial tiles (counted).
 N=64; F=4
 def split_k(tiles,k,target=128,min_k=64,stage=16):
-    # launch/linear.rs: (slices, slice_k)
+    # launch/mod.rs split_k: (slices, slice_k)
     want=min(-(-target//max(tiles,1)),k//min_k)
     if want<=1: return 1
     sk=-(-(-(-k//want))//stage)*stage
     return -(-k//sk)
 def ws(tiles,k):
-    # split-K workspace traffic: every slice's partial 64×64 tile written, then read
+    # split-K workspace traffic: every slice's partial tile (4096 outputs) written, then read
     s=split_k(tiles,k); return 0 if s==1 else mb(2*tiles*s*64*64)
 def t64(n): return -(-n//64)
 def mb(x): return x*F
@@ -56,7 +56,7 @@ lin('fc2',10,10,100,50,relu_in=True)
 lin('fc1',10,1,640,100,relu_in=True)
 lin('fc',1,1,640,640)
 k('bwd','relu_maxpool_batchnorm2d_backward pool2+bn2 (n, dpooled, x read twice; dn, dx written)',p2+2*c2+10*c2, mb(6*c2+2*p2))
-k('bwd',f'conv2d_backward_data_weight conv2: data (M20 N9216 K1000, zero taps computed) + weight (M40 N500+1 K4096, {P2} parts; +1: the bias)',2*20*N*144*1000+2*40*501*N*64, mb(40*500+c2+p1)+mb(c2+p1+P2*40*501),True)
+k('bwd',f'conv2d_backward_data_weight conv2: data (M20 N9216 K1000, zero taps computed; 32×128 tiles, split-K 2) + weight (M40 N500+1 K4096, {P2} parts; +1: the bias)',2*20*N*144*1000+2*40*501*N*64, mb(40*500+c2+p1)+mb(c2+p1+P2*40*501)+ws(72,1000),True)
 k('bwd','conv2d_backward_weight_sum conv2 (dw, db)',P2*40*501, mb((P2+1)*40*501))
 k('bwd','relu_maxpool_batchnorm2d_backward pool1+bn1',p1+2*c1+10*c1, mb(6*c1+2*p1))
 k('bwd',f'conv2d_backward_weight conv1 (M20 N25+1 K36864, {P1} parts; +1: the bias)',2*20*26*N*576, mb(c1+x+P1*20*26),True)

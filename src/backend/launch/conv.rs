@@ -4,7 +4,7 @@ use super::{
     dim, gemm_grid, i32_of, split_k, split_k_workspace, Arg, KernelDevice, Launch, Plan,
     GEMM_BLOCK, TILE,
 };
-use crate::backend::kernels::geometry::SSK_TILE_K;
+use crate::backend::kernels::geometry::{SSK_NARROW_M, SSK_TILE_K, SSK_WIDE_N};
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
 
 /// Blocks the weight gradient's split-K aims at: 2 per SM of an H100/H200 (132 SMs;
@@ -92,20 +92,35 @@ impl<D: KernelDevice> ConvOps for D {
         let weight_grid = gemm_grid(crr + 1, s.out_channels, parts);
         let rows = Arg::I32(i32_of(per_part, "rows per partial"));
         if let Some(dx) = g.dx.as_deref() {
-            // Backward-data and -weight tiles in one launch, a 1-D grid of both.
-            let data_grid = gemm_grid(s.batch * s.height * s.width, s.in_channels, 1);
+            // Backward-data (32 × 128 tiles, split-K when few) and -weight tiles in
+            // one launch, a 1-D grid of both.
+            let data_tiles = (s.batch * s.height * s.width).div_ceil(SSK_WIDE_N)
+                * s.in_channels.div_ceil(SSK_NARROW_M);
+            let (slices, slice_k) = split_k(data_tiles, s.out_channels * s.kernel * s.kernel);
             let mut args = vec![
                 Arg::Buf(w),
                 Arg::Buf(x),
                 Arg::Buf(dy),
                 Arg::Buf(dx),
                 Arg::Scratch(0),
+                // Without a split the workspace is not touched: dx stands in.
+                if slices > 1 {
+                    Arg::Scratch(1)
+                } else {
+                    Arg::Buf(dx)
+                },
+                Arg::Buf(self.counters()),
             ];
             args.extend(conv_dims(s));
             args.push(rows);
+            args.push(Arg::I32(i32_of(slices, "data slices")));
+            args.push(Arg::I32(i32_of(slice_k, "data slice_k")));
+            if slices > 1 {
+                plan.scratch.push(split_k_workspace(data_tiles, slices));
+            }
             plan.push(Launch {
                 kernel: "conv2d_backward_data_weight",
-                grid: [dim(tiles(data_grid) + tiles(weight_grid)), 1, 1],
+                grid: [dim(data_tiles * slices + tiles(weight_grid)), 1, 1],
                 block: GEMM_BLOCK,
                 shared_bytes: 0,
                 args,

@@ -225,8 +225,9 @@ fn gemm_grid(cols: usize, rows: usize, z: usize) -> [u32; 3] {
 /// slices of at least `SPLIT_MIN_K`, so that its grid nears `SPLIT_TARGET` blocks (a
 /// GPU's SM count, about) and no block runs a long serial K loop. MNIST at batch 64:
 /// fc1 (10 tiles, K 640) 10 slices; the branches' first layer (20 tiles, K 640) 7,
-/// its dx (10 tiles, K 10 branches · 100) 13; conv2 (64 tiles, K 500) 2; the small
-/// layers and conv1 (576 tiles) none.
+/// its dx (10 tiles, K 10 branches · 100) 13; conv2 (64 tiles, K 500) 2, its
+/// backward-data (72 tiles of 32 × 128, K 1000) 2; the small layers and conv1 (576
+/// tiles) none.
 const SPLIT_TARGET: usize = 128;
 const SPLIT_MIN_K: usize = 64;
 
@@ -243,7 +244,7 @@ fn split_k(tiles: usize, k: usize) -> (usize, usize) {
 }
 
 /// The split-K workspace: each tile's partial accumulators, a GEMM block's worth of
-/// registers per slice.
+/// registers per slice (4096 floats: 64 × 64 or 32 × 128 outputs).
 fn split_k_workspace(tiles: usize, slices: usize) -> usize {
     tiles * slices * TILE * TILE
 }
