@@ -214,7 +214,7 @@ __device__ __forceinline__ void ssk_mma_tf32(float d[4], const float a[4], const
 // Offset (row, col) in the TM×TN tile of acc.c[i][j] for this thread.
 template <bool TF32, int TM, int TN>
 __device__ __forceinline__ void ssk_gemm_at(int i, int j, int& row, int& col) {
-    const int t = threadIdx.y * blockDim.x + threadIdx.x;
+    const int t = threadIdx.y * SSK_GEMM_THREADS + threadIdx.x;
     if constexpr (TF32) {
         // Warp w: the 32×16 sub-tile (32·(w div TN/16), 16·(w mod TN/16)).
         const int lane = t & 31, w = t >> 5;
@@ -251,7 +251,7 @@ struct SskGemm {
         constexpr int LDA = TM + (TF32 ? 8 : 4), LDB = TN + (TF32 ? 8 : 4);
         __shared__ __align__(16) float As[2][SSK_TILE_K][LDA];
         __shared__ __align__(16) float Bs[2][SSK_TILE_K][LDB];
-        const int t = threadIdx.y * blockDim.x + threadIdx.x;
+        const int t = threadIdx.y * SSK_GEMM_THREADS + threadIdx.x;
         const int tx = t % (TN / SSK_MICRO), ty = t / (TN / SSK_MICRO);
         // This thread's 4-vectors of each stage, along the operand's fast index: 4
         // consecutive k of one row/column (K_FAST), or 4 consecutive rows/columns at one k.
