@@ -163,6 +163,38 @@ struct BnGradX {
     float g, x;
 };
 
+// The backward's gradient sums of channel c = blockIdx.x, dβ = Σ dy and dγ = Σ dy·x̂
+// (x̂ = (x − mu)·is), over the `count` items of the channel that `load` gives as
+// BnGradX (`per` of them a plane: elements, or pool windows), in every thread;
+// block (c, 0) writes them.
+template <class Load>
+__device__ __forceinline__ void bn_grad_sums(int count, int C, int per, const Load& load, float mu, float is,
+                                             float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                             float* scratch, float& sdy, float& sdyxh) {
+    const int c = blockIdx.x;
+    sdy = 0.0f;
+    sdyxh = 0.0f;
+    if (per > 0)
+        bn_walk(0, count, C, c, per, load, [&](int, BnGradX v) {
+            sdy += v.g;
+            sdyxh += v.g * (v.x - mu) * is;
+        });
+    sdy = ssk_block_sum(sdy, scratch);
+    sdyxh = ssk_block_sum(sdyxh, scratch);
+    if (blockIdx.y == 0 && threadIdx.x == 0) {
+        dbeta[c] = sdy;
+        dgamma[c] = sdyxh;
+    }
+}
+
+// dx of an element of input x and gradient g, from the sums: γ·inv_std·(g − dβ/M −
+// x̂·dγ/M) with k = γ·inv_std and inv_m = 1/M.
+__device__ __forceinline__ float bn_grad_x(float g, float x, float mu, float is, float k, float inv_m, float sdy,
+                                           float sdyxh) {
+    const float xhat = (x - mu) * is;
+    return k * (g - sdy * inv_m - xhat * sdyxh * inv_m);
+}
+
 // Backward of the training forward for channel c = blockIdx.x. With
 // x̂ = (x − mean)·inv_std, M = N·HW: dβ = Σ dy, dγ = Σ dy·x̂ (over the whole
 // channel, in every block; block (c, 0) writes them), then for the block's share
@@ -179,24 +211,14 @@ __device__ __forceinline__ void bn_backward_channel(const float* __restrict__ x,
     const int c = blockIdx.x, M = N * HW;
     const float mu = mean[c], is = inv_std[c];
     const auto load = [=](int at, int n, int hw) { return BnGradX{grad(at, n, hw), x[at]}; };
-    float sdy = 0.0f, sdyxh = 0.0f;
-    bn_walk(0, M, C, c, HW, load, [&](int, BnGradX v) {
-        sdy += v.g;
-        sdyxh += v.g * (v.x - mu) * is;
-    });
-    sdy = ssk_block_sum(sdy, scratch);
-    sdyxh = ssk_block_sum(sdyxh, scratch);
-    if (blockIdx.y == 0 && threadIdx.x == 0) {
-        dbeta[c] = sdy;
-        dgamma[c] = sdyxh;
-    }
+    float sdy, sdyxh;
+    bn_grad_sums(M, C, HW, load, mu, is, dgamma, dbeta, scratch, sdy, sdyxh);
     const float k = gamma[c] * is, inv_m = 1.0f / (float)M;
     int begin, end;
     bn_share(N, HW, begin, end);
     bn_walk(begin, end, C, c, HW, load, [=](int at, BnGradX v) {
         keep(at, v.g);
-        const float xhat = (v.x - mu) * is;
-        dx[at] = k * (v.g - sdy * inv_m - xhat * sdyxh * inv_m);
+        dx[at] = bn_grad_x(v.g, v.x, mu, is, k, inv_m, sdy, sdyxh);
     });
 }
 
@@ -247,24 +269,13 @@ extern "C" __global__ void relu_maxpool_batchnorm2d_backward(
         const Window v = window(pooled_at, n, o);
         return BnGradX{v.g, x[v.corner + (v.at >> 1) * W + (v.at & 1)]};
     };
-    float sdy = 0.0f, sdyxh = 0.0f;
-    if (PW > 0)
-        bn_walk(0, N * PW, C, c, PW, window_gx, [&](int, BnGradX v) {
-            sdy += v.g;
-            sdyxh += v.g * (v.x - mu) * is;
-        });
-    sdy = ssk_block_sum(sdy, scratch);
-    sdyxh = ssk_block_sum(sdyxh, scratch);
-    if (blockIdx.y == 0 && threadIdx.x == 0) {
-        dbeta[c] = sdy;
-        dgamma[c] = sdyxh;
-    }
+    float sdy, sdyxh;
+    bn_grad_sums(N * PW, C, PW, window_gx, mu, is, dgamma, dbeta, scratch, sdy, sdyxh);
     const float k = gamma[c] * is, inv_m = 1.0f / (float)M;
-    // dx of an element of gradient g (the unfused kernel's expression).
+    // dy and dx of an element of gradient g.
     const auto grad_x = [=](int at, float g) {
-        const float xhat = (x[at] - mu) * is;
         dy[at] = g;
-        dx[at] = k * (g - sdy * inv_m - xhat * sdyxh * inv_m);
+        dx[at] = bn_grad_x(g, x[at], mu, is, k, inv_m, sdy, sdyxh);
     };
     int begin, end;
     if (PW > 0) {

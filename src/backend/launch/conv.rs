@@ -1,8 +1,8 @@
 //! Plans of the convolution ops (kernels/conv.cu).
 
 use super::{
-    dim, gemm_grid, i32_of, split_k, split_k_workspace, Arg, KernelDevice, Launch, Plan,
-    GEMM_BLOCK, TILE,
+    dim, gemm_grid, i32_of, split_k, split_k_args, Arg, KernelDevice, Launch, Plan, GEMM_BLOCK,
+    TILE,
 };
 use crate::backend::kernels::geometry::{SSK_NARROW_M, SSK_TILE_K, SSK_WIDE_N};
 use crate::backend::{Backward, Conv2dShape, ConvOps, Forward};
@@ -50,32 +50,19 @@ impl<D: KernelDevice> ConvOps for D {
         let cols = s.batch * s.out_height() * s.out_width();
         let tiles = cols.div_ceil(TILE) * s.out_channels.div_ceil(TILE);
         let (slices, slice_k) = split_k(tiles, s.in_channels * s.kernel * s.kernel);
-        let mut args = vec![
-            Arg::Buf(x),
-            Arg::Buf(p.w),
-            Arg::Buf(p.b),
-            Arg::Buf(&*y),
-            // Without a split the workspace is not touched: y stands in.
-            if slices > 1 {
-                Arg::Scratch(0)
-            } else {
-                Arg::Buf(&*y)
-            },
-            Arg::Buf(self.counters()),
-        ];
+        let mut plan = Plan::new();
+        let mut args = vec![Arg::Buf(x), Arg::Buf(p.w), Arg::Buf(p.b), Arg::Buf(&*y)];
+        args.extend(split_k_args(self, &mut plan, tiles, slices, &*y));
         args.extend(conv_dims(s));
         args.push(Arg::I32(i32_of(slices, "slices")));
         args.push(Arg::I32(i32_of(slice_k, "slice_k")));
-        let mut plan = Plan::one(Launch {
+        plan.push(Launch {
             kernel: "conv2d_forward",
             grid: gemm_grid(cols, s.out_channels, slices),
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
         });
-        if slices > 1 {
-            plan.scratch.push(split_k_workspace(tiles, slices));
-        }
         self.execute(&plan);
     }
 
@@ -103,21 +90,12 @@ impl<D: KernelDevice> ConvOps for D {
                 Arg::Buf(dy),
                 Arg::Buf(dx),
                 Arg::Scratch(0),
-                // Without a split the workspace is not touched: dx stands in.
-                if slices > 1 {
-                    Arg::Scratch(1)
-                } else {
-                    Arg::Buf(dx)
-                },
-                Arg::Buf(self.counters()),
             ];
+            args.extend(split_k_args(self, &mut plan, data_tiles, slices, dx));
             args.extend(conv_dims(s));
             args.push(rows);
             args.push(Arg::I32(i32_of(slices, "data slices")));
             args.push(Arg::I32(i32_of(slice_k, "data slice_k")));
-            if slices > 1 {
-                plan.scratch.push(split_k_workspace(data_tiles, slices));
-            }
             plan.push(Launch {
                 kernel: "conv2d_backward_data_weight",
                 grid: [dim(data_tiles * slices + tiles(weight_grid)), 1, 1],

@@ -1,8 +1,8 @@
 //! Plans of the branch-batched linear ops (kernels/linear.cu).
 
 use super::{
-    branch_map, dim, gemm_grid, i32_of, split_k, split_k_workspace, Arg, KernelDevice, Launch,
-    Plan, GEMM_BLOCK, TILE,
+    branch_map, dim, gemm_grid, i32_of, split_k, split_k_args, Arg, KernelDevice, Launch, Plan,
+    GEMM_BLOCK, TILE,
 };
 use crate::backend::{Backward, Forward, LinearOps, LinearShape};
 
@@ -47,35 +47,21 @@ impl<D: KernelDevice> LinearOps for D {
     fn linear_forward(&self, s: &LinearShape, Forward { x, p, y }: Forward<D::Buf>) {
         check_linear(s);
         let (slices, slice_k) = split_k(forward_tiles(s), s.in_features);
-        let mut args = vec![
-            Arg::Buf(x),
-            Arg::Buf(p.w),
-            Arg::Buf(p.b),
-            Arg::Buf(&*y),
-            // Without a split the workspace is not touched: y stands in.
-            if slices > 1 {
-                Arg::Scratch(0)
-            } else {
-                Arg::Buf(&*y)
-            },
-            Arg::Buf(self.counters()),
-            branch_map(&s.x_of),
-        ];
+        let mut plan = Plan::new();
+        let mut args = vec![Arg::Buf(x), Arg::Buf(p.w), Arg::Buf(p.b), Arg::Buf(&*y)];
+        args.extend(split_k_args(self, &mut plan, forward_tiles(s), slices, &*y));
+        args.push(branch_map(&s.x_of));
         args.extend(linear_dims(s));
         args.push(Arg::I32(s.relu_out as i32));
         args.push(Arg::I32(i32_of(slices, "slices")));
         args.push(Arg::I32(i32_of(slice_k, "slice_k")));
-        let mut plan = Plan::one(Launch {
+        plan.push(Launch {
             kernel: "linear_forward",
             grid: gemm_grid(s.out_features, s.batch, s.branches * slices),
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
         });
-        if slices > 1 {
-            plan.scratch
-                .push(split_k_workspace(forward_tiles(s), slices));
-        }
         self.execute(&plan);
     }
 
@@ -85,6 +71,7 @@ impl<D: KernelDevice> LinearOps for D {
         check_linear(s);
         let dx = g.dx.as_deref();
         let (slices, slice_k) = if dx.is_some() { dx_split(s) } else { (1, 0) };
+        let mut plan = Plan::new();
         let mut args = vec![
             Arg::Buf(x),
             Arg::Buf(w),
@@ -93,32 +80,25 @@ impl<D: KernelDevice> LinearOps for D {
             Arg::Buf(dx.unwrap_or(&*g.dw)),
             Arg::Buf(&*g.dw),
             Arg::Buf(&*g.db),
-            // Without a split the workspace is not touched: dw stands in.
-            if slices > 1 {
-                Arg::Scratch(0)
-            } else {
-                Arg::Buf(&*g.dw)
-            },
-            Arg::Buf(self.counters()),
+        ];
+        args.extend(split_k_args(self, &mut plan, dx_tiles(s), slices, &*g.dw));
+        args.extend([
             branch_map(&s.x_of),
             Arg::I32(i32_of(s.branches, "branches")),
             Arg::I32(i32_of(s.x_branches, "x_branches")),
-        ];
+        ]);
         args.extend(linear_dims(s));
         args.push(Arg::I32(s.relu_in as i32));
         args.push(Arg::I32(dx.is_some() as i32));
         args.push(Arg::I32(i32_of(slices, "dx_slices")));
         args.push(Arg::I32(i32_of(slice_k, "slice_k")));
-        let mut plan = Plan::one(Launch {
+        plan.push(Launch {
             kernel: "linear_backward",
             grid: [dim(backward_blocks(s, dx.is_some())), 1, 1],
             block: GEMM_BLOCK,
             shared_bytes: 0,
             args,
         });
-        if slices > 1 {
-            plan.scratch.push(split_k_workspace(dx_tiles(s), slices));
-        }
         self.execute(&plan);
     }
 }

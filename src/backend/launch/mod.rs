@@ -243,10 +243,24 @@ fn split_k(tiles: usize, k: usize) -> (usize, usize) {
     (k.div_ceil(slice_k), slice_k)
 }
 
-/// The split-K workspace: each tile's partial accumulators, a GEMM block's worth of
-/// registers per slice (4096 floats: 64 × 64 or 32 × 128 outputs).
-fn split_k_workspace(tiles: usize, slices: usize) -> usize {
-    tiles * slices * TILE * TILE
+/// A split-K kernel's workspace and counters arguments (`ws`, `counters`): split,
+/// a new scratch buffer of `plan` for the partials of `tiles` tiles (a GEMM block's
+/// worth of registers per tile and slice: 4096 floats, 64 × 64 or 32 × 128 outputs);
+/// not split, `stand_in`, a buffer of the launch the kernel then does not touch.
+fn split_k_args<'a, D: KernelDevice>(
+    dev: &'a D,
+    plan: &mut Plan<'a, D::Buf>,
+    tiles: usize,
+    slices: usize,
+    stand_in: &'a D::Buf,
+) -> [Arg<'a, D::Buf>; 2] {
+    let ws = if slices > 1 {
+        plan.scratch.push(tiles * slices * TILE * TILE);
+        Arg::Scratch(plan.scratch.len() - 1)
+    } else {
+        Arg::Buf(stand_in)
+    };
+    [ws, Arg::Buf(dev.counters())]
 }
 
 fn elementwise<'a, B>(kernel: &'static str, n: usize, args: Vec<Arg<'a, B>>) -> Plan<'a, B> {
